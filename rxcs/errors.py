@@ -1,0 +1,86 @@
+"""The errors rxcs raises: one root, a flat set named after the state of things.
+
+This module imports nothing from the package, so every layer can use it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BufferOverflowError",
+    "ChangeStreamHistoryLost",
+    "InvalidChangeError",
+    "InvalidResumeToken",
+    "MissingImageError",
+    "OplogClosedError",
+    "OplogCorruptedError",
+    "OplogLockedError",
+    "OplogUnavailableError",
+    "PipelineError",
+    "QueryError",
+    "RxcsError",
+    "StreamClosedError",
+]
+
+
+class RxcsError(Exception):
+    """The root of every error rxcs raises on purpose."""
+
+
+class QueryError(RxcsError, ValueError):
+    """A filter is malformed; the message starts with the path inside the filter."""
+
+
+class PipelineError(RxcsError, ValueError):
+    """A pipeline stage is malformed, or reshaped an event so it cannot resume."""
+
+
+class InvalidResumeToken(RxcsError, ValueError):
+    """A resume token is garbage, of an unknown version, or from another oplog."""
+
+
+class ChangeStreamHistoryLost(RxcsError):
+    """The position a stream needs is older than the oldest retained entry."""
+
+
+class InvalidChangeError(RxcsError, ValueError):
+    """A producer tried to append a change that cannot be recorded as given."""
+
+
+class MissingImageError(RxcsError):
+    """A document image was required (``"required"`` mode) but not recorded."""
+
+
+class OplogCorruptedError(RxcsError):
+    """An oplog file holds a frame that fails its checks.
+
+    ``path`` and ``offset`` name the file and the byte where the bad frame starts.
+    """
+
+    def __init__(self, message: str, *, path: str, offset: int) -> None:
+        super().__init__(f"{path} at byte {offset}: {message}")
+        self.path = path
+        self.offset = offset
+
+
+class OplogLockedError(RxcsError):
+    """Another process holds the oplog's writer lock; ``pid`` names it when known."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class OplogClosedError(RxcsError):
+    """The oplog was used after ``close()``."""
+
+
+class OplogUnavailableError(RxcsError):
+    """The oplog's storage cannot be reached (for example a Redis server is down)."""
+
+
+class BufferOverflowError(RxcsError):
+    """A stream's buffer filled up under ``overflow="error"``."""
+
+
+class StreamClosedError(RxcsError):
+    """A change stream was used after it was closed."""

@@ -1,0 +1,42 @@
+"""The operation log: entries, the ``Oplog`` contract and its backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rxcs.oplog.base import Oplog, OplogCursor
+from rxcs.oplog.entry import Change, OplogEntry
+from rxcs.oplog.memory import MemoryOplog
+
+__all__ = ["Change", "MemoryOplog", "Oplog", "OplogCursor", "OplogEntry", "open_oplog"]
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def open_oplog(location: str | Path, **options: Any) -> Oplog:
+    """Open the oplog at ``location``, choosing the backend from its form.
+
+    - ``":memory:"``: a new ``MemoryOplog``;
+    - ``"redis://host:port/db?stream=NAME"`` (also ``rediss://``, ``unix://``): a ``RedisOplog``;
+    - anything else is a directory: a ``FileOplog`` (created when missing).
+
+    ``options`` go to the backend's constructor.
+
+    Example:
+        >>> import rxcs
+        >>> oplog = rxcs.open_oplog(":memory:")
+        >>> oplog.insert("shop", "users", {"_id": 1})
+        1
+    """
+    if isinstance(location, str) and location == ":memory:":
+        return MemoryOplog(**options)
+    if isinstance(location, str) and location.startswith(_REDIS_SCHEMES):
+        from rxcs.oplog.redis import RedisOplog  # redis-py is an optional extra
+
+        return RedisOplog.from_url(location, **options)
+    if not isinstance(location, (str, Path)):
+        raise TypeError(f"oplog location must be a path or a URI string, not {type(location).__name__}")
+    from rxcs.oplog.file import FileOplog
+
+    return FileOplog(location, **options)

@@ -1,0 +1,281 @@
+"""The ``Oplog`` contract every backend keeps, and the producer helpers on top of it.
+
+op_ids start at 1, rise by exactly one per entry and are never reused, even
+after a trim. ``first_op_id`` is the oldest retained entry and ``last_op_id``
+the newest ever appended; an empty oplog has ``first_op_id == last_op_id + 1``.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from rxcs.errors import ChangeStreamHistoryLost
+from rxcs.events import ClusterTime
+from rxcs.oplog.entry import Change, OplogEntry
+
+__all__ = ["Clock", "Oplog", "OplogCursor"]
+
+Document = Mapping[str, Any]
+_EPOCH = ClusterTime(0, 0)
+
+
+class Clock:
+    """Hands out cluster times that strictly increase, and wall times in ms.
+
+    The cluster time follows the wall clock's seconds and never goes back,
+    even when the wall clock does; ``inc`` orders entries within a second.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self, last: ClusterTime = _EPOCH) -> None:
+        self._last = last
+
+    def tick(self) -> tuple[ClusterTime, int]:
+        """Return the next cluster time and the current wall time in ms."""
+        wall_ms = time.time_ns() // 1_000_000
+        seconds = wall_ms // 1000
+        last = self._last
+        now = ClusterTime(seconds, 1) if seconds > last.time else ClusterTime(last.time, last.inc + 1)
+        self._last = now
+        return now, wall_ms
+
+
+class OplogCursor(abc.ABC):
+    """Reads entries in op_id order from a position, batch by batch.
+
+    ``position`` is the op_id of the last entry returned (or the start).
+    A cursor whose next entry was trimmed away raises ``ChangeStreamHistoryLost``.
+    """
+
+    position: int
+
+    @abc.abstractmethod
+    def read(self, limit: int) -> list[OplogEntry]:
+        """Return up to ``limit`` entries after ``position`` (none when caught up)."""
+
+    def close(self) -> None:  # noqa: B027 - cursors without resources need nothing
+        """Release what the cursor holds open."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Oplog(abc.ABC):
+    """A durable, ordered log of changes; producers append, streams tail it.
+
+    Example:
+        >>> import rxcs
+        >>> with rxcs.open_oplog(":memory:") as oplog:
+        ...     oplog.insert("shop", "users", {"_id": 1, "name": "Ada"})
+        ...     oplog.update("shop", "users", 1, updated_fields={"name": "Ada L."})
+        ...     [entry.op for entry in oplog.read(after=0, limit=10)]
+        1
+        2
+        ['insert', 'update']
+    """
+
+    # -- identity and range -------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def oplog_id(self) -> uuid.UUID:
+        """The oplog's identity, kept for life; resume tokens carry it."""
+
+    @property
+    @abc.abstractmethod
+    def first_op_id(self) -> int:
+        """The op_id of the oldest retained entry (``last_op_id + 1`` when empty)."""
+
+    @property
+    @abc.abstractmethod
+    def last_op_id(self) -> int:
+        """The op_id of the newest entry ever appended (0 before the first)."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+
+    # -- writing ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def append_many(self, changes: Iterable[Change]) -> list[int]:
+        """Append changes as one commit and return their op_ids, in order."""
+
+    def append(self, change: Change) -> int:
+        """Append one change and return its op_id."""
+        return self.append_many((change,))[0]
+
+    @abc.abstractmethod
+    def trim(self, before_op_id: int) -> int:
+        """Drop retained entries with op_id below ``before_op_id``; return how many went.
+
+        A backend that stores entries in segments drops only whole segments, so it
+        may keep a few entries below ``before_op_id``.
+        """
+
+    # -- reading ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def cursor(self, after: int) -> OplogCursor:
+        """A cursor positioned after ``after`` (0 or ``first_op_id - 1`` for the oldest).
+
+        Raises ``ChangeStreamHistoryLost`` when the entry after ``after`` was trimmed.
+        """
+
+    def read(self, after: int, limit: int) -> list[OplogEntry]:
+        """Return up to ``limit`` entries with op_id greater than ``after``."""
+        with self.cursor(after) as cursor:
+            return cursor.read(limit)
+
+    @abc.abstractmethod
+    def wait(self, after: int, timeout: float | None) -> bool:
+        """Block until an entry after ``after`` exists; False on timeout or close.
+
+        Returns at once when such an entry already exists. Spurious early
+        returns are allowed (see ``wake_waiters``); callers re-check.
+        """
+
+    @abc.abstractmethod
+    def wake_waiters(self) -> None:
+        """Make every thread blocked in ``wait()`` return now (to notice a stop)."""
+
+    def op_id_at(self, when: ClusterTime | datetime) -> int:
+        """The op_id after which entries have a cluster time at or after ``when``.
+
+        A datetime is taken as its second. Raises ``ChangeStreamHistoryLost``
+        when entries at ``when`` may have been trimmed. O(log n) reads.
+        """
+        target = ClusterTime(int(when.timestamp()), 0) if isinstance(when, datetime) else when
+        low, high = self.first_op_id, self.last_op_id
+        if low > high:
+            return high
+        first = self.read(low - 1, 1)
+        if first and first[0].cluster_time >= target and low > 1:
+            raise ChangeStreamHistoryLost(
+                f"entries at {target} are older than the oldest retained entry (op_id {low})"
+            )
+        # Find the first op_id in [low, high + 1) whose cluster time is >= target.
+        high += 1
+        while low < high:
+            mid = (low + high) // 2
+            entry = self.read(mid - 1, 1)
+            if entry and entry[0].cluster_time < target:
+                low = mid + 1
+            else:
+                high = mid
+        return low - 1
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush and release the oplog; idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- producer helpers ---------------------------------------------------------
+
+    def insert(self, db: str, coll: str, document: Document, *, txn: int | None = None) -> int:
+        """Record an inserted document (it must carry ``_id``); return its op_id."""
+        return self.append(Change.insert(db, coll, document, txn=txn))
+
+    def update(
+        self,
+        db: str,
+        coll: str,
+        document_key: Any,
+        *,
+        updated_fields: Document | None = None,
+        removed_fields: Iterable[str] | None = None,
+        truncated_arrays: Iterable[Document] | None = None,
+        full_document: Document | None = None,
+        full_document_before_change: Document | None = None,
+        txn: int | None = None,
+    ) -> int:
+        """Record an update; ``document_key`` is ``{"_id": ...}`` or the ``_id`` itself."""
+        return self.append(
+            Change.update(
+                db, coll, document_key,
+                updated_fields=updated_fields, removed_fields=removed_fields,
+                truncated_arrays=truncated_arrays, full_document=full_document,
+                full_document_before_change=full_document_before_change, txn=txn,
+            )
+        )
+
+    def replace(
+        self,
+        db: str,
+        coll: str,
+        document_key: Any,
+        document: Document,
+        *,
+        full_document_before_change: Document | None = None,
+        txn: int | None = None,
+    ) -> int:
+        """Record a whole-document replacement; return its op_id."""
+        return self.append(
+            Change.replace(
+                db, coll, document_key, document,
+                full_document_before_change=full_document_before_change, txn=txn,
+            )
+        )
+
+    def delete(
+        self,
+        db: str,
+        coll: str,
+        document_key: Any,
+        *,
+        full_document_before_change: Document | None = None,
+        txn: int | None = None,
+    ) -> int:
+        """Record a deleted document; return its op_id."""
+        return self.append(
+            Change.delete(
+                db, coll, document_key,
+                full_document_before_change=full_document_before_change, txn=txn,
+            )
+        )
+
+    def create_collection(self, db: str, coll: str, options: Document | None = None) -> int:
+        """Record a created collection; return its op_id."""
+        return self.append(Change.create_collection(db, coll, options))
+
+    def drop_collection(self, db: str, coll: str) -> int:
+        """Record a dropped collection; return its op_id."""
+        return self.append(Change.drop_collection(db, coll))
+
+    def rename_collection(self, db: str, coll: str, to_db: str, to_coll: str) -> int:
+        """Record a renamed collection; return its op_id."""
+        return self.append(Change.rename_collection(db, coll, to_db, to_coll))
+
+    def drop_database(self, db: str) -> int:
+        """Record a dropped database; return its op_id."""
+        return self.append(Change.drop_database(db))
+
+    def create_index(self, db: str, coll: str, index_spec: Document) -> int:
+        """Record a created index (``{"key": {...}, "name": ...}``); return its op_id."""
+        return self.append(Change.create_index(db, coll, index_spec))
+
+    def drop_index(self, db: str, coll: str, index_name: str) -> int:
+        """Record a dropped index; return its op_id."""
+        return self.append(Change.drop_index(db, coll, index_name))

@@ -1,0 +1,74 @@
+"""The msgpack encoding of one oplog entry, shared by every backend.
+
+An entry is one msgpack array, positional for speed::
+
+    [op_id, time, inc, wall_ms, op, db, coll, document_key, full_document,
+     full_document_before_change, update_description, to, operation_description,
+     txn_number]
+
+with trailing nulls left off. Aware datetimes travel as msgpack Timestamps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from rxcs.errors import InvalidChangeError
+from rxcs.events import ClusterTime, Namespace
+from rxcs.oplog.entry import Change, OplogEntry
+
+__all__ = ["decode_entry", "encode_entry", "EntryDecodeError"]
+
+_FIXED_FIELDS = 7  # op_id .. coll: always present
+_ALL_FIELDS = 14
+# Field positions inside the record.
+_TO = 11
+
+
+class EntryDecodeError(ValueError):
+    """A record decoded from msgpack is not an entry; the backend adds where it was."""
+
+
+def _packer() -> msgpack.Packer:
+    return msgpack.Packer(datetime=True, use_bin_type=True)
+
+
+def encode_entry(op_id: int, cluster_time: ClusterTime, wall_time_ms: int, change: Change) -> bytes:
+    """Encode one entry; a value msgpack cannot carry is an ``InvalidChangeError``."""
+    record: list[Any] = [op_id, cluster_time[0], cluster_time[1], wall_time_ms, *change]
+    while record[-1] is None:
+        record.pop()
+    try:
+        packed: bytes = _packer().pack(record)
+        return packed
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidChangeError(
+            f"{change.op} on {change.db}.{change.coll}: a value cannot be stored ({exc})"
+        ) from None
+
+
+def decode_entry(data: bytes) -> OplogEntry:
+    """Decode one entry's bytes; anything that is not an entry raises ``EntryDecodeError``."""
+    try:
+        record = msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise EntryDecodeError(f"not a msgpack entry ({exc})") from None
+    return entry_from_record(record)
+
+
+def entry_from_record(record: Any) -> OplogEntry:
+    """Build an entry from its decoded msgpack array, checking its shape."""
+    if type(record) is not list or not _FIXED_FIELDS <= len(record) <= _ALL_FIELDS:
+        raise EntryDecodeError("entry record is not an array of 7 to 14 fields")
+    op_id, time, inc, wall_ms, op, db = record[:6]
+    if not (type(op_id) is int and type(time) is int and type(inc) is int
+            and type(wall_ms) is int and type(op) is str and type(db) is str):
+        raise EntryDecodeError("entry record has fields of the wrong types")
+    if len(record) > _TO and record[_TO] is not None:
+        to = record[_TO]
+        if type(to) is not list or len(to) != 2:
+            raise EntryDecodeError("entry record has a malformed rename target")
+        record[_TO] = Namespace(*to)
+    return OplogEntry(op_id, ClusterTime(time, inc), wall_ms, *record[4:])

@@ -1,0 +1,316 @@
+"""What the oplog records: a ``Change`` a producer appends, an ``OplogEntry`` it keeps.
+
+A ``Change`` has no position yet; the oplog gives it an op_id, a cluster time
+and a wall time when it appends it, and hands back ``OplogEntry`` values.
+Every constructor here validates its input, so nothing malformed reaches disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from rxcs.errors import InvalidChangeError
+from rxcs.events import ClusterTime, Namespace, OperationType
+
+__all__ = ["Change", "OplogEntry"]
+
+Document = Mapping[str, Any]
+
+_FORBIDDEN_IN_DB = frozenset('/\\. "$\x00')
+
+
+class OplogEntry(NamedTuple):
+    """One recorded change at its position in the oplog.
+
+    ``update_description`` is the MongoDB-shaped document (``updatedFields``,
+    ``removedFields``, ``truncatedArrays``); ``to`` is the rename target.
+    """
+
+    op_id: int
+    cluster_time: ClusterTime
+    wall_time_ms: int
+    op: str
+    db: str
+    coll: str | None
+    document_key: Document | None = None
+    full_document: Document | None = None
+    full_document_before_change: Document | None = None
+    update_description: Document | None = None
+    to: Namespace | None = None
+    operation_description: Document | None = None
+    txn_number: int | None = None
+
+    @property
+    def ns(self) -> Namespace:
+        """The namespace the entry changed."""
+        return Namespace(self.db, self.coll)
+
+    @property
+    def wall_time(self) -> datetime:
+        """The wall-clock time of the append, as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.wall_time_ms / 1000, UTC)
+
+    @property
+    def change(self) -> Change:
+        """The change this entry recorded, without its position."""
+        return Change(*self[3:])
+
+
+class Change(NamedTuple):
+    """A change to append, before the oplog gives it a position.
+
+    Build one with the class methods (``Change.insert(...)`` and friends):
+    they validate their arguments and raise ``InvalidChangeError`` naming the
+    bad one. ``oplog.append_many([...])`` takes a list of these.
+
+    Example:
+        >>> Change.insert("shop", "users", {"_id": 1, "name": "Ada"}).document_key
+        {'_id': 1}
+    """
+
+    op: str
+    db: str
+    coll: str | None
+    document_key: Document | None = None
+    full_document: Document | None = None
+    full_document_before_change: Document | None = None
+    update_description: Document | None = None
+    to: Namespace | None = None
+    operation_description: Document | None = None
+    txn_number: int | None = None
+
+    @classmethod
+    def insert(
+        cls, db: str, coll: str, document: Document, *, txn: int | None = None
+    ) -> Change:
+        """An inserted document; it must carry an ``_id``."""
+        _check_ns(db, coll)
+        doc = _check_document(document, "document")
+        if "_id" not in doc:
+            raise InvalidChangeError("document: has no '_id' field (documentKey needs it)")
+        return cls(
+            OperationType.INSERT, db, coll, {"_id": doc["_id"]}, doc,
+            txn_number=_check_txn(txn),
+        )
+
+    @classmethod
+    def update(
+        cls,
+        db: str,
+        coll: str,
+        document_key: Any,
+        *,
+        updated_fields: Document | None = None,
+        removed_fields: Iterable[str] | None = None,
+        truncated_arrays: Iterable[Document] | None = None,
+        full_document: Document | None = None,
+        full_document_before_change: Document | None = None,
+        txn: int | None = None,
+    ) -> Change:
+        """An update of the document named by ``document_key``.
+
+        ``full_document`` and ``full_document_before_change`` are the post-
+        and pre-images, recorded when the producer has them.
+        """
+        _check_ns(db, coll)
+        removed = _check_paths(removed_fields, "removed_fields")
+        truncated = [
+            _check_truncated(t, f"truncated_arrays.{i}")
+            for i, t in enumerate(truncated_arrays or ())
+        ]
+        description = {
+            "updatedFields": _check_document(updated_fields or {}, "updated_fields"),
+            "removedFields": removed,
+            "truncatedArrays": truncated,
+        }
+        return cls(
+            OperationType.UPDATE, db, coll, _document_key(document_key),
+            _check_image(full_document, "full_document"),
+            _check_image(full_document_before_change, "full_document_before_change"),
+            description, txn_number=_check_txn(txn),
+        )
+
+    @classmethod
+    def replace(
+        cls,
+        db: str,
+        coll: str,
+        document_key: Any,
+        document: Document,
+        *,
+        full_document_before_change: Document | None = None,
+        txn: int | None = None,
+    ) -> Change:
+        """A whole-document replacement; ``document`` is the new document."""
+        _check_ns(db, coll)
+        key = _document_key(document_key)
+        doc = _check_document(document, "document")
+        if "_id" in doc and doc["_id"] != key["_id"]:
+            raise InvalidChangeError(
+                f"document._id: {doc['_id']!r} differs from document_key._id {key['_id']!r}"
+            )
+        return cls(
+            OperationType.REPLACE, db, coll, key, doc,
+            _check_image(full_document_before_change, "full_document_before_change"),
+            txn_number=_check_txn(txn),
+        )
+
+    @classmethod
+    def delete(
+        cls,
+        db: str,
+        coll: str,
+        document_key: Any,
+        *,
+        full_document_before_change: Document | None = None,
+        txn: int | None = None,
+    ) -> Change:
+        """A deleted document; the pre-image is recorded when given."""
+        _check_ns(db, coll)
+        return cls(
+            OperationType.DELETE, db, coll, _document_key(document_key), None,
+            _check_image(full_document_before_change, "full_document_before_change"),
+            txn_number=_check_txn(txn),
+        )
+
+    @classmethod
+    def create_collection(
+        cls, db: str, coll: str, options: Document | None = None
+    ) -> Change:
+        """A created collection (an expanded event)."""
+        _check_ns(db, coll)
+        description = {} if options is None else _check_document(options, "options")
+        return cls(OperationType.CREATE, db, coll, operation_description=description)
+
+    @classmethod
+    def drop_collection(cls, db: str, coll: str) -> Change:
+        """A dropped collection; invalidates streams on it."""
+        _check_ns(db, coll)
+        return cls(OperationType.DROP, db, coll)
+
+    @classmethod
+    def rename_collection(cls, db: str, coll: str, to_db: str, to_coll: str) -> Change:
+        """A renamed collection; invalidates streams on the source."""
+        _check_ns(db, coll)
+        _check_ns(to_db, to_coll, "to_db", "to_coll")
+        return cls(OperationType.RENAME, db, coll, to=Namespace(to_db, to_coll))
+
+    @classmethod
+    def drop_database(cls, db: str) -> Change:
+        """A dropped database; invalidates streams on it."""
+        _check_db(db, "db")
+        return cls(OperationType.DROP_DATABASE, db, None)
+
+    @classmethod
+    def create_index(cls, db: str, coll: str, index_spec: Document) -> Change:
+        """A created index; ``index_spec`` is its description (``key``, ``name``, ...)."""
+        _check_ns(db, coll)
+        spec = _check_document(index_spec, "index_spec")
+        if "key" not in spec:
+            raise InvalidChangeError("index_spec: has no 'key' field")
+        if "name" not in spec:
+            spec = {**spec, "name": _index_name(spec["key"])}
+        return cls(OperationType.CREATE_INDEXES, db, coll, operation_description={"indexes": [spec]})
+
+    @classmethod
+    def drop_index(cls, db: str, coll: str, index_name: str) -> Change:
+        """A dropped index, named as it was created."""
+        _check_ns(db, coll)
+        if not isinstance(index_name, str) or not index_name:
+            raise InvalidChangeError(f"index_name: expected a non-empty string, got {index_name!r}")
+        return cls(
+            OperationType.DROP_INDEXES, db, coll,
+            operation_description={"indexes": [{"name": index_name}]},
+        )
+
+
+def _check_db(db: object, what: str) -> None:
+    if not isinstance(db, str) or not db:
+        raise InvalidChangeError(f"{what}: expected a non-empty string, got {db!r}")
+    bad = _FORBIDDEN_IN_DB.intersection(db)
+    if bad:
+        raise InvalidChangeError(f"{what}: {db!r} contains {''.join(sorted(bad))!r}")
+
+
+def _check_ns(db: object, coll: object, db_what: str = "db", coll_what: str = "coll") -> None:
+    _check_db(db, db_what)
+    if not isinstance(coll, str) or not coll:
+        raise InvalidChangeError(f"{coll_what}: expected a non-empty string, got {coll!r}")
+    if "\x00" in coll or coll.startswith("$"):
+        raise InvalidChangeError(f"{coll_what}: {coll!r} is not a valid collection name")
+
+
+def _check_document(document: object, path: str) -> dict[str, Any]:
+    """Return ``document`` as a dict after checking every key is a string."""
+    if not isinstance(document, Mapping):
+        raise InvalidChangeError(f"{path}: expected a document (mapping), got {type(document).__name__}")
+    _check_keys(document, path)
+    return document if type(document) is dict else dict(document)
+
+
+def _check_keys(value: object, path: str) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if type(key) is not str:
+                raise InvalidChangeError(f"{path}: field name {key!r} is not a string")
+            if isinstance(item, (Mapping, list, tuple)):
+                _check_keys(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if isinstance(item, (Mapping, list, tuple)):
+                _check_keys(item, f"{path}.{index}")
+
+
+def _check_image(document: Document | None, path: str) -> dict[str, Any] | None:
+    return None if document is None else _check_document(document, path)
+
+
+def _document_key(value: Any) -> dict[str, Any]:
+    """A mapping is taken as the key (it must hold ``_id``); anything else is the ``_id``."""
+    if isinstance(value, Mapping):
+        key = _check_document(value, "document_key")
+        if "_id" not in key:
+            raise InvalidChangeError("document_key: has no '_id' field")
+        return key
+    if value is None:
+        raise InvalidChangeError("document_key: must not be None")
+    _check_keys(value, "document_key._id")
+    return {"_id": value}
+
+
+def _check_paths(paths: Iterable[str] | None, what: str) -> list[str]:
+    if paths is None:
+        return []
+    if isinstance(paths, str):
+        raise InvalidChangeError(f"{what}: expected a list of field paths, got a string")
+    result = list(paths)
+    for index, path in enumerate(result):
+        if not isinstance(path, str) or not path:
+            raise InvalidChangeError(f"{what}.{index}: expected a field path, got {path!r}")
+    return result
+
+
+def _check_truncated(value: object, path: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or set(value) != {"field", "newSize"}:
+        raise InvalidChangeError(f"{path}: expected {{'field': path, 'newSize': int}}, got {value!r}")
+    field, size = value["field"], value["newSize"]
+    if not isinstance(field, str) or isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise InvalidChangeError(f"{path}: expected {{'field': path, 'newSize': int}}, got {value!r}")
+    return {"field": field, "newSize": size}
+
+
+def _check_txn(txn: object) -> int | None:
+    if txn is None:
+        return None
+    if isinstance(txn, bool) or not isinstance(txn, int) or txn < 0:
+        raise InvalidChangeError(f"txn: expected a non-negative int, got {txn!r}")
+    return txn
+
+
+def _index_name(key: object) -> str:
+    """MongoDB's default index name: ``field_direction`` pairs joined by ``_``."""
+    if not isinstance(key, Mapping) or not key:
+        raise InvalidChangeError(f"index_spec.key: expected a non-empty document, got {key!r}")
+    return "_".join(f"{field}_{direction}" for field, direction in key.items())

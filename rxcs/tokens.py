@@ -1,0 +1,116 @@
+"""Resume tokens: opaque, printable positions in one oplog.
+
+A token is a hex string, like the ``_data`` of MongoDB's tokens. Inside it:
+a format version, the identity (UUID) of the oplog it came from, the op_id of
+the entry, flags (the invalidate event of that entry), the fragment index of
+a split event, and a CRC-32 of all of that so a mistyped token is refused
+rather than read as another position. Tokens of one oplog sort as their
+positions do, as strings too (fixed widths, big-endian).
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, final
+
+from rxcs.errors import InvalidResumeToken
+
+__all__ = ["ResumeToken"]
+
+TOKEN_VERSION = 1
+_FLAG_INVALIDATE = 0x01
+_KNOWN_FLAGS = _FLAG_INVALIDATE
+# version, oplog uuid, op_id, flags, fragment; then the CRC-32 of those bytes.
+_BODY = struct.Struct(">B16sQBH")
+_CRC = struct.Struct(">I")
+_TOKEN_BYTES = _BODY.size + _CRC.size
+_MAX_OP_ID = 2**64 - 1
+_MAX_FRAGMENT = 2**16 - 1
+
+
+@final
+@dataclass(frozen=True, slots=True, order=True)
+class ResumeToken:
+    """A position in one oplog, after which a change stream can resume.
+
+    ``str(token)`` is the printable form; ``ResumeToken.parse`` reads it back
+    (also from the ``{"_data": ...}`` document of an event's ``_id``).
+
+    Example:
+        >>> import uuid
+        >>> token = ResumeToken(uuid.UUID(int=7), 42)
+        >>> ResumeToken.parse(str(token)) == token
+        True
+        >>> ResumeToken.parse("nonsense")
+        Traceback (most recent call last):
+        ...
+        rxcs.errors.InvalidResumeToken: resume token 'nonsense' is not a hex string
+    """
+
+    oplog_id: uuid.UUID
+    op_id: int
+    invalidate: bool = False
+    fragment: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.oplog_id, uuid.UUID):
+            raise InvalidResumeToken(f"oplog_id must be a UUID, not {self.oplog_id!r}")
+        if isinstance(self.op_id, bool) or not isinstance(self.op_id, int):
+            raise InvalidResumeToken(f"op_id must be an int, not {self.op_id!r}")
+        if not 0 <= self.op_id <= _MAX_OP_ID:
+            raise InvalidResumeToken(f"op_id {self.op_id} is out of range")
+        if not 0 <= self.fragment <= _MAX_FRAGMENT:
+            raise InvalidResumeToken(f"fragment {self.fragment} is out of range")
+
+    def __str__(self) -> str:
+        flags = _FLAG_INVALIDATE if self.invalidate else 0
+        body = _BODY.pack(TOKEN_VERSION, self.oplog_id.bytes, self.op_id, flags, self.fragment)
+        return (body + _CRC.pack(zlib.crc32(body))).hex()
+
+    def to_document(self) -> dict[str, Any]:
+        """Return the token as an event's ``_id`` document: ``{"_data": str(token)}``."""
+        return {"_data": str(self)}
+
+    @classmethod
+    def parse(cls, value: object) -> ResumeToken:
+        """Read a token from its string, its ``{"_data": ...}`` document, or a token.
+
+        Raises ``InvalidResumeToken`` naming the token when it is not one.
+        """
+        if isinstance(value, ResumeToken):
+            return value
+        if isinstance(value, Mapping):
+            if set(value) != {"_data"}:
+                raise InvalidResumeToken(
+                    f"resume token document {dict(value)!r} must have exactly one field, '_data'"
+                )
+            value = value["_data"]
+        if not isinstance(value, str):
+            raise InvalidResumeToken(
+                f"resume token must be a string or {{'_data': string}}, not {type(value).__name__}"
+            )
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raise InvalidResumeToken(f"resume token {shown!r} is not a hex string") from None
+        if len(raw) != _TOKEN_BYTES:
+            raise InvalidResumeToken(
+                f"resume token {shown!r} has {len(raw)} bytes, expected {_TOKEN_BYTES}"
+            )
+        body, (crc,) = raw[: _BODY.size], _CRC.unpack(raw[_BODY.size :])
+        if zlib.crc32(body) != crc:
+            raise InvalidResumeToken(f"resume token {shown!r} fails its checksum (mistyped?)")
+        version, oplog_bytes, op_id, flags, fragment = _BODY.unpack(body)
+        if version != TOKEN_VERSION:
+            raise InvalidResumeToken(
+                f"resume token {shown!r} has format version {version}, "
+                f"this rxcs reads version {TOKEN_VERSION}"
+            )
+        if flags & ~_KNOWN_FLAGS:
+            raise InvalidResumeToken(f"resume token {shown!r} has unknown flags {flags:#x}")
+        return cls(uuid.UUID(bytes=oplog_bytes), op_id, bool(flags & _FLAG_INVALIDATE), fragment)
