@@ -2,10 +2,17 @@
 
 A token is a hex string, like the ``_data`` of MongoDB's tokens. Inside it:
 a format version, the identity (UUID) of the oplog it came from, the op_id of
-the entry, flags (the invalidate event of that entry), the fragment index of
-a split event, and a CRC-32 of all of that so a mistyped token is refused
-rather than read as another position. Tokens of one oplog sort as their
-positions do, as strings too (fixed widths, big-endian).
+the entry, flags, the fragment index of a split event, and a CRC-32 of all
+of that so a mistyped token is refused rather than read as another position.
+Tokens of one oplog sort as their positions do, as strings too (fixed
+widths, big-endian).
+
+One entry can give a stream more than one event: a dropped collection gives
+``drop`` then ``invalidate``; a split event gives its fragments. An *event
+token* names one of them (``invalidate``, ``fragment``). A *high-water token*
+(``high_water=True``) names the point after every event of its entry: it is
+what a stream reports as its position before it has delivered any event,
+like MongoDB's post-batch resume token.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ __all__ = ["ResumeToken"]
 
 TOKEN_VERSION = 1
 _FLAG_INVALIDATE = 0x01
-_KNOWN_FLAGS = _FLAG_INVALIDATE
+_FLAG_HIGH_WATER = 0x02
+_KNOWN_FLAGS = _FLAG_INVALIDATE | _FLAG_HIGH_WATER
 # version, oplog uuid, op_id, flags, fragment; then the CRC-32 of those bytes.
 _BODY = struct.Struct(">B16sQBH")
 _CRC = struct.Struct(">I")
@@ -33,7 +41,7 @@ _MAX_FRAGMENT = 2**16 - 1
 
 
 @final
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class ResumeToken:
     """A position in one oplog, after which a change stream can resume.
 
@@ -55,6 +63,7 @@ class ResumeToken:
     op_id: int
     invalidate: bool = False
     fragment: int = 0
+    high_water: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.oplog_id, uuid.UUID):
@@ -65,10 +74,31 @@ class ResumeToken:
             raise InvalidResumeToken(f"op_id {self.op_id} is out of range")
         if not 0 <= self.fragment <= _MAX_FRAGMENT:
             raise InvalidResumeToken(f"fragment {self.fragment} is out of range")
+        if self.high_water and (self.invalidate or self.fragment):
+            raise InvalidResumeToken("a high-water token names no single event (no invalidate, no fragment)")
+
+    @property
+    def _flags(self) -> int:
+        return (_FLAG_INVALIDATE if self.invalidate else 0) | (_FLAG_HIGH_WATER if self.high_water else 0)
+
+    def sort_key(self) -> tuple[uuid.UUID, int, int, int]:
+        """The order of positions: by op_id, then event within the entry."""
+        return (self.oplog_id, self.op_id, self._flags, self.fragment)
+
+    def __lt__(self, other: ResumeToken) -> bool:
+        return self.sort_key() < other.sort_key()
+
+    def __le__(self, other: ResumeToken) -> bool:
+        return self.sort_key() <= other.sort_key()
+
+    def __gt__(self, other: ResumeToken) -> bool:
+        return self.sort_key() > other.sort_key()
+
+    def __ge__(self, other: ResumeToken) -> bool:
+        return self.sort_key() >= other.sort_key()
 
     def __str__(self) -> str:
-        flags = _FLAG_INVALIDATE if self.invalidate else 0
-        body = _BODY.pack(TOKEN_VERSION, self.oplog_id.bytes, self.op_id, flags, self.fragment)
+        body = _BODY.pack(TOKEN_VERSION, self.oplog_id.bytes, self.op_id, self._flags, self.fragment)
         return (body + _CRC.pack(zlib.crc32(body))).hex()
 
     def to_document(self) -> dict[str, Any]:
@@ -113,4 +143,10 @@ class ResumeToken:
             )
         if flags & ~_KNOWN_FLAGS:
             raise InvalidResumeToken(f"resume token {shown!r} has unknown flags {flags:#x}")
-        return cls(uuid.UUID(bytes=oplog_bytes), op_id, bool(flags & _FLAG_INVALIDATE), fragment)
+        try:
+            return cls(
+                uuid.UUID(bytes=oplog_bytes), op_id, bool(flags & _FLAG_INVALIDATE), fragment,
+                bool(flags & _FLAG_HIGH_WATER),
+            )
+        except InvalidResumeToken as exc:
+            raise InvalidResumeToken(f"resume token {shown!r}: {exc}") from None
