@@ -38,7 +38,7 @@ def _packer() -> msgpack.Packer:
 def encode_entry(op_id: int, cluster_time: ClusterTime, wall_time_ms: int, change: Change) -> bytes:
     """Encode one entry; a value msgpack cannot carry is an ``InvalidChangeError``."""
     record: list[Any] = [op_id, cluster_time[0], cluster_time[1], wall_time_ms, *change]
-    while record[-1] is None:
+    while len(record) > _FIXED_FIELDS and record[-1] is None:
         record.pop()
     try:
         packed: bytes = _packer().pack(record)
