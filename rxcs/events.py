@@ -20,6 +20,8 @@ __all__ = [
 ]
 
 Document = Mapping[str, Any]
+_new = object.__new__
+_set = object.__setattr__
 
 
 class OperationType(enum.StrEnum):
@@ -119,6 +121,40 @@ class ChangeEvent:
     operation_description: Document | None = None
     txn_number: int | None = None
     null_fields: frozenset[str] = frozenset()
+
+    @classmethod
+    def _trusted(
+        cls,
+        id: ResumeToken,  # noqa: A002 - the field's name
+        operation_type: OperationType,
+        cluster_time: ClusterTime,
+        wall_time: datetime,
+        ns: Namespace,
+        document_key: Document | None,
+        full_document: Document | None,
+        full_document_before_change: Document | None,
+        update_description: UpdateDescription | None,
+        to: Namespace | None,
+        operation_description: Document | None,
+        txn_number: int | None,
+        null_fields: frozenset[str],
+    ) -> ChangeEvent:
+        """Build an event from values the stream itself produced: the hot path, no checks."""
+        event = _new(cls)
+        _set(event, "id", id)
+        _set(event, "operation_type", operation_type)
+        _set(event, "cluster_time", cluster_time)
+        _set(event, "wall_time", wall_time)
+        _set(event, "ns", ns)
+        _set(event, "document_key", document_key)
+        _set(event, "full_document", full_document)
+        _set(event, "full_document_before_change", full_document_before_change)
+        _set(event, "update_description", update_description)
+        _set(event, "to", to)
+        _set(event, "operation_description", operation_description)
+        _set(event, "txn_number", txn_number)
+        _set(event, "null_fields", null_fields)
+        return event
 
     @property
     def op_id(self) -> int:

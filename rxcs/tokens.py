@@ -38,6 +38,8 @@ _CRC = struct.Struct(">I")
 _TOKEN_BYTES = _BODY.size + _CRC.size
 _MAX_OP_ID = 2**64 - 1
 _MAX_FRAGMENT = 2**16 - 1
+_new = object.__new__
+_set = object.__setattr__
 
 
 @final
@@ -76,6 +78,17 @@ class ResumeToken:
             raise InvalidResumeToken(f"fragment {self.fragment} is out of range")
         if self.high_water and (self.invalidate or self.fragment):
             raise InvalidResumeToken("a high-water token names no single event (no invalidate, no fragment)")
+
+    @classmethod
+    def _trusted(cls, oplog_id: uuid.UUID, op_id: int, invalidate: bool) -> ResumeToken:  # noqa: FBT001
+        """An event token from values the oplog itself produced, without re-validating them."""
+        token = _new(cls)
+        _set(token, "oplog_id", oplog_id)
+        _set(token, "op_id", op_id)
+        _set(token, "invalidate", invalidate)
+        _set(token, "fragment", 0)
+        _set(token, "high_water", False)
+        return token
 
     @property
     def _flags(self) -> int:

@@ -130,6 +130,7 @@ class MemoryOplog(Oplog):
 
     def _frames_after(self, after: int, limit: int) -> list[bytes]:
         with self._changed:
+            self._check_open()
             start = after + 1 - self._first
             if start < 0:
                 raise ChangeStreamHistoryLost(
