@@ -1,0 +1,210 @@
+"""``EventBuffer``: the bounded hand-off where events cross from one thread to another.
+
+The producer side runs on a tailer thread; the consumer side is a drain
+thread, a scheduler, a blocking iterator or an asyncio task. What happens
+when it is full is the ``overflow`` policy:
+
+- ``"block"`` (default): nothing is lost. When the producer is an oplog lane
+  (``rxcs.source.current_lane()``), the lane is paused and resumes reading
+  from the durable log once the consumer has drained half the buffer, so the
+  shared tailer never waits; any other producer thread blocks until there is
+  room.
+- ``"drop_oldest"`` / ``"drop_newest"``: drop, count, and log once per burst.
+- ``"error"``: the consumer gets what was buffered, then ``BufferOverflowError``.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Generic, Literal, TypeVar, final, get_args
+
+import structlog
+
+from rxcs.errors import BufferOverflowError, StreamClosedError
+from rxcs.source import Lane, current_lane
+
+__all__ = ["OVERFLOW_POLICIES", "BufferStatistics", "EventBuffer", "Overflow"]
+
+T = TypeVar("T")
+Overflow = Literal["block", "drop_oldest", "drop_newest", "error"]
+OVERFLOW_POLICIES: Final = frozenset(get_args(Overflow))
+
+log = structlog.get_logger("rxcs")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class BufferStatistics:
+    """A buffer's state at one moment."""
+
+    size: int
+    overflow: str
+    buffered: int
+    high_water: int
+    dropped: int
+    pauses: int
+
+
+def check_buffer_args(size: object, overflow: object) -> None:
+    """Validate a buffer size and overflow policy; raise ``ValueError`` naming the bad one."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"buffer size must be a positive int, not {size!r}")
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(
+            f"overflow must be one of {', '.join(sorted(OVERFLOW_POLICIES))}, not {overflow!r}"
+        )
+
+
+@final
+class EventBuffer(Generic[T]):
+    """A bounded, thread-safe FIFO of events with an end (completion or error)."""
+
+    def __init__(self, size: int, overflow: Overflow = "block") -> None:
+        check_buffer_args(size, overflow)
+        self._size = size
+        self._low_water = size // 2
+        self._overflow = overflow
+        self._items: collections.deque[T] = collections.deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._done = False
+        self._error: Exception | None = None
+        self._closed = False
+        self._paused_lane: Lane | None = None
+        self._high_water = 0
+        self._dropped = 0
+        self._burst = 0
+        self._pauses = 0
+        self.on_ready: Callable[[], None] | None = None
+        self.on_overflow_error: Callable[[], None] | None = None
+
+    # -- producer side ---------------------------------------------------------
+
+    def put(self, item: T) -> None:
+        """Add an item, applying the overflow policy when full."""
+        ready = overflowed = False
+        with self._lock:
+            if self._done or self._closed:
+                return
+            items = self._items
+            if len(items) >= self._size:
+                overflow = self._overflow
+                if overflow == "block":
+                    lane = current_lane()
+                    if lane is not None:
+                        if not lane.paused:
+                            lane.pause()
+                            self._paused_lane = lane
+                            self._pauses += 1
+                            if self._pauses == 1:
+                                log.info("stream paused by backpressure", buffer_size=self._size)
+                    else:
+                        while len(items) >= self._size and not self._closed:
+                            self._not_full.wait()
+                        if self._closed:
+                            return
+                elif overflow == "drop_newest":
+                    self._count_drop()
+                    return
+                elif overflow == "drop_oldest":
+                    items.popleft()
+                    self._count_drop()
+                else:
+                    self._done = True
+                    self._error = BufferOverflowError(
+                        f"the buffer of {self._size} events overflowed (overflow='error')"
+                    )
+                    log.error("buffer overflowed", buffer_size=self._size)
+                    overflowed = ready = True
+            if not overflowed:
+                ready = not items
+                items.append(item)
+                if len(items) > self._high_water:
+                    self._high_water = len(items)
+            self._not_empty.notify()
+        if overflowed and self.on_overflow_error is not None:
+            self.on_overflow_error()
+        if ready and self.on_ready is not None:
+            self.on_ready()
+
+    def _count_drop(self) -> None:
+        self._dropped += 1
+        self._burst += 1
+        if self._burst == 1:
+            log.warning("buffer full, dropping events", policy=self._overflow, buffer_size=self._size)
+
+    def finish(self, error: Exception | None = None) -> None:
+        """End the buffer: the consumer gets the items left, then the end."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            self._error = error
+            self._not_empty.notify_all()
+        if self.on_ready is not None:
+            self.on_ready()
+
+    # -- consumer side -----------------------------------------------------------
+
+    def take(self, max_items: int, timeout: float | None = 0.0) -> list[T]:
+        """Remove up to ``max_items``, waiting up to ``timeout`` (None: forever) for one.
+
+        Returns an empty list on timeout or at the end (see ``ended``). Raises
+        ``StreamClosedError`` once closed.
+        """
+        resume: Lane | None = None
+        with self._lock:
+            items = self._items
+            if not items and not self._done and timeout != 0.0:
+                self._not_empty.wait_for(lambda: items or self._done or self._closed, timeout)
+            if self._closed:
+                raise StreamClosedError("the change stream is closed")
+            if len(items) <= max_items:
+                batch = list(items)
+                items.clear()
+            else:
+                batch = [items.popleft() for _ in range(max_items)]
+            if batch:
+                self._not_full.notify_all()
+                remaining = len(items)
+                if self._burst and remaining < self._size:
+                    log.warning("events dropped in burst", dropped=self._burst, policy=self._overflow)
+                    self._burst = 0
+                if self._paused_lane is not None and remaining <= self._low_water:
+                    resume, self._paused_lane = self._paused_lane, None
+        if resume is not None:
+            resume.resume()
+        return batch
+
+    @property
+    def ended(self) -> bool:
+        """True when the producer finished and every item was taken."""
+        return self._done and not self._items
+
+    @property
+    def error(self) -> Exception | None:
+        """The error the producer finished with, if any."""
+        return self._error
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def close(self) -> None:
+        """Discard what is buffered and wake every waiter; idempotent."""
+        with self._lock:
+            self._closed = True
+            self._items.clear()
+            self._paused_lane = None
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+
+    def statistics(self) -> BufferStatistics:
+        """A frozen record of the buffer's state."""
+        with self._lock:
+            return BufferStatistics(
+                self._size, self._overflow, len(self._items), self._high_water, self._dropped, self._pauses
+            )

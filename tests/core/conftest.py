@@ -1,0 +1,60 @@
+"""Fixtures for the reactive core: oplogs of every local backend, thread accounting."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import rxcs
+
+
+def _file_oplog_available() -> bool:
+    try:
+        import rxcs.oplog.file  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+BACKENDS = ["memory", *(["file"] if _file_oplog_available() else [])]
+
+
+@pytest.fixture(params=BACKENDS)
+def oplog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[rxcs.Oplog]:
+    """A fresh oplog of each local backend."""
+    location = ":memory:" if request.param == "memory" else str(tmp_path / "oplog")
+    with rxcs.open_oplog(location) as opened:
+        yield opened
+
+
+@pytest.fixture
+def memory_oplog() -> Iterator[rxcs.Oplog]:
+    """A fresh in-memory oplog, for tests about the stream rather than storage."""
+    with rxcs.open_oplog(":memory:") as opened:
+        yield opened
+
+
+def rxcs_threads() -> list[threading.Thread]:
+    """Threads rxcs started that are still alive."""
+    return [t for t in threading.enumerate() if t.name.startswith("rxcs-")]
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return condition()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Every test of the core must leave no rxcs thread running."""
+    yield
+    assert eventually(lambda: not rxcs_threads(), 5.0), f"threads left running: {rxcs_threads()}"
