@@ -16,6 +16,7 @@ when it is full is the ``overflow`` policy:
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,13 +27,24 @@ import structlog
 from rxcs.errors import BufferOverflowError, StreamClosedError
 from rxcs.source import Lane, current_lane
 
-__all__ = ["OVERFLOW_POLICIES", "BufferStatistics", "EventBuffer", "Overflow"]
+__all__ = ["EMPTY", "OVERFLOW_POLICIES", "BufferStatistics", "Empty", "EventBuffer", "Overflow"]
 
 T = TypeVar("T")
 Overflow = Literal["block", "drop_oldest", "drop_newest", "error"]
 OVERFLOW_POLICIES: Final = frozenset(get_args(Overflow))
 
 log = structlog.get_logger("rxcs")
+
+
+@final
+class Empty:
+    """The type of ``EMPTY``: what ``take_one`` returns when there is nothing."""
+
+    def __repr__(self) -> str:
+        return "EMPTY"
+
+
+EMPTY: Final = Empty()
 
 
 @final
@@ -79,57 +91,74 @@ class EventBuffer(Generic[T]):
         self._dropped = 0
         self._burst = 0
         self._pauses = 0
+        self._consumer_waiting = 0
+        self._producers_waiting = 0
         self.on_ready: Callable[[], None] | None = None
         self.on_overflow_error: Callable[[], None] | None = None
+
+    # The deque's append and popleft are atomic, so the common cases (room to
+    # put, something to take) take no lock; the lock and conditions are only for
+    # the edges: a full buffer, an empty one with a waiting consumer, the end.
 
     # -- producer side ---------------------------------------------------------
 
     def put(self, item: T) -> None:
         """Add an item, applying the overflow policy when full."""
-        ready = overflowed = False
-        with self._lock:
-            if self._done or self._closed:
-                return
-            items = self._items
-            if len(items) >= self._size:
-                overflow = self._overflow
-                if overflow == "block":
-                    lane = current_lane()
-                    if lane is not None:
-                        if not lane.paused:
-                            lane.pause()
-                            self._paused_lane = lane
-                            self._pauses += 1
-                            if self._pauses == 1:
-                                log.info("stream paused by backpressure", buffer_size=self._size)
-                    else:
-                        while len(items) >= self._size and not self._closed:
-                            self._not_full.wait()
-                        if self._closed:
-                            return
-                elif overflow == "drop_newest":
-                    self._count_drop()
-                    return
-                elif overflow == "drop_oldest":
-                    items.popleft()
-                    self._count_drop()
-                else:
-                    self._done = True
-                    self._error = BufferOverflowError(
-                        f"the buffer of {self._size} events overflowed (overflow='error')"
-                    )
-                    log.error("buffer overflowed", buffer_size=self._size)
-                    overflowed = ready = True
-            if not overflowed:
-                ready = not items
-                items.append(item)
-                if len(items) > self._high_water:
-                    self._high_water = len(items)
-            self._not_empty.notify()
-        if overflowed and self.on_overflow_error is not None:
-            self.on_overflow_error()
-        if ready and self.on_ready is not None:
+        items = self._items
+        if self._done or self._closed:
+            return
+        if len(items) >= self._size and not self._make_room():
+            return
+        items.append(item)
+        count = len(items)
+        self._high_water = max(self._high_water, count)
+        if self._consumer_waiting:
+            with self._lock:
+                self._not_empty.notify()
+        if count == 1 and self.on_ready is not None:
             self.on_ready()
+
+    def _make_room(self) -> bool:
+        """Apply the overflow policy to a full buffer; False when the item must not be added."""
+        overflow = self._overflow
+        if overflow == "block":
+            lane = current_lane()
+            if lane is not None:
+                if not lane.paused:
+                    lane.pause()
+                    self._paused_lane = lane
+                    self._pauses += 1
+                    if self._pauses == 1:
+                        log.info("stream paused by backpressure", buffer_size=self._size)
+                return True  # accepted beyond the bound: the rest of the entry being delivered
+            with self._lock:
+                self._producers_waiting += 1
+                try:
+                    while len(self._items) >= self._size and not self._closed:
+                        self._not_full.wait()
+                finally:
+                    self._producers_waiting -= 1
+                return not self._closed
+        if overflow == "drop_newest":
+            self._count_drop()
+            return False
+        if overflow == "drop_oldest":
+            with contextlib.suppress(IndexError):  # the consumer may have taken it meanwhile
+                self._items.popleft()
+            self._count_drop()
+            return True
+        with self._lock:
+            self._done = True
+            self._error = BufferOverflowError(
+                f"the buffer of {self._size} events overflowed (overflow='error')"
+            )
+            self._not_empty.notify_all()
+        log.error("buffer overflowed", buffer_size=self._size)
+        if self.on_overflow_error is not None:
+            self.on_overflow_error()
+        if self.on_ready is not None:
+            self.on_ready()
+        return False
 
     def _count_drop(self) -> None:
         self._dropped += 1
@@ -156,29 +185,63 @@ class EventBuffer(Generic[T]):
         Returns an empty list on timeout or at the end (see ``ended``). Raises
         ``StreamClosedError`` once closed.
         """
+        items = self._items
+        if not items and timeout != 0.0:
+            self._wait_for_items(timeout)
+        if self._closed:
+            raise StreamClosedError("the change stream is closed")
+        batch: list[T] = []
+        with contextlib.suppress(IndexError):
+            batch.extend(items.popleft() for _ in range(max_items))
+        if batch:
+            self._taken()
+        return batch
+
+    def take_one(self, timeout: float | None = 0.0) -> T | Empty:
+        """Remove one item, waiting up to ``timeout`` (None: forever); ``EMPTY`` when none."""
+        try:
+            item = self._items.popleft()
+        except IndexError:
+            if timeout == 0.0:
+                if self._closed:
+                    raise StreamClosedError("the change stream is closed") from None
+                return EMPTY
+            self._wait_for_items(timeout)
+            if self._closed:
+                raise StreamClosedError("the change stream is closed") from None
+            try:
+                item = self._items.popleft()
+            except IndexError:
+                return EMPTY
+        if self._closed:
+            raise StreamClosedError("the change stream is closed")
+        if self._paused_lane is not None or self._producers_waiting or self._burst:
+            self._taken()
+        return item
+
+    def _wait_for_items(self, timeout: float | None) -> None:
+        items = self._items
+        with self._lock:
+            self._consumer_waiting += 1
+            try:
+                self._not_empty.wait_for(lambda: items or self._done or self._closed, timeout)
+            finally:
+                self._consumer_waiting -= 1
+
+    def _taken(self) -> None:
+        """After a take: wake blocked producers, end a drop burst, resume a paused lane."""
         resume: Lane | None = None
         with self._lock:
-            items = self._items
-            if not items and not self._done and timeout != 0.0:
-                self._not_empty.wait_for(lambda: items or self._done or self._closed, timeout)
-            if self._closed:
-                raise StreamClosedError("the change stream is closed")
-            if len(items) <= max_items:
-                batch = list(items)
-                items.clear()
-            else:
-                batch = [items.popleft() for _ in range(max_items)]
-            if batch:
+            remaining = len(self._items)
+            if self._producers_waiting:
                 self._not_full.notify_all()
-                remaining = len(items)
-                if self._burst and remaining < self._size:
-                    log.warning("events dropped in burst", dropped=self._burst, policy=self._overflow)
-                    self._burst = 0
-                if self._paused_lane is not None and remaining <= self._low_water:
-                    resume, self._paused_lane = self._paused_lane, None
+            if self._burst and remaining < self._size:
+                log.warning("events dropped in burst", dropped=self._burst, policy=self._overflow)
+                self._burst = 0
+            if self._paused_lane is not None and remaining <= self._low_water:
+                resume, self._paused_lane = self._paused_lane, None
         if resume is not None:
             resume.resume()
-        return batch
 
     @property
     def ended(self) -> bool:

@@ -125,7 +125,7 @@ class ChangeEvent:
     @classmethod
     def _trusted(
         cls,
-        id: ResumeToken,  # noqa: A002 - the field's name
+        id: ResumeToken,
         operation_type: OperationType,
         cluster_time: ClusterTime,
         wall_time: datetime,

@@ -164,7 +164,7 @@ def scope(
 def to_change_events(
     full_document: FullDocument = "default",
     full_document_before_change: FullDocumentBeforeChange = "off",
-    show_expanded_events: bool = False,  # noqa: FBT001, FBT002 - mirrors watch()
+    show_expanded_events: bool = False,
     *,
     lookup: Lookup | None = None,
     oplog_id: uuid.UUID | None = None,
@@ -239,7 +239,7 @@ def _entry_converter(
     oplog_id: uuid.UUID,
     full_document: str,
     full_document_before_change: str,
-    show_expanded_events: bool,  # noqa: FBT001
+    show_expanded_events: bool,
     lookup: Lookup | None,
 ) -> Callable[[OplogEntry], ChangeEvent | None]:
     """Compile the entry → event conversion for one set of options."""
@@ -326,7 +326,7 @@ def _event_document(item: object) -> Mapping[str, Any]:
 
 
 def match(
-    filter: Mapping[str, Any],  # noqa: A002 - MongoDB's word for it
+    filter: Mapping[str, Any],
 ) -> Callable[[reactivex.Observable[T]], reactivex.Observable[T]]:
     """Keep the events whose MongoDB-shaped document matches a query filter.
 
@@ -391,7 +391,9 @@ def pipeline(
         run = compiled.run
         reshapes = compiled.reshapes
 
-        def subscribe(observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
             on_next = observer.on_next
 
             def on_event(item: Any) -> None:
@@ -491,7 +493,9 @@ def buffer(
     check_buffer_args(size, overflow)
 
     def operator(source: reactivex.Observable[T]) -> reactivex.Observable[T]:
-        def subscribe(observer: abc.ObserverBase[T], subscribe_scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        def subscribe(
+            observer: abc.ObserverBase[T], subscribe_scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
             events: EventBuffer[T] = EventBuffer(size, overflow)
             upstream = SingleAssignmentDisposable()
             events.on_overflow_error = upstream.dispose

@@ -22,7 +22,7 @@ import structlog
 from reactivex import abc
 
 from rxcs import operators as cso
-from rxcs.buffer import EventBuffer, Overflow, check_buffer_args
+from rxcs.buffer import EMPTY, EventBuffer, Overflow, check_buffer_args
 from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, StreamClosedError
 from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.oplog.base import Oplog
@@ -110,7 +110,8 @@ class ChangeStreamObservable(reactivex.Observable[Any]):
         oplog = self.oplog
         token = self._resume
         if token is not None:
-            if token.high_water or (self._start_after and token.invalidate) or token.op_id < oplog.first_op_id:
+            after_whole_entry = token.high_water or (self._start_after and token.invalidate)
+            if after_whole_entry or token.op_id < oplog.first_op_id:
                 start = _Start(token.op_id, token, None)
             else:  # re-read the token's entry: its later events (an invalidate) may follow
                 start = _Start(token.op_id - 1, token, token)
@@ -304,11 +305,11 @@ class ChangeStream(_Consumer):
         if self._closed or self._ended:
             raise StopIteration
         try:
-            batch = self._buffer.take(1, timeout=max(0.0, wait))
+            event = self._buffer.take_one(max(0.0, wait))
         except StreamClosedError:
             raise StopIteration from None
-        if batch:
-            return self._handed(batch[0])
+        if event is not EMPTY:
+            return self._handed(event)
         if self._buffer.ended:
             self._at_end()
             raise StopIteration
@@ -386,16 +387,13 @@ class AsyncChangeStream(_Consumer):
                 raise StopAsyncIteration
             ready.clear()
             try:
-                batch = self._buffer.take(1)
+                event = self._buffer.take_one()
             except StreamClosedError:
                 raise StopAsyncIteration from None
-            if batch:
-                return self._handed(batch[0])
+            if event is not EMPTY:
+                return self._handed(event)
             if self._buffer.ended:
-                try:
-                    self._at_end()
-                except Exception:
-                    raise
+                self._at_end()
                 raise StopAsyncIteration
             await ready.wait()
 
@@ -472,7 +470,9 @@ def watch(
         ) if value is not None
     ]
     if len(given) > 1:
-        raise ValueError(f"give at most one of resume_after, start_after, start_at_operation_time, not {given}")
+        raise ValueError(
+            f"give at most one of resume_after, start_after, start_at_operation_time, not {given}"
+        )
     if start_at_operation_time is not None and not isinstance(
         start_at_operation_time, (Beginning, datetime, ClusterTime)
     ):
@@ -511,7 +511,9 @@ def watch(
     return observable
 
 
-def _check_token(oplog: Oplog, resume_after: TokenLike | None, start_after: TokenLike | None) -> ResumeToken | None:
+def _check_token(
+    oplog: Oplog, resume_after: TokenLike | None, start_after: TokenLike | None
+) -> ResumeToken | None:
     raw = resume_after if resume_after is not None else start_after
     if raw is None:
         return None

@@ -80,7 +80,7 @@ class ResumeToken:
             raise InvalidResumeToken("a high-water token names no single event (no invalidate, no fragment)")
 
     @classmethod
-    def _trusted(cls, oplog_id: uuid.UUID, op_id: int, invalidate: bool) -> ResumeToken:  # noqa: FBT001
+    def _trusted(cls, oplog_id: uuid.UUID, op_id: int, invalidate: bool) -> ResumeToken:
         """An event token from values the oplog itself produced, without re-validating them."""
         token = _new(cls)
         _set(token, "oplog_id", oplog_id)

@@ -108,9 +108,9 @@ class TestDropAndError:
     @pytest.mark.parametrize(("size", "overflow"), [(0, "block"), (True, "block"), (10, "later")])
     def test_bad_buffer_arguments(self, memory_oplog: rxcs.Oplog, size: Any, overflow: Any) -> None:
         """Bad sizes and unknown policies raise ValueError at watch() and at buffer()."""
-        with pytest.raises(ValueError, match="buffer size|overflow"):
+        with pytest.raises(ValueError, match=r"buffer size|overflow"):
             rxcs.watch(memory_oplog, buffer_size=size, overflow=overflow)
-        with pytest.raises(ValueError, match="buffer size|overflow"):
+        with pytest.raises(ValueError, match=r"buffer size|overflow"):
             cso.buffer(size, overflow)
 
 
