@@ -31,7 +31,7 @@ from rxcs.buffer import EventBuffer, Overflow, check_buffer_args
 from rxcs.errors import InvalidResumeToken, MissingImageError, StreamClosedError
 from rxcs.events import ChangeEvent, Namespace, OperationType, UpdateDescription
 from rxcs.oplog.entry import OplogEntry
-from rxcs.pipeline import compile_pipeline
+from rxcs.pipeline import CompiledPipeline, compile_pipeline
 from rxcs.query import compile_filter, rewrite_event_aliases
 from rxcs.source import EntrySource
 from rxcs.tokens import ResumeToken
@@ -118,6 +118,8 @@ def scope(
         if value is not None and (not isinstance(value, str) or not value):
             raise ValueError(f"{name} must be a non-empty string or None, not {value!r}")
 
+    rule = _scope_rule(db, collection)
+
     def operator(source: reactivex.Observable[OplogEntry]) -> reactivex.Observable[OplogEntry]:
         if db is None:
             return source
@@ -127,38 +129,53 @@ def scope(
         ) -> abc.DisposableBase:
             on_next = observer.on_next
 
-            def end(entry: OplogEntry) -> None:
-                on_next(_invalidate_entry(entry))
-                observer.on_completed()
+            def on_entry(entry: OplogEntry) -> None:
+                verdict = rule(entry)
+                if verdict is _PASS:
+                    on_next(entry)
+                elif verdict is _END:
+                    on_next(_as_seen_by(entry, collection))
+                    on_next(_invalidate_entry(entry))
+                    observer.on_completed()
 
-            if collection is None:
-
-                def on_database_entry(entry: OplogEntry) -> None:
-                    if entry.db == db:
-                        on_next(entry)
-                        if entry.op == "dropDatabase":
-                            end(entry)
-
-                handler = on_database_entry
-            else:
-
-                def on_collection_entry(entry: OplogEntry) -> None:
-                    if entry.db != db:
-                        return
-                    if entry.coll == collection:
-                        on_next(entry)
-                        if entry.op in _ENDS_COLLECTION:
-                            end(entry)
-                    elif entry.op == "dropDatabase":
-                        on_next(entry._replace(op="drop", coll=collection))
-                        end(entry)
-
-                handler = on_collection_entry
-            return source.subscribe(handler, observer.on_error, observer.on_completed, scheduler=scheduler)
+            return source.subscribe(on_entry, observer.on_error, observer.on_completed, scheduler=scheduler)
 
         return _KnownOplog(subscribe, _oplog_id_of(source))
 
     return operator
+
+
+_SKIP, _PASS, _END = "skip", "pass", "end"
+
+
+def _scope_rule(db: str | None, collection: str | None) -> Callable[[OplogEntry], str]:
+    """What a scope does with an entry: skip it, pass it, or pass it and end (invalidate)."""
+    if db is None:
+        return lambda _entry: _PASS
+    if collection is None:
+
+        def database_rule(entry: OplogEntry) -> str:
+            if entry.db != db:
+                return _SKIP
+            return _END if entry.op == "dropDatabase" else _PASS
+
+        return database_rule
+
+    def collection_rule(entry: OplogEntry) -> str:
+        if entry.db != db:
+            return _SKIP
+        if entry.coll == collection:
+            return _END if entry.op in _ENDS_COLLECTION else _PASS
+        return _END if entry.op == "dropDatabase" else _SKIP
+
+    return collection_rule
+
+
+def _as_seen_by(entry: OplogEntry, collection: str | None) -> OplogEntry:
+    """A dropped database shows a collection scope a drop of its collection, as MongoDB does."""
+    if collection is not None and entry.op == "dropDatabase":
+        return entry._replace(op="drop", coll=collection)
+    return entry
 
 
 def to_change_events(
@@ -195,17 +212,7 @@ def to_change_events(
         >>> import time; time.sleep(0.2); got[0].full_document
         {'_id': 1, 'a': 1}
     """
-    if full_document not in FULL_DOCUMENT_MODES:
-        raise ValueError(
-            f"full_document must be one of {', '.join(sorted(FULL_DOCUMENT_MODES))}, not {full_document!r}"
-        )
-    if full_document_before_change not in FULL_DOCUMENT_BEFORE_CHANGE_MODES:
-        raise ValueError(
-            "full_document_before_change must be one of "
-            f"{', '.join(sorted(FULL_DOCUMENT_BEFORE_CHANGE_MODES))}, not {full_document_before_change!r}"
-        )
-    if lookup is not None and not callable(lookup):
-        raise TypeError(f"lookup must be callable, not {lookup!r}")
+    check_image_modes(full_document, full_document_before_change, lookup)
 
     def operator(source: reactivex.Observable[OplogEntry]) -> reactivex.Observable[ChangeEvent]:
         identity = oplog_id or _oplog_id_of(source)
@@ -214,7 +221,7 @@ def to_change_events(
                 "to_change_events() needs the oplog's identity for resume tokens: apply it to an "
                 "oplog_entries() stream (directly or through rxcs operators) or pass oplog_id="
             )
-        convert = _entry_converter(
+        convert = entry_converter(
             identity, full_document, full_document_before_change, show_expanded_events, lookup
         )
 
@@ -235,7 +242,23 @@ def to_change_events(
     return operator
 
 
-def _entry_converter(
+def check_image_modes(full_document: str, full_document_before_change: str, lookup: object) -> None:
+    """Validate the document-image options; ``ValueError`` names the bad one and the choices."""
+    if full_document not in FULL_DOCUMENT_MODES:
+        raise ValueError(
+            f"full_document must be one of {', '.join(sorted(FULL_DOCUMENT_MODES))}, not {full_document!r}"
+        )
+    if full_document_before_change not in FULL_DOCUMENT_BEFORE_CHANGE_MODES:
+        raise ValueError(
+            "full_document_before_change must be one of "
+            f"{', '.join(sorted(FULL_DOCUMENT_BEFORE_CHANGE_MODES))}, not {full_document_before_change!r}"
+        )
+    if lookup is not None and not callable(lookup):
+        raise TypeError(f"lookup must be callable, not {lookup!r}")
+
+
+
+def entry_converter(
     oplog_id: uuid.UUID,
     full_document: str,
     full_document_before_change: str,
@@ -315,6 +338,62 @@ def _post_image(entry: OplogEntry, mode: str, lookup: Lookup | None) -> Mapping[
             "(full_document='required')"
         )
     return None
+
+
+def changes(
+    db: str | None,
+    collection: str | None,
+    convert: Callable[[OplogEntry], ChangeEvent | None],
+    *,
+    skip_through: ResumeToken | None = None,
+    stages: CompiledPipeline | None = None,
+    oplog_id: uuid.UUID | None = None,
+) -> Callable[[reactivex.Observable[OplogEntry]], reactivex.Observable[Any]]:
+    """``scope`` + ``to_change_events`` + ``seek`` + ``pipeline`` in one step: what ``watch()`` runs.
+
+    The same rules as the separate operators, applied in one subscription so
+    each entry costs one call instead of one per operator.
+    """
+    rule = _scope_rule(db, collection)
+    run = stages.run if stages is not None else None
+    reshapes = stages is not None and stages.reshapes
+
+    def operator(source: reactivex.Observable[OplogEntry]) -> reactivex.Observable[Any]:
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            on_next = observer.on_next
+            skip = skip_through
+
+            def emit(event: ChangeEvent | None) -> None:
+                nonlocal skip
+                if event is None:
+                    return
+                if skip is not None:
+                    if event.id <= skip:
+                        return
+                    skip = None
+                if run is None:
+                    on_next(event)
+                    return
+                result = run(event.to_document())
+                if result is not None:
+                    on_next(result if reshapes else event)
+
+            def on_entry(entry: OplogEntry) -> None:
+                verdict = rule(entry)
+                if verdict is _PASS:
+                    emit(convert(entry))
+                elif verdict is _END:
+                    emit(convert(_as_seen_by(entry, collection)))
+                    emit(convert(_invalidate_entry(entry)))
+                    observer.on_completed()
+
+            return source.subscribe(on_entry, observer.on_error, observer.on_completed, scheduler=scheduler)
+
+        return _KnownOplog(subscribe, oplog_id or _oplog_id_of(source))
+
+    return operator
 
 
 def _event_document(item: object) -> Mapping[str, Any]:

@@ -26,6 +26,7 @@ from rxcs.buffer import EMPTY, EventBuffer, Overflow, check_buffer_args
 from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, StreamClosedError
 from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.oplog.base import Oplog
+from rxcs.pipeline import compile_pipeline
 from rxcs.source import Beginning, Lane, current_lane, oplog_entries
 from rxcs.tokens import ResumeToken
 
@@ -85,7 +86,7 @@ class ChangeStreamObservable(reactivex.Observable[Any]):
         resume: ResumeToken | None,
         start_after: bool,
         start_at: Beginning | datetime | ClusterTime | None,
-        operators: Sequence[Callable[[Any], Any]],
+        changes: Callable[[ResumeToken | None], Callable[[Any], Any]],
         batch_size: int,
         max_await_time: float,
         buffer_size: int,
@@ -98,7 +99,7 @@ class ChangeStreamObservable(reactivex.Observable[Any]):
         self._resume = resume
         self._start_after = start_after
         self._start_at = start_at
-        self._operators = operators
+        self._changes = changes
         self._batch_size = batch_size
         self._max_await_time = max_await_time
         self._buffer_size = buffer_size
@@ -139,10 +140,7 @@ class ChangeStreamObservable(reactivex.Observable[Any]):
         source: reactivex.Observable[Any] = oplog_entries(
             self.oplog, after=start.after, batch_size=self._batch_size, max_await_time=self._max_await_time
         )
-        for index, operator in enumerate(self._operators):
-            source = operator(source)
-            if index == 1 and start.skip is not None:  # right after to_change_events
-                source = cso.seek(start.skip)(source)
+        source = self._changes(start.skip)(source)
         if hop and self._scheduler is not None:
             source = cso.buffer(self._buffer_size, self._overflow, scheduler=self._scheduler)(source)
         return source
@@ -481,15 +479,17 @@ def watch(
             f"not {start_at_operation_time!r}"
         )
     resume = _check_token(oplog, resume_after, start_after)
-    operators: list[Callable[[Any], Any]] = [
-        cso.scope(db, collection),
-        cso.to_change_events(
-            full_document, full_document_before_change, show_expanded_events,
-            lookup=lookup, oplog_id=oplog.oplog_id,
-        ),
-    ]
-    if pipeline is not None:
-        operators.append(cso.pipeline(pipeline))
+    cso.scope(db, collection)  # validates the namespace
+    cso.check_image_modes(full_document, full_document_before_change, lookup)
+    convert = cso.entry_converter(
+        oplog.oplog_id, full_document, full_document_before_change, show_expanded_events, lookup
+    )
+    stages = compile_pipeline(pipeline) if pipeline is not None else None
+
+    def changes(skip_through: ResumeToken | None) -> Callable[[Any], Any]:
+        return cso.changes(
+            db, collection, convert, skip_through=skip_through, stages=stages, oplog_id=oplog.oplog_id
+        )
     # Checks the buffer and timing arguments now rather than at subscribe.
     oplog_entries(oplog, after=0, batch_size=batch_size, max_await_time=max_await_time)
     description = "*" if db is None else db if collection is None else f"{db}.{collection}"
@@ -499,7 +499,7 @@ def watch(
         resume=resume,
         start_after=start_after is not None,
         start_at=start_at_operation_time,
-        operators=operators,
+        changes=changes,
         batch_size=batch_size,
         max_await_time=max_await_time,
         buffer_size=buffer_size,
