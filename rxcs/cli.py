@@ -1,0 +1,481 @@
+"""The ``rxcs`` command: a live demo, ``watch`` for any oplog, and oplog maintenance.
+
+Bad arguments, malformed JSON, a bad filter or token exit with status 2 and
+one line on stderr. Events go to stdout, one flushed line each; logs go to
+stderr through structlog (console on a terminal, JSON with ``--log-json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import structlog
+
+import rxcs
+from rxcs import extjson
+from rxcs.errors import RxcsError
+from rxcs.events import ChangeEvent
+
+__all__ = ["main"]
+
+USAGE_ERROR = 2
+
+
+def _say(text: str, out: TextIO) -> None:
+    out.write(f"{text}\n")
+    out.flush()
+
+
+class UsageError(Exception):
+    """Bad input from the command line: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rxcs", description="Change streams over a durable oplog.")
+    parser.add_argument("--log-json", action="store_true", help="log as JSON lines on stderr")
+    parser.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="default: warning"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = commands.add_parser("demo", help="a simulated shop writing to a temporary oplog, watched live")
+    demo.add_argument("--count", type=int, default=None, help="stop after N events (default: until Ctrl-C)")
+    demo.add_argument("--interval", type=float, default=0.25, help="seconds between writes (default 0.25)")
+    demo.add_argument("--seed", type=int, default=None, help="seed the simulation for a repeatable run")
+    demo.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+
+    watch = commands.add_parser("watch", help="print the change events of an oplog as they happen")
+    watch.add_argument("location", help="oplog directory, or redis://host:port/db?stream=NAME")
+    watch.add_argument("--db")
+    watch.add_argument("--collection")
+    filters = watch.add_mutually_exclusive_group()
+    filters.add_argument("--match", metavar="JSON", help="a MongoDB filter on the event document")
+    filters.add_argument("--pipeline", metavar="JSON", help="a list of aggregation stages")
+    start = watch.add_mutually_exclusive_group()
+    start.add_argument("--resume-after", metavar="TOKEN")
+    start.add_argument("--start-after", metavar="TOKEN")
+    start.add_argument("--from-beginning", action="store_true", help="replay everything retained first")
+    watch.add_argument("--resume-file", metavar="FILE", help="save the token after every event; resume from it")
+    watch.add_argument("--full-document", default="default", choices=sorted(rxcs.operators.FULL_DOCUMENT_MODES))
+    watch.add_argument(
+        "--full-document-before-change", default="off",
+        choices=sorted(rxcs.operators.FULL_DOCUMENT_BEFORE_CHANGE_MODES),
+    )
+    watch.add_argument("--show-expanded-events", action="store_true")
+    watch.add_argument("--format", choices=["jsonl", "pretty"], default="jsonl")
+    watch.add_argument("--count", type=int, default=None, help="exit after N events")
+
+    oplog = commands.add_parser("oplog", help="inspect and maintain a file oplog")
+    actions = oplog.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    info = actions.add_parser("info", help="op_id range, size, segments, identity")
+    info.add_argument("location")
+    dump = actions.add_parser("dump", help="print entries as JSON lines")
+    dump.add_argument("location")
+    dump.add_argument("--from", dest="from_op_id", type=int, default=None, help="first op_id to print")
+    dump.add_argument("--limit", type=int, default=None)
+    verify = actions.add_parser("verify", help="check every frame; name the first bad one")
+    verify.add_argument("location")
+    trim = actions.add_parser("trim", help="drop old segments")
+    trim.add_argument("location")
+    how = trim.add_mutually_exclusive_group(required=True)
+    how.add_argument("--before", type=int, metavar="OP_ID", help="drop entries below this op_id")
+    how.add_argument("--keep-bytes", type=int, metavar="N", help="keep at most N bytes of the newest entries")
+    return parser
+
+
+def _configure_logging(*, as_json: bool, level: str) -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    try:
+        args = _build_parser().parse_args(argv)
+        _configure_logging(as_json=args.log_json, level=args.log_level)
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "watch":
+            return _watch(args)
+        return _oplog(args)
+    except UsageError as exc:
+        _say(f"rxcs: error: {exc}", sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        return 0
+
+
+# -- watch ------------------------------------------------------------------------
+
+
+def _parse_json(text: str, option: str) -> Any:
+    try:
+        return extjson.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: not valid JSON ({exc})") from None
+
+
+def _watch_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "full_document": args.full_document,
+        "full_document_before_change": args.full_document_before_change,
+        "show_expanded_events": args.show_expanded_events,
+    }
+    if args.match is not None:
+        options["pipeline"] = [{"$match": _parse_json(args.match, "--match")}]
+    elif args.pipeline is not None:
+        options["pipeline"] = _parse_json(args.pipeline, "--pipeline")
+    if args.resume_after:
+        options["resume_after"] = args.resume_after
+    elif args.start_after:
+        options["start_after"] = args.start_after
+    elif args.from_beginning:
+        options["start_at_operation_time"] = rxcs.BEGINNING
+    elif args.resume_file and Path(args.resume_file).exists():
+        saved = Path(args.resume_file).read_text().strip()
+        try:
+            token = rxcs.ResumeToken.parse(saved)
+        except rxcs.InvalidResumeToken as exc:
+            raise UsageError(f"--resume-file {args.resume_file}: {exc}") from None
+        options["start_after" if token.invalidate else "resume_after"] = token
+    return options
+
+
+def _save_token(path: Path, token: rxcs.ResumeToken) -> None:
+    """Write the token atomically: a crash leaves the old token or the new one."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{token}\n")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _watch(args: argparse.Namespace) -> int:
+    if args.collection and not args.db:
+        raise UsageError("--collection needs --db")
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be positive")
+    location = args.location
+    if not location.startswith(("redis://", "rediss://", "unix://")) and not Path(location).is_dir():
+        raise UsageError(f"{location}: no oplog directory there")
+    options = _watch_options(args)
+    resume_file = Path(args.resume_file) if args.resume_file else None
+    try:
+        oplog = _open_for_reading(location)
+    except RxcsError as exc:
+        raise UsageError(f"{location}: {exc}") from None
+    with oplog:
+        try:
+            stream = rxcs.watch(oplog, args.db, args.collection, **options).iterate()
+        except (RxcsError, ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+        printed = 0
+        try:
+            with stream:
+                for event in stream:
+                    _print_event(event, args.format, sys.stdout)
+                    if resume_file is not None:
+                        _save_token(resume_file, stream.resume_token)
+                    printed += 1
+                    if args.count is not None and printed >= args.count:
+                        break
+        except KeyboardInterrupt:
+            pass
+        except RxcsError as exc:
+            _say(f"rxcs watch: {type(exc).__name__}: {exc}", sys.stderr)
+            _say(f"resume token: {stream.resume_token}", sys.stderr)
+            return 1
+        _say(f"resume token: {stream.resume_token}", sys.stderr)
+    return 0
+
+
+def _open_for_reading(location: str) -> rxcs.Oplog:
+    if location.startswith(("redis://", "rediss://", "unix://")):
+        return rxcs.open_oplog(location)
+    return rxcs.open_oplog(location, readonly=True)
+
+
+def _print_event(event: Any, form: str, out: TextIO) -> None:
+    document = event.to_document() if isinstance(event, ChangeEvent) else event
+    out.write(extjson.dumps(document, indent=2 if form == "pretty" else None))
+    out.write("\n")
+    out.flush()
+
+
+# -- oplog maintenance ------------------------------------------------------------
+
+
+def _open_file_oplog(location: str, *, readonly: bool) -> Any:
+    if not Path(location).is_dir():
+        raise UsageError(f"{location}: no oplog directory there")
+    try:
+        return rxcs.open_oplog(location, readonly=readonly)
+    except RxcsError as exc:
+        raise UsageError(f"{location}: {exc}") from None
+
+
+def _oplog(args: argparse.Namespace) -> int:
+    readonly = args.action != "trim"
+    with _open_file_oplog(args.location, readonly=readonly) as oplog:
+        if args.action == "info":
+            _say(extjson.dumps(_info_document(oplog), indent=2), sys.stdout)
+            return 0
+        if args.action == "dump":
+            return _dump(oplog, args.from_op_id, args.limit)
+        if args.action == "verify":
+            return _verify(oplog)
+        return _trim(oplog, args.before, args.keep_bytes)
+
+
+def _info_document(oplog: Any) -> dict[str, Any]:
+    info = oplog.info()
+    fields = getattr(info, "__dataclass_fields__", None)
+    if fields is None:
+        return dict(info)
+    return {name: _plain(getattr(info, name)) for name in fields}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _dump(oplog: rxcs.Oplog, from_op_id: int | None, limit: int | None) -> int:
+    if limit is not None and limit < 0:
+        raise UsageError("--limit must not be negative")
+    after = (oplog.first_op_id if from_op_id is None else max(from_op_id, oplog.first_op_id)) - 1
+    remaining = limit
+    out = sys.stdout
+    with oplog.cursor(after) as cursor:
+        while remaining is None or remaining > 0:
+            batch = cursor.read(1000 if remaining is None else min(1000, remaining))
+            if not batch:
+                break
+            for entry in batch:
+                out.write(extjson.dumps(_entry_document(entry)))
+                out.write("\n")
+            if remaining is not None:
+                remaining -= len(batch)
+    out.flush()
+    return 0
+
+
+def _entry_document(entry: rxcs.OplogEntry) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "op_id": entry.op_id, "op": entry.op, "ns": entry.ns.to_document(),
+        "clusterTime": entry.cluster_time, "wallTime": entry.wall_time,
+    }
+    shown = ("op_id", "op", "db", "coll", "cluster_time", "wall_time_ms")
+    document.update(
+        (name, value) for name, value in entry._asdict().items() if name not in shown and value is not None
+    )
+    return document
+
+
+def _verify(oplog: Any) -> int:
+    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        result = oplog.verify(progress=progress.update if progress is not None else None)
+    except rxcs.OplogCorruptedError as exc:
+        if progress is not None:
+            progress.done()
+        _say(f"rxcs oplog verify: corrupt: {exc}", sys.stderr)
+        return 1
+    if progress is not None:
+        progress.done()
+    _say(f"ok: {result}" if result is not None else "ok", sys.stdout)
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar for a terminal."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._last = 0.0
+
+    def update(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.1 and done < total:
+            return
+        self._last = now
+        width = 40
+        filled = width * done // max(total, 1)
+        self._out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        self._out.flush()
+
+    def done(self) -> None:
+        self._out.write("\n")
+        self._out.flush()
+
+
+def _trim(oplog: Any, before: int | None, keep_bytes: int | None) -> int:
+    if keep_bytes is not None:
+        if keep_bytes < 0:
+            raise UsageError("--keep-bytes must not be negative")
+        before = oplog.op_id_keeping_bytes(keep_bytes)
+    assert before is not None
+    dropped = oplog.trim(before_op_id=before)
+    _say(f"dropped {dropped} entries; oldest retained op_id is now {oplog.first_op_id}", sys.stdout)
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------
+
+_COLORS = {
+    "insert": "32", "update": "33", "replace": "36", "delete": "31", "drop": "35", "rename": "35",
+    "dropDatabase": "35", "invalidate": "1;31", "create": "34", "createIndexes": "34", "dropIndexes": "34",
+}
+_NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Leslie", "Margaret", "Ken", "Radia"]
+
+
+def _shop(rng: random.Random) -> Iterator[rxcs.Change]:
+    """An endless, plausible stream of shop changes."""
+    yield rxcs.Change.create_collection("shop", "users")
+    yield rxcs.Change.create_index("shop", "users", {"key": {"email": 1}, "unique": True})
+    users: list[int] = []
+    orders: list[int] = []
+    next_user = next_order = 1
+    step = 0
+    while True:
+        step += 1
+        if step % 40 == 0:
+            yield rxcs.Change.rename_collection("shop", "orders", "shop", f"orders_{step // 40}")
+            yield rxcs.Change.create_collection("shop", "orders")
+            orders.clear()
+            continue
+        roll = rng.random()
+        if roll < 0.3 or not users:
+            name = rng.choice(_NAMES)
+            user = {"_id": next_user, "name": name, "email": f"{name.lower()}{next_user}@example.org", "orders": 0}
+            users.append(next_user)
+            next_user += 1
+            yield rxcs.Change.insert("shop", "users", user)
+        elif roll < 0.6:
+            order = {
+                "_id": next_order, "user": rng.choice(users), "total": round(rng.uniform(5, 250), 2),
+                "status": "new",
+            }
+            orders.append(next_order)
+            next_order += 1
+            yield rxcs.Change.insert("shop", "orders", order)
+        elif roll < 0.8 and orders:
+            order_id = rng.choice(orders)
+            status = rng.choice(["paid", "shipped", "delivered"])
+            yield rxcs.Change.update("shop", "orders", order_id, updated_fields={"status": status})
+        elif roll < 0.9 and len(users) > 3:
+            user_id = users.pop(rng.randrange(len(users)))
+            yield rxcs.Change.delete("shop", "users", user_id)
+        else:
+            user_id = rng.choice(users)
+            yield rxcs.Change.replace(
+                "shop", "users", user_id,
+                {"_id": user_id, "name": rng.choice(_NAMES), "email": f"user{user_id}@example.org", "vip": True},
+            )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be positive")
+    if args.interval < 0:
+        raise UsageError("--interval must not be negative")
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    rng = random.Random(args.seed)
+    out = sys.stdout
+    with tempfile.TemporaryDirectory(prefix="rxcs-demo-") as directory:
+        path = Path(directory) / "oplog"
+        with rxcs.open_oplog(path) as oplog:
+            out.write(f"rxcs demo: a shop writing to {path}; watching shop.* (Ctrl-C to stop)\n")
+            out.flush()
+            stop = threading.Event()
+            with rxcs.watch(oplog, "shop", show_expanded_events=True).iterate() as stream:
+                producer = threading.Thread(
+                    target=_produce, args=(oplog, _shop(rng), args.interval, stop), name="demo-producer"
+                )
+                producer.start()
+                shown = 0
+                try:
+                    for event in stream:
+                        out.write(_demo_line(event, color) + "\n")
+                        out.flush()
+                        shown += 1
+                        if args.count is not None and shown >= args.count:
+                            break
+                except KeyboardInterrupt:
+                    pass
+                finally:
+                    stop.set()
+                    producer.join()
+            out.write(f"rxcs demo: {shown} events; resume token {stream.resume_token}\n")
+            out.flush()
+    return 0
+
+
+def _produce(oplog: rxcs.Oplog, changes: Iterator[rxcs.Change], interval: float, stop: threading.Event) -> None:
+    for change in changes:
+        if stop.is_set():
+            return
+        oplog.append(change)
+        if interval and stop.wait(interval):
+            return
+
+
+def _demo_line(event: ChangeEvent, color: bool) -> str:
+    kind = str(event.operation_type)
+    clock = event.wall_time.strftime("%H:%M:%S.%f")[:-3]
+    detail: Any
+    if event.update_description is not None:
+        detail = {"set": event.update_description.updated_fields}
+    elif event.full_document is not None:
+        detail = event.full_document
+    elif event.to is not None:
+        detail = {"to": str(event.to)}
+    elif event.operation_description is not None:
+        detail = event.operation_description
+    else:
+        detail = ""
+    key = extjson.dumps(event.document_key) if event.document_key is not None else ""
+    text = extjson.dumps(detail) if detail != "" else ""
+    label = f"{kind:<13}"
+    if color:
+        label = f"\033[{_COLORS.get(kind, '0')}m{label}\033[0m"
+    return f"{clock}  #{event.op_id:<5} {label} {event.ns!s:<16} {key:<12} {text}"

@@ -1,0 +1,98 @@
+"""MongoDB Extended JSON (relaxed) for the values change events carry.
+
+``dumps`` writes what ``json`` cannot: dates as ``{"$date": "...Z"}``,
+cluster times as ``{"$timestamp": {"t": .., "i": ..}}``, binary and UUIDs as
+``{"$binary": ...}``, regexes, and non-finite floats. ``loads`` reads
+``$date``, ``$timestamp``, ``$binary``, ``$uuid``, ``$regularExpression``,
+``$numberLong``/``$numberInt``/``$numberDouble`` back, so filters given on
+a command line can compare against dates.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from rxcs.events import ClusterTime, Namespace
+
+__all__ = ["dumps", "loads", "to_extended"]
+
+_REGEX_FLAGS = {re.IGNORECASE: "i", re.MULTILINE: "m", re.DOTALL: "s", re.VERBOSE: "x"}
+
+
+def to_extended(value: Any) -> Any:
+    """Turn a value into plain JSON types, using Extended JSON wrappers where needed."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return {"$numberDouble": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
+    if isinstance(value, ClusterTime):
+        return {"$timestamp": {"t": value.time, "i": value.inc}}
+    if isinstance(value, Namespace):
+        return value.to_document()
+    if isinstance(value, Mapping):
+        return {str(key): to_extended(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_extended(item) for item in value]
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        text = aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return {"$date": text}
+    if isinstance(value, uuid.UUID):
+        return {"$binary": {"base64": base64.b64encode(value.bytes).decode(), "subType": "04"}}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$binary": {"base64": base64.b64encode(bytes(value)).decode(), "subType": "00"}}
+    if isinstance(value, re.Pattern):
+        flags = "".join(letter for flag, letter in _REGEX_FLAGS.items() if value.flags & flag)
+        return {"$regularExpression": {"pattern": value.pattern, "options": flags}}
+    if hasattr(value, "to_document"):
+        return to_extended(value.to_document())
+    return str(value)
+
+
+def dumps(value: Any, *, indent: int | None = None) -> str:
+    """Serialize a value as relaxed Extended JSON text."""
+    return json.dumps(to_extended(value), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
+def _from_wrapper(document: dict[str, Any]) -> Any:
+    if len(document) != 1:
+        return document
+    ((key, value),) = document.items()
+    if key == "$date":
+        if isinstance(value, str):
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if isinstance(value, Mapping) and "$numberLong" in value:
+            return datetime.fromtimestamp(int(value["$numberLong"]) / 1000, UTC)
+        if isinstance(value, int):
+            return datetime.fromtimestamp(value / 1000, UTC)
+    elif key == "$timestamp" and isinstance(value, Mapping):
+        return ClusterTime(int(value["t"]), int(value["i"]))
+    elif key == "$binary" and isinstance(value, Mapping):
+        raw = base64.b64decode(value["base64"])
+        return uuid.UUID(bytes=raw) if value.get("subType") in ("04", "4") else raw
+    elif key == "$uuid" and isinstance(value, str):
+        return uuid.UUID(value)
+    elif key == "$regularExpression" and isinstance(value, Mapping):
+        flags = 0
+        for letter in value.get("options", ""):
+            flags |= {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}.get(letter, 0)
+        return re.compile(value["pattern"], flags)
+    elif key in ("$numberLong", "$numberInt") and isinstance(value, str):
+        return int(value)
+    elif key == "$numberDouble" and isinstance(value, str):
+        return float(value)
+    return document
+
+
+def loads(text: str) -> Any:
+    """Parse relaxed Extended JSON text; raises ``ValueError`` naming the problem."""
+    return json.loads(text, object_hook=_from_wrapper)

@@ -1,0 +1,194 @@
+"""The rxcs command, driven as a real console script in subprocesses (signals included)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import rxcs
+
+RXCS = [sys.executable, "-m", "rxcs"]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RXCS, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def oplog_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "oplog"
+    with rxcs.open_oplog(path) as oplog:
+        oplog.insert("shop", "users", {"_id": 1, "name": "Ada"})
+        oplog.update("shop", "users", 1, updated_fields={"name": "Ada L."})
+        oplog.insert("shop", "orders", {"_id": 1, "user": 1})
+    return path
+
+
+class TestWatch:
+    def test_from_beginning_prints_mongodb_shaped_json_lines(self, oplog_dir: Path) -> None:
+        """--from-beginning --count N prints N events, one JSON document per line, dates as $date."""
+        result = run("watch", str(oplog_dir), "--from-beginning", "--count", "3")
+        assert result.returncode == 0, result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [line["operationType"] for line in lines] == ["insert", "update", "insert"]
+        assert set(lines[0]["_id"]) == {"_data"}
+        assert "$date" in lines[0]["wallTime"]
+        assert "$timestamp" in lines[0]["clusterTime"]
+        assert lines[1]["updateDescription"]["updatedFields"] == {"name": "Ada L."}
+        assert "resume token: " in result.stderr
+
+    def test_match_and_scope(self, oplog_dir: Path) -> None:
+        """--db/--collection and --match narrow the stream."""
+        result = run(
+            "watch", str(oplog_dir), "--db", "shop", "--collection", "users", "--from-beginning",
+            "--match", '{"operationType": "update"}', "--count", "1",
+        )
+        assert result.returncode == 0, result.stderr
+        (line,) = result.stdout.splitlines()
+        assert json.loads(line)["ns"] == {"db": "shop", "coll": "users"}
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--match", "{not json"], "--match: not valid JSON"),
+            (["--match", '{"a": {"$bogus": 1}}'], "$bogus"),
+            (["--resume-after", "deadbeef"], "resume token"),
+            (["--collection", "users"], "--collection needs --db"),
+            (["--format", "xml"], "invalid choice"),
+        ],
+    )
+    def test_bad_input_exits_2_with_one_line(self, oplog_dir: Path, args: list[str], message: str) -> None:
+        """Bad arguments, JSON, filters or tokens: exit status 2, one line on stderr, no traceback."""
+        result = run("watch", str(oplog_dir), *args)
+        assert result.returncode == 2
+        assert message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.stderr
+
+    def test_missing_oplog_is_a_usage_error(self, tmp_path: Path) -> None:
+        """Watching a directory that holds no oplog says so and exits 2."""
+        result = run("watch", str(tmp_path / "nowhere"))
+        assert result.returncode == 2
+        assert "no oplog directory" in result.stderr
+
+    def test_ctrl_c_exits_0_and_prints_the_token(self, oplog_dir: Path) -> None:
+        """SIGINT while waiting ends the command with status 0 and the last token on stderr."""
+        process = subprocess.Popen(
+            [*RXCS, "watch", str(oplog_dir), "--from-beginning"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(3)]
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 0
+        token = err.strip().splitlines()[-1].removeprefix("resume token: ")
+        assert rxcs.ResumeToken.parse(token) == rxcs.ResumeToken.parse(json.loads(lines[-1])["_id"])
+
+    def test_live_events_from_another_process(self, oplog_dir: Path) -> None:
+        """A watcher sees what a writer process appends after it started, line by line."""
+        process = subprocess.Popen(
+            [*RXCS, "watch", str(oplog_dir), "--count", "2"], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(1.0)  # the watcher starts at the present; give it time to open the oplog
+        writer = (
+            "import rxcs, sys\n"
+            "with rxcs.open_oplog(sys.argv[1]) as o:\n"
+            "    o.insert('shop', 'users', {'_id': 'live1'})\n"
+            "    o.insert('shop', 'users', {'_id': 'live2'})\n"
+        )
+        subprocess.run([sys.executable, "-c", writer, str(oplog_dir)], check=True, timeout=60)
+        out, _ = process.communicate(timeout=60)
+        assert [json.loads(line)["documentKey"]["_id"] for line in out.splitlines()] == ["live1", "live2"]
+
+    def test_resume_file_carries_on_where_the_last_run_stopped(self, oplog_dir: Path, tmp_path: Path) -> None:
+        """--resume-file saves the token per event; the next run starts after it."""
+        token_file = tmp_path / "token"
+        first = run("watch", str(oplog_dir), "--from-beginning", "--resume-file", str(token_file), "--count", "2")
+        assert first.returncode == 0, first.stderr
+        with rxcs.open_oplog(oplog_dir) as oplog:
+            oplog.insert("shop", "users", {"_id": 2})
+        second = run("watch", str(oplog_dir), "--resume-file", str(token_file), "--count", "2")
+        assert second.returncode == 0, second.stderr
+        keys = [json.loads(line)["documentKey"]["_id"] for line in second.stdout.splitlines()]
+        assert keys == [1, 2]  # the orders insert (op 3), then the new user (op 4)
+        assert not [p for p in token_file.parent.iterdir() if p.name.startswith(".token.")]
+
+
+class TestOplogCommands:
+    def test_info(self, oplog_dir: Path) -> None:
+        """oplog info prints the op_id range and identity as JSON."""
+        result = run("oplog", "info", str(oplog_dir))
+        assert result.returncode == 0, result.stderr
+        info = json.loads(result.stdout)
+        assert info["first_op_id"] == 1
+        assert info["last_op_id"] == 3
+
+    def test_dump(self, oplog_dir: Path) -> None:
+        """oplog dump --from --limit prints those entries as JSON lines."""
+        result = run("oplog", "dump", str(oplog_dir), "--from", "2", "--limit", "1")
+        assert result.returncode == 0, result.stderr
+        (line,) = result.stdout.splitlines()
+        assert json.loads(line)["op_id"] == 2
+
+    def test_verify_names_the_bad_frame(self, oplog_dir: Path) -> None:
+        """oplog verify passes a sound oplog and, after a flipped byte, names the file and offset."""
+        assert run("oplog", "verify", str(oplog_dir)).returncode == 0
+        segment = max((p for p in oplog_dir.iterdir() if p.stat().st_size > 200), key=lambda p: p.stat().st_size)
+        data = bytearray(segment.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        segment.write_bytes(bytes(data))
+        result = run("oplog", "verify", str(oplog_dir))
+        assert result.returncode == 1
+        assert segment.name in result.stderr
+
+    def test_trim(self, oplog_dir: Path) -> None:
+        """oplog trim --before reports what it dropped and exits 0."""
+        result = run("oplog", "trim", str(oplog_dir), "--before", "2")
+        assert result.returncode == 0, result.stderr
+        assert "oldest retained op_id" in result.stdout
+
+
+class TestDemo:
+    def test_demo_prints_a_shop_and_stops_after_count(self) -> None:
+        """rxcs demo --count N runs a producer and a consumer and exits 0 after N events."""
+        result = run("demo", "--count", "25", "--interval", "0", "--seed", "7", "--color", "never")
+        assert result.returncode == 0, result.stderr
+        body = result.stdout.splitlines()[1:-1]
+        assert len(body) == 25
+        assert "create" in body[0]
+        assert any(" insert " in line for line in body)
+        assert "\033[" not in result.stdout
+
+    def test_demo_colours_when_asked(self) -> None:
+        """--color always colour-codes operation types."""
+        result = run("demo", "--count", "3", "--interval", "0", "--color", "always")
+        assert result.returncode == 0, result.stderr
+        assert "\033[" in result.stdout
+
+    def test_demo_until_ctrl_c(self) -> None:
+        """Without --count the demo runs until SIGINT, then exits 0."""
+        process = subprocess.Popen([*RXCS, "demo", "--interval", "0.01"], stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        for _ in range(5):
+            process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+        assert process.returncode == 0
+
+
+def test_python_dash_m_and_console_script_agree() -> None:
+    """`python -m rxcs --help` works (the console script runs the same main)."""
+    result = run("--help")
+    assert result.returncode == 0
+    assert "demo" in result.stdout
+    env_bin = Path(sys.executable).parent / "rxcs"
+    if env_bin.exists():
+        assert subprocess.run([str(env_bin), "--help"], capture_output=True, check=False, env=os.environ).returncode == 0
