@@ -87,7 +87,7 @@ class TestWatch:
         assert process.stdout is not None
         lines = [process.stdout.readline() for _ in range(3)]
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        _, err = process.communicate(timeout=30)
         assert process.returncode == 0
         token = err.strip().splitlines()[-1].removeprefix("resume token: ")
         assert rxcs.ResumeToken.parse(token) == rxcs.ResumeToken.parse(json.loads(lines[-1])["_id"])
@@ -191,4 +191,5 @@ def test_python_dash_m_and_console_script_agree() -> None:
     assert "demo" in result.stdout
     env_bin = Path(sys.executable).parent / "rxcs"
     if env_bin.exists():
-        assert subprocess.run([str(env_bin), "--help"], capture_output=True, check=False, env=os.environ).returncode == 0
+        script = subprocess.run([str(env_bin), "--help"], capture_output=True, check=False, env=os.environ)
+        assert script.returncode == 0
