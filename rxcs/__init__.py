@@ -19,13 +19,21 @@ from rxcs.errors import (
 )
 from rxcs.events import ChangeEvent, ClusterTime, Namespace, OperationType, UpdateDescription
 from rxcs.oplog import Change, MemoryOplog, Oplog, OplogEntry, open_oplog
+from rxcs.source import BEGINNING, oplog_entries
+from rxcs.stream import AsyncChangeStream, ChangeStream, ChangeStreamObservable, StreamStatistics, watch
 from rxcs.tokens import ResumeToken
 
+from rxcs import operators, query  # noqa: E402 - submodules users reach as rxcs.operators, rxcs.query
+
 __all__ = [
+    "BEGINNING",
+    "AsyncChangeStream",
     "BufferOverflowError",
     "Change",
     "ChangeEvent",
+    "ChangeStream",
     "ChangeStreamHistoryLost",
+    "ChangeStreamObservable",
     "ClusterTime",
     "InvalidChangeError",
     "InvalidResumeToken",
@@ -44,6 +52,11 @@ __all__ = [
     "ResumeToken",
     "RxcsError",
     "StreamClosedError",
+    "StreamStatistics",
     "UpdateDescription",
+    "oplog_entries",
     "open_oplog",
+    "operators",
+    "query",
+    "watch",
 ]

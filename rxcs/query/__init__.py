@@ -1,0 +1,57 @@
+"""MongoDB's query language, compiled once into predicates (``$match`` semantics).
+
+``compile_filter(spec)`` validates a filter completely and returns a
+``Callable[[Mapping], bool]``; errors are ``QueryError`` naming the path in
+the filter. ``compile_expression`` compiles aggregation expressions (used by
+``$expr`` and by pipeline stages). The comparison helpers implement BSON's
+type order so other modules compare values the way MongoDB does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from rxcs.query._compiler import Filter, compile_filter
+from rxcs.query._expressions import OPERATORS, Evaluator, compile_expression, field_path_value, is_true
+from rxcs.query._values import MISSING, bson_type_name, compare_values, type_rank, values_equal
+
+__all__ = [
+    "MISSING",
+    "OPERATORS",
+    "Evaluator",
+    "Filter",
+    "bson_type_name",
+    "compare_values",
+    "compile_expression",
+    "compile_filter",
+    "field_path_value",
+    "is_true",
+    "rewrite_event_aliases",
+    "type_rank",
+    "values_equal",
+]
+
+EVENT_ALIASES: Final = {"database": "ns.db", "db": "ns.db", "collection": "ns.coll", "coll": "ns.coll"}
+
+
+def rewrite_event_aliases(spec: Any) -> Any:
+    """Rename LauraDB's event filter fields to the MongoDB event's: ``db`` → ``ns.db``, ...
+
+    ``database``/``db`` become ``ns.db`` and ``collection``/``coll`` become
+    ``ns.coll``, at the top level and inside ``$and``/``$or``/``$nor``.
+    Anything else is left as it is (and validated by ``compile_filter``).
+
+    Example:
+        >>> rewrite_event_aliases({"collection": "users", "$or": [{"db": "shop"}]})
+        {'ns.coll': 'users', '$or': [{'ns.db': 'shop'}]}
+    """
+    if not isinstance(spec, Mapping):
+        return spec
+    rewritten: dict[Any, Any] = {}
+    for key, value in spec.items():
+        if key in ("$and", "$or", "$nor") and isinstance(value, list):
+            rewritten[key] = [rewrite_event_aliases(item) for item in value]
+        else:
+            rewritten[EVENT_ALIASES.get(key, key) if isinstance(key, str) else key] = value
+    return rewritten
