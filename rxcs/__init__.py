@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rxcs import operators, query
 from rxcs.errors import (
     BufferOverflowError,
     ChangeStreamHistoryLost,
@@ -22,8 +23,6 @@ from rxcs.oplog import Change, MemoryOplog, Oplog, OplogEntry, open_oplog
 from rxcs.source import BEGINNING, oplog_entries
 from rxcs.stream import AsyncChangeStream, ChangeStream, ChangeStreamObservable, StreamStatistics, watch
 from rxcs.tokens import ResumeToken
-
-from rxcs import operators, query  # noqa: E402 - submodules users reach as rxcs.operators, rxcs.query
 
 __all__ = [
     "BEGINNING",

@@ -116,18 +116,14 @@ def _candidates(value: Any, parts: tuple[str, ...], index: int) -> Iterator[Any]
         yield from _candidates(value.get(part, MISSING), parts, index + 1) if part in value else (MISSING,)
         return
     if isinstance(value, list):
-        found = False
-        if part.isdigit():
-            position = int(part)
-            if position < len(value):
-                found = True
-                yield from _candidates(value[position], parts, index + 1)
+        # Inside an array the path continues into its documents (and, for a
+        # numeric part, the element at that index); an array with neither
+        # yields nothing, so {"a.b": null} does not match {"a": [1]}.
+        if part.isdigit() and int(part) < len(value):
+            yield from _candidates(value[int(part)], parts, index + 1)
         for item in value:
             if isinstance(item, Mapping):
-                found = True
                 yield from _candidates(item, parts, index)
-        if not found:
-            yield MISSING
         return
     yield MISSING
 
