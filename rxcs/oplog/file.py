@@ -181,6 +181,7 @@ class FileOplog(Oplog):
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._watcher: Any = None
+        self._fs_waiters = 0
         self._idle_polls = 0
         self._polled_op_id = -1
         # Counters.
@@ -328,6 +329,11 @@ class FileOplog(Oplog):
             self._flush_wanted.set()
             flusher.join()
         with self._lock:
+            # Waiters in select() were poked awake; their descriptors close once they are out.
+            deadline = time.monotonic() + 5
+            while self._fs_waiters and time.monotonic() < deadline:
+                self._poke()
+                self._appended.wait(0.05)
             if self._write_fd is not None:
                 if self._durability != "none" or self._dirty:
                     self._fsync()
@@ -673,16 +679,21 @@ class FileOplog(Oplog):
         else:
             wait = min(0.05, 0.0005 * 2 ** min(self._idle_polls, 7))
             wait = wait if timeout is None else min(wait, timeout)
+        with self._lock:
+            if self._closed:
+                return False
+            self._fs_waiters += 1
         try:
             ready, _, _ = select.select(watched, [], [], wait)
-        except (OSError, ValueError):  # closed under us
-            return False
-        if self._wake_read in ready:
-            with contextlib.suppress(OSError):
-                os.read(self._wake_read, 4096)
-        if watcher is not None and watcher.fileno() in ready:
-            with contextlib.suppress(OSError):
+            if self._wake_read in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+            if watcher is not None and watcher.fileno() in ready:
                 watcher.read(timeout=0)
+        finally:
+            with self._lock:
+                self._fs_waiters -= 1
+                self._appended.notify_all()
         if watcher is None:
             self._idle_polls = 0 if self._last_op_id != self._polled_op_id else self._idle_polls + 1
             self._polled_op_id = self._last_op_id

@@ -1,0 +1,211 @@
+"""The Oplog contract, held against every backend."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+import rxcs
+from rxcs.events import ClusterTime
+
+from .conftest import OplogFactory
+
+
+def inserts(n: int, start: int = 0) -> list[rxcs.Change]:
+    return [rxcs.Change.insert("shop", "users", {"_id": i, "name": f"user{i}"}) for i in range(start, start + n)]
+
+
+class TestAppend:
+    def test_op_ids_start_at_one_and_are_contiguous(self, oplog_factory: OplogFactory) -> None:
+        """op_ids are 1, 2, 3, ... across single appends and batches."""
+        oplog = oplog_factory()
+        assert oplog.first_op_id == 1
+        assert oplog.last_op_id == 0
+        assert oplog.insert("shop", "users", {"_id": 1}) == 1
+        assert oplog.append_many(inserts(3)) == [2, 3, 4]
+        assert oplog.append_many([]) == []
+        assert [e.op_id for e in oplog.read(0, 100)] == [1, 2, 3, 4]
+        assert (oplog.first_op_id, oplog.last_op_id) == (1, 4)
+
+    def test_a_batch_with_a_bad_change_appends_nothing(self, oplog_factory: OplogFactory) -> None:
+        """append_many is all or nothing: a value that cannot be stored rejects the whole batch."""
+        oplog = oplog_factory()
+        oplog.insert("shop", "users", {"_id": 0})
+        bad = rxcs.Change.insert("shop", "users", {"_id": 9, "tags": {"a", "b"}})
+        with pytest.raises(rxcs.InvalidChangeError, match="cannot be stored"):
+            oplog.append_many([*inserts(2, start=1), bad])
+        assert oplog.last_op_id == 1
+        assert oplog.insert("shop", "users", {"_id": 1}) == 2
+
+    def test_every_entry_has_increasing_cluster_time_and_a_wall_time(self, oplog_factory: OplogFactory) -> None:
+        """Cluster times strictly increase; wall times are aware UTC datetimes near now."""
+        oplog = oplog_factory()
+        oplog.append_many(inserts(50))
+        entries = oplog.read(0, 100)
+        times = [e.cluster_time for e in entries]
+        assert all(a < b for a, b in itertools.pairwise(times))
+        assert all(abs((e.wall_time - datetime.now(UTC)).total_seconds()) < 60 for e in entries)
+
+    def test_documents_are_copied(self, oplog_factory: OplogFactory) -> None:
+        """Mutating a document after appending it does not change what was recorded."""
+        oplog = oplog_factory()
+        document = {"_id": 1, "tags": ["a"]}
+        oplog.insert("shop", "users", document)
+        document["tags"].append("b")
+        first = oplog.read(0, 1)[0]
+        assert first.full_document == {"_id": 1, "tags": ["a"]}
+        first.full_document["tags"].append("c")  # type: ignore[index]
+        assert oplog.read(0, 1)[0].full_document == {"_id": 1, "tags": ["a"]}
+
+    def test_producer_helpers_record_the_contract(self, oplog_factory: OplogFactory) -> None:
+        """Each producer helper records its operation, namespace, key and images."""
+        oplog = oplog_factory()
+        oplog.create_collection("shop", "users")
+        oplog.insert("shop", "users", {"_id": 1, "a": 1})
+        oplog.update("shop", "users", {"_id": 1}, updated_fields={"a": 2}, removed_fields=["b"],
+                     full_document={"_id": 1, "a": 2}, full_document_before_change={"_id": 1, "a": 1})
+        oplog.replace("shop", "users", 1, {"_id": 1, "z": 1})
+        oplog.delete("shop", "users", 1, full_document_before_change={"_id": 1, "z": 1})
+        oplog.create_index("shop", "users", {"key": {"a": 1, "b": -1}})
+        oplog.drop_index("shop", "users", "a_1_b_-1")
+        oplog.rename_collection("shop", "users", "shop", "people")
+        oplog.drop_collection("shop", "people")
+        oplog.drop_database("shop")
+        entries = oplog.read(0, 100)
+        assert [e.op for e in entries] == [
+            "create", "insert", "update", "replace", "delete", "createIndexes", "dropIndexes", "rename", "drop",
+            "dropDatabase",
+        ]
+        update = entries[2]
+        assert update.document_key == {"_id": 1}
+        assert update.update_description == {"updatedFields": {"a": 2}, "removedFields": ["b"], "truncatedArrays": []}
+        assert update.full_document == {"_id": 1, "a": 2}
+        assert update.full_document_before_change == {"_id": 1, "a": 1}
+        assert entries[5].operation_description == {"indexes": [{"key": {"a": 1, "b": -1}, "name": "a_1_b_-1"}]}
+        assert entries[7].to == rxcs.Namespace("shop", "people")
+        assert entries[9].coll is None
+
+    def test_aware_datetimes_round_trip(self, oplog_factory: OplogFactory) -> None:
+        """Dates inside documents come back as the same aware datetimes."""
+        oplog = oplog_factory()
+        when = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+        oplog.insert("shop", "users", {"_id": 1, "created": when, "raw": b"\x00\x01"})
+        document = oplog.read(0, 1)[0].full_document
+        assert document == {"_id": 1, "created": when, "raw": b"\x00\x01"}
+
+
+class TestRead:
+    def test_cursor_reads_in_batches(self, oplog_factory: OplogFactory) -> None:
+        """A cursor hands out entries batch by batch and then nothing, until more arrive."""
+        oplog = oplog_factory()
+        oplog.append_many(inserts(25))
+        with oplog.cursor(after=3) as cursor:
+            assert [e.op_id for e in cursor.read(10)] == list(range(4, 14))
+            assert [e.op_id for e in cursor.read(100)] == list(range(14, 26))
+            assert cursor.read(10) == []
+            oplog.insert("shop", "users", {"_id": "late"})
+            assert [e.op_id for e in cursor.read(10)] == [26]
+            assert cursor.position == 26
+
+    def test_op_id_at_finds_a_cluster_time(self, oplog_factory: OplogFactory) -> None:
+        """op_id_at(t) is the op_id after which entries are at or after t."""
+        oplog = oplog_factory()
+        oplog.append_many(inserts(20))
+        entries = oplog.read(0, 100)
+        assert oplog.op_id_at(entries[7].cluster_time) == 7
+        assert oplog.op_id_at(ClusterTime(0, 0)) == 0
+        assert oplog.op_id_at(ClusterTime(2**40, 0)) == 20
+
+
+class TestTrim:
+    def test_trim_and_history_lost(self, oplog_factory: OplogFactory) -> None:
+        """After a trim the oldest entries are gone; reading them is ChangeStreamHistoryLost."""
+        oplog = oplog_factory(**({"segment_bytes": 4096} if oplog_factory.backend == "file" else {}))  # type: ignore[attr-defined]
+        for start in range(0, 300, 30):
+            oplog.append_many(inserts(30, start))
+        dropped = oplog.trim(before_op_id=200)
+        first = oplog.first_op_id
+        assert dropped == first - 1
+        assert 1 < first <= 200  # memory trims exactly, files whole segments
+        if oplog_factory.backend == "memory":  # type: ignore[attr-defined]
+            assert first == 200
+        with pytest.raises(rxcs.ChangeStreamHistoryLost):
+            oplog.cursor(after=0)
+        assert oplog.read(first - 1, 1)[0].op_id == first
+        assert oplog.last_op_id == 300
+        assert oplog.insert("shop", "users", {"_id": "next"}) == 301
+
+    def test_trim_everything_keeps_op_ids_going(self, oplog_factory: OplogFactory) -> None:
+        """Trimming past the end never reuses an op_id."""
+        oplog = oplog_factory()
+        oplog.append_many(inserts(5))
+        oplog.trim(before_op_id=1000)
+        assert oplog.insert("shop", "users", {"_id": "x"}) == 6
+
+
+class TestWait:
+    def test_wait_returns_at_once_when_there_is_more(self, oplog_factory: OplogFactory) -> None:
+        """wait(after) is immediate when an entry after it exists."""
+        oplog = oplog_factory()
+        oplog.insert("shop", "users", {"_id": 1})
+        assert oplog.wait(0, timeout=60) is True
+
+    def test_wait_times_out(self, oplog_factory: OplogFactory) -> None:
+        """wait() returns False when nothing is appended within the timeout."""
+        oplog = oplog_factory()
+        assert oplog.wait(0, timeout=0.05) is False
+
+    def test_wait_wakes_on_append_from_another_thread(self, oplog_factory: OplogFactory) -> None:
+        """A thread blocked in wait() with a long timeout returns True soon after an append."""
+        oplog = oplog_factory()
+        returned = threading.Event()
+        result: list[bool] = []
+
+        def waiter() -> None:
+            result.append(oplog.wait(0, timeout=60))
+            returned.set()
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        assert not returned.wait(0.1)
+        oplog.insert("shop", "users", {"_id": 1})
+        assert returned.wait(10), "the append did not wake the waiter"
+        thread.join()
+        assert result == [True]
+
+    @pytest.mark.parametrize("how", ["wake_waiters", "close"])
+    def test_wait_returns_on_wake_and_close(self, oplog_factory: OplogFactory, how: str) -> None:
+        """wake_waiters() and close() make a blocked wait() return promptly."""
+        oplog = oplog_factory()
+        returned = threading.Event()
+        thread = threading.Thread(target=lambda: (oplog.wait(0, timeout=60), returned.set()))
+        thread.start()
+        assert not returned.wait(0.1)
+        if how == "close":
+            oplog.close()
+            assert returned.wait(10)
+        else:
+            # wake_waiters may be followed by the waiter going back to wait: call until it notices.
+            for _ in range(100):
+                oplog.wake_waiters()
+                oplog.close()  # what a stopping tailer does after waking: makes the next wait return
+                if returned.wait(0.1):
+                    break
+            assert returned.is_set()
+        thread.join()
+
+
+class TestLifecycle:
+    def test_closed_oplog_refuses_work(self, oplog_factory: OplogFactory) -> None:
+        """After close(), appends and cursors raise OplogClosedError; close() again is fine."""
+        oplog = oplog_factory()
+        oplog.close()
+        oplog.close()
+        assert oplog.closed
+        with pytest.raises(rxcs.OplogClosedError):
+            oplog.insert("shop", "users", {"_id": 1})
+        with pytest.raises(rxcs.OplogClosedError):
+            oplog.cursor(after=0)

@@ -1,0 +1,260 @@
+"""FileOplog: crashes, torn tails, damage, locking, other processes, and seeking at scale."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import rxcs
+from rxcs.oplog.file import FileOplog
+
+QUIET = "import structlog, sys; structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))\n"
+WRITER = QUIET + textwrap.dedent(
+    """
+    import sys, rxcs
+    oplog = rxcs.open_oplog(sys.argv[1], durability=sys.argv[2])
+    n = oplog.last_op_id
+    while True:
+        batch = [rxcs.Change.insert("shop", "users", {"_id": n + i, "pad": "x" * (n % 300)}) for i in range(1 + n % 7)]
+        ids = oplog.append_many(batch)
+        n = ids[-1]
+        print(n, flush=True)
+    """
+)
+
+
+def segments(path: Path) -> list[Path]:
+    return sorted(path.glob("*.seg"))
+
+
+def fill(path: Path, n: int, **options: object) -> None:
+    with rxcs.open_oplog(path, **options) as oplog:
+        oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "name": f"u{i}"}) for i in range(n)])
+
+
+class TestCrashes:
+    @pytest.mark.parametrize("durability", ["group", "none"])
+    def test_sigkilled_writer_loses_no_acknowledged_entry(self, tmp_path: Path, durability: str) -> None:
+        """Kill -9 a writer mid-stream, five times: every acknowledged entry is there, contiguous, and appends go on."""
+        path = tmp_path / "oplog"
+        rng = random.Random(7)
+        acknowledged = 0
+        for _ in range(5):
+            process = subprocess.Popen(
+                [sys.executable, "-c", WRITER, str(path), durability], stdout=subprocess.PIPE, text=True
+            )
+            assert process.stdout is not None
+            deadline = time.monotonic() + rng.uniform(0.2, 0.6)
+            while time.monotonic() < deadline:
+                line = process.stdout.readline()
+                if line:
+                    acknowledged = max(acknowledged, int(line))
+            os.kill(process.pid, signal.SIGKILL)
+            for line in process.stdout:  # lines already written before the kill
+                acknowledged = max(acknowledged, int(line))
+            process.wait()
+            with rxcs.open_oplog(path) as oplog:
+                last = oplog.last_op_id
+                assert last >= acknowledged
+                entries = oplog.read(0, last + 10)
+                assert [e.op_id for e in entries] == list(range(1, last + 1))
+                assert oplog.insert("shop", "users", {"_id": "after"}) == last + 1
+                acknowledged = last + 1
+        assert acknowledged > 5
+
+
+class TestDamage:
+    def test_torn_tail_is_cut_on_open(self, tmp_path: Path) -> None:
+        """Garbage after the last frame is truncated when a writer opens; every entry stays."""
+        path = tmp_path / "oplog"
+        fill(path, 50)
+        last_segment = segments(path)[-1]
+        size = last_segment.stat().st_size
+        with last_segment.open("ab") as handle:
+            handle.write(b"\x07\x00\x00\x00garbage after the last frame")
+        with rxcs.open_oplog(path) as oplog:
+            assert oplog.insert("shop", "users", {"_id": "x"}) == 51
+            assert [e.op_id for e in oplog.read(0, 100)] == list(range(1, 52))
+        assert last_segment.stat().st_size > size
+
+    def test_truncated_last_frame_is_cut(self, tmp_path: Path) -> None:
+        """A last frame cut short (a crash mid-write) is dropped; the entries before it remain."""
+        path = tmp_path / "oplog"
+        fill(path, 20)
+        last_segment = segments(path)[-1]
+        with last_segment.open("r+b") as handle:
+            handle.truncate(last_segment.stat().st_size - 5)
+        with rxcs.open_oplog(path) as oplog:
+            assert oplog.last_op_id == 19
+            assert oplog.insert("shop", "users", {"_id": "x"}) == 20
+
+    def test_readers_wait_at_a_torn_tail_and_never_cut_it(self, tmp_path: Path) -> None:
+        """A reader sees an incomplete last frame as not yet written and leaves the file alone."""
+        path = tmp_path / "oplog"
+        fill(path, 10)
+        last_segment = segments(path)[-1]
+        with last_segment.open("ab") as handle:
+            handle.write(b"\x40\x00\x00\x00\x00\x00")
+        size = last_segment.stat().st_size
+        with rxcs.open_oplog(path, readonly=True) as reader:
+            assert reader.last_op_id == 10
+            assert [e.op_id for e in reader.read(8, 10)] == [9, 10]
+        assert last_segment.stat().st_size == size
+
+    @pytest.mark.parametrize("where", ["read", "verify", "open"])
+    def test_flipped_byte_in_the_middle_is_reported(self, tmp_path: Path, where: str) -> None:
+        """A flipped byte inside the log raises OplogCorruptedError naming the segment file and offset."""
+        path = tmp_path / "oplog"
+        fill(path, 200)
+        segment = segments(path)[-1]
+        data = bytearray(segment.read_bytes())
+        position = len(data) // 2
+        data[position] ^= 0x55
+        segment.write_bytes(bytes(data))
+        def damaged_read() -> None:
+            if where == "open":  # the writer's recovery finds good frames after the bad one
+                with rxcs.open_oplog(path) as oplog:
+                    oplog.insert("shop", "users", {"_id": "x"})
+                return
+            with rxcs.open_oplog(path, readonly=True) as oplog:
+                assert isinstance(oplog, FileOplog)
+                oplog.read(0, 1000) if where == "read" else oplog.verify()
+
+        with pytest.raises(rxcs.OplogCorruptedError) as caught:
+            damaged_read()
+        assert segment.name in str(caught.value)
+        assert caught.value.path == str(segment)
+        assert 0 < caught.value.offset < len(data)
+
+
+class TestProcesses:
+    def test_second_writer_process_is_refused(self, tmp_path: Path) -> None:
+        """While one process writes, another's first write raises OplogLockedError naming its pid."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path) as oplog:
+            oplog.insert("shop", "users", {"_id": 1})
+            script = QUIET + (
+                "import rxcs, sys\n"
+                "try:\n"
+                "    rxcs.open_oplog(sys.argv[1]).insert('shop', 'users', {'_id': 2})\n"
+                "except rxcs.OplogLockedError as exc:\n"
+                "    print(exc.pid)\n"
+            )
+            result = subprocess.run(
+                [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60, check=True
+            )
+            assert result.stdout.strip() == str(os.getpid())
+        # Once the writer closes, another may write.
+        with rxcs.open_oplog(path) as oplog:
+            assert oplog.insert("shop", "users", {"_id": 3}) == 2
+
+    def test_same_process_second_writer_is_refused(self, tmp_path: Path) -> None:
+        """A second FileOplog in the same process cannot write while the first holds the lock."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path) as first, rxcs.open_oplog(path) as second:
+            first.insert("shop", "users", {"_id": 1})
+            with pytest.raises(rxcs.OplogLockedError):
+                second.insert("shop", "users", {"_id": 2})
+
+    def test_reader_in_another_process_sees_new_entries(self, tmp_path: Path) -> None:
+        """A reader process waiting on the oplog is woken by appends from this process."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path) as oplog:
+            oplog.insert("shop", "users", {"_id": 0})
+            script = QUIET + (
+                "import rxcs, sys\n"
+                "with rxcs.open_oplog(sys.argv[1], readonly=True) as o:\n"
+                "    print('ready', flush=True)\n"
+                "    with rxcs.watch(o, 'shop', 'users').iterate() as s:\n"
+                "        print('watching', flush=True)\n"
+                "        for _ in range(3):\n"
+                "            print(s.next(timeout=30).document_key['_id'], flush=True)\n"
+            )
+            reader = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+            assert reader.stdout is not None
+            assert reader.stdout.readline().strip() == "ready"
+            assert reader.stdout.readline().strip() == "watching"
+            for i in range(1, 4):
+                oplog.insert("shop", "users", {"_id": i})
+            out, _ = reader.communicate(timeout=60)
+        assert out.split() == ["1", "2", "3"]
+
+    def test_readonly_refuses_writes(self, tmp_path: Path) -> None:
+        """readonly=True opens for reading only; a write says so."""
+        path = tmp_path / "oplog"
+        fill(path, 1)
+        with rxcs.open_oplog(path, readonly=True) as oplog, pytest.raises(rxcs.RxcsError, match="readonly"):
+            oplog.insert("shop", "users", {"_id": 2})
+
+    def test_readonly_on_a_missing_oplog_is_an_error(self, tmp_path: Path) -> None:
+        """Opening a directory that holds no oplog readonly fails clearly instead of creating one."""
+        with pytest.raises(rxcs.RxcsError, match="no oplog here"):
+            rxcs.open_oplog(tmp_path / "nothing", readonly=True)
+        assert not (tmp_path / "nothing").exists()
+
+    def test_a_foreign_directory_is_refused(self, tmp_path: Path) -> None:
+        """A non-empty directory without oplog metadata is not taken over."""
+        (tmp_path / "photos").mkdir()
+        (tmp_path / "photos" / "cat.jpg").write_bytes(b"meow")
+        with pytest.raises(rxcs.RxcsError, match="not an rxcs oplog"):
+            rxcs.open_oplog(tmp_path / "photos")
+
+
+class TestIdentityAndRetention:
+    def test_reopen_keeps_identity_op_ids_and_cluster_time(self, tmp_path: Path) -> None:
+        """Reopening keeps the UUID, continues op_ids, and never moves cluster time back."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path) as oplog:
+            identity = oplog.oplog_id
+            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(10)])
+            last_time = oplog.read(9, 1)[0].cluster_time
+        with rxcs.open_oplog(path) as oplog:
+            assert oplog.oplog_id == identity
+            assert oplog.insert("shop", "users", {"_id": "x"}) == 11
+            assert oplog.read(10, 1)[0].cluster_time > last_time
+
+    def test_retention_by_entries_drops_whole_segments(self, tmp_path: Path) -> None:
+        """retain_entries drops old segments as new ones start, keeping at least that many entries."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, segment_bytes=4096, retain_entries=100) as oplog:
+            for start in range(0, 1000, 20):
+                oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(start, start + 20)])
+            assert oplog.last_op_id == 1000
+            assert 1000 - 100 - 100 < oplog.first_op_id <= 1000 - 100 + 1
+            assert len(segments(path)) < 10
+
+    def test_trim_keeps_the_active_segment(self, tmp_path: Path) -> None:
+        """trim() never deletes the segment being written."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, segment_bytes=4096) as oplog:
+            for start in range(0, 300, 30):
+                oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(start, start + 30)])
+            oplog.trim(before_op_id=10_000)
+            assert len(segments(path)) == 1
+            assert oplog.first_op_id <= 300
+
+
+@pytest.mark.slow
+def test_seek_in_a_million_entries_reads_a_few_frames(tmp_path: Path) -> None:
+    """Seeking to the last op_id of a 1,000,000-entry oplog decodes one frame and reads little."""
+    path = tmp_path / "oplog"
+    with rxcs.open_oplog(path, durability="none") as oplog:
+        for start in range(0, 1_000_000, 10_000):
+            oplog.append_many([rxcs.Change.insert("s", "u", {"_id": i}) for i in range(start, start + 10_000)])
+    with rxcs.open_oplog(path, readonly=True) as reader:
+        assert isinstance(reader, FileOplog)
+        before = reader.statistics()
+        with reader.cursor(after=999_999) as cursor:
+            (last,) = cursor.read(10)
+        after = reader.statistics()
+    assert last.op_id == 1_000_000
+    assert after.frames_decoded - before.frames_decoded == 1
+    assert after.bytes_read - before.bytes_read < 512 * 1024
