@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
+from rxcs.errors import RxcsError
 from rxcs.oplog.base import Oplog, OplogCursor
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.memory import MemoryOplog
@@ -32,11 +34,18 @@ def open_oplog(location: str | Path, **options: Any) -> Oplog:
     if isinstance(location, str) and location == ":memory:":
         return MemoryOplog(**options)
     if isinstance(location, str) and location.startswith(_REDIS_SCHEMES):
-        from rxcs.oplog.redis import RedisOplog  # redis-py is an optional extra
-
-        return RedisOplog.from_url(location, **options)
+        return _open_redis(location, **options)
     if not isinstance(location, (str, Path)):
         raise TypeError(f"oplog location must be a path or a URI string, not {type(location).__name__}")
     from rxcs.oplog.file import FileOplog
 
     return FileOplog(location, **options)
+
+
+def _open_redis(url: str, **options: Any) -> Oplog:
+    try:
+        backend = importlib.import_module("rxcs.oplog.redis")  # redis-py is an optional extra
+    except ImportError as exc:
+        raise RxcsError(f"{url}: the Redis backend is not available ({exc}); install rxcs[redis]") from None
+    oplog: Oplog = backend.RedisOplog.from_url(url, **options)
+    return oplog

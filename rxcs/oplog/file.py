@@ -506,8 +506,6 @@ class FileOplog(Oplog):
     def _flush_loop(self) -> None:
         while True:
             self._flush_wanted.wait()
-            if self._closed:
-                return
             time.sleep(GROUP_COMMIT_INTERVAL)  # gather the appends of the next few ms into one fsync
             with self._lock:
                 if self._closed:  # close() fsyncs itself
