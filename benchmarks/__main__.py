@@ -60,7 +60,8 @@ def catch_up(directory: Path, n: int, repeat: int) -> list[Row]:
     path = directory / "catchup"
     with rxcs.open_oplog(path, durability="none") as oplog:
         for start in range(0, n, 5000):
-            oplog.append_many([rxcs.Change.insert("shop", "users", document(i)) for i in range(start, min(n, start + 5000))])
+            chunk = range(start, min(n, start + 5000))
+            oplog.append_many([rxcs.Change.insert("shop", "users", document(i)) for i in chunk])
     raw = b"".join(msgpack.packb(document(i)) for i in range(n))
 
     def unpacker() -> float:
@@ -157,7 +158,9 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 WRITER = """
 import sys, time, rxcs, structlog
-structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr), wrapper_class=structlog.make_filtering_bound_logger(40))
+structlog.configure(
+    logger_factory=structlog.PrintLoggerFactory(sys.stderr), wrapper_class=structlog.make_filtering_bound_logger(40)
+)
 oplog = rxcs.open_oplog(sys.argv[1])
 count = int(sys.argv[2])
 sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()
