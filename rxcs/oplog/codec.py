@@ -25,6 +25,8 @@ _FIXED_FIELDS = 7  # op_id .. coll: always present
 _ALL_FIELDS = 14
 # Field positions inside the record.
 _TO = 11
+_NONES = (None,) * _ALL_FIELDS
+_new_tuple = tuple.__new__
 
 
 class EntryDecodeError(ValueError):
@@ -71,4 +73,8 @@ def entry_from_record(record: Any) -> OplogEntry:
         if type(to) is not list or len(to) != 2:
             raise EntryDecodeError("entry record has a malformed rename target")
         record[_TO] = Namespace(*to)
-    return OplogEntry(op_id, ClusterTime(time, inc), wall_ms, *record[4:])
+    if len(record) < _ALL_FIELDS:
+        record.extend(_NONES[len(record) :])
+    # [op_id, time, inc, ...] becomes (op_id, ClusterTime(time, inc), ...): built directly, a hot path.
+    record[1:3] = (_new_tuple(ClusterTime, (time, inc)),)
+    return _new_tuple(OplogEntry, record)
