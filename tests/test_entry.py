@@ -1,0 +1,85 @@
+"""Changes are validated before they reach the log; entries round-trip through the codec."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given
+
+import rxcs
+from rxcs.events import ClusterTime
+from rxcs.oplog.codec import EntryDecodeError, decode_entry, encode_entry
+from rxcs.oplog.entry import Change, OplogEntry
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        ("make", "message"),
+        [
+            (lambda: Change.insert("shop", "users", {"name": "x"}), "document: has no '_id'"),
+            (lambda: Change.insert("shop", "users", {"_id": 1, "a": {2: 3}}), "document.a: field name 2"),
+            (lambda: Change.insert("shop", "users", {"_id": 1, "a": [{"b": {1: 1}}]}), "document.a.0.b: field name 1"),
+            (lambda: Change.insert("", "users", {"_id": 1}), "db: expected a non-empty string"),
+            (lambda: Change.insert("a.b", "users", {"_id": 1}), "db: 'a.b' contains"),
+            (lambda: Change.insert("shop", "$cmd", {"_id": 1}), "coll: '$cmd' is not a valid"),
+            (lambda: Change.insert("shop", "users", [1]), "document: expected a document"),
+            (lambda: Change.replace("shop", "users", 1, {"_id": 2}), "document._id: 2 differs"),
+            (lambda: Change.update("shop", "users", 1, truncated_arrays=[{"field": "a"}]), "truncated_arrays.0"),
+            (lambda: Change.update("shop", "users", 1, removed_fields="a"), "removed_fields: expected a list"),
+            (lambda: Change.update("shop", "users", None), "document_key: must not be None"),
+            (lambda: Change.update("shop", "users", {"x": 1}), "document_key: has no '_id'"),
+            (lambda: Change.insert("shop", "users", {"_id": 1}, txn=-1), "txn: expected a non-negative int"),
+            (lambda: Change.create_index("shop", "users", {"name": "x"}), "index_spec: has no 'key'"),
+            (lambda: Change.drop_index("shop", "users", ""), "index_name"),
+            (lambda: Change.rename_collection("shop", "users", "shop", ""), "to_coll"),
+        ],
+    )
+    def test_bad_changes_name_the_argument(self, make: Any, message: str) -> None:
+        """Each malformed change raises InvalidChangeError naming what is wrong."""
+        with pytest.raises(rxcs.InvalidChangeError, match=message.replace("$", r"\$").replace(".", r"\.")):
+            make()
+
+    def test_default_index_name(self) -> None:
+        """An index without a name gets MongoDB's default name."""
+        change = Change.create_index("shop", "users", {"key": {"a": 1, "b": -1}})
+        assert change.operation_description == {"indexes": [{"key": {"a": 1, "b": -1}, "name": "a_1_b_-1"}]}
+
+    def test_document_key_forms(self) -> None:
+        """A key is a document with _id, or the _id value itself."""
+        assert Change.delete("shop", "users", 5).document_key == {"_id": 5}
+        assert Change.delete("shop", "users", {"_id": 5, "region": "eu"}).document_key == {"_id": 5, "region": "eu"}
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False),
+              st.text(max_size=10), st.binary(max_size=10),
+              st.datetimes(timezones=st.just(UTC)).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+    max_leaves=10,
+)
+
+
+class TestCodec:
+    @given(st.dictionaries(st.text(max_size=5), json_values, max_size=5), st.integers(1, 2**40))
+    def test_round_trip(self, document: dict[str, Any], op_id: int) -> None:
+        """Any storable document decodes to an equal entry at the same position."""
+        change = Change.insert("shop", "users", {**document, "_id": 1})
+        entry = decode_entry(encode_entry(op_id, ClusterTime(10, 3), 1234, change))
+        assert entry == OplogEntry(op_id, ClusterTime(10, 3), 1234, *change)
+
+    @pytest.mark.parametrize("value", [{1, 2}, datetime(2026, 1, 1), object()])
+    def test_values_msgpack_cannot_carry(self, value: Any) -> None:
+        """A set, a naive datetime or an arbitrary object is refused, naming the op and namespace."""
+        change = Change.insert("shop", "users", {"_id": 1, "v": value})
+        with pytest.raises(rxcs.InvalidChangeError, match=r"insert on shop\.users"):
+            encode_entry(1, ClusterTime(1, 1), 1, change)
+
+    @given(st.binary(max_size=64))
+    def test_arbitrary_bytes_decode_or_raise_entry_decode_error(self, data: bytes) -> None:
+        """Decoding any bytes yields an entry or EntryDecodeError, never another exception."""
+        with contextlib.suppress(EntryDecodeError):
+            assert isinstance(decode_entry(data), OplogEntry)

@@ -1,0 +1,85 @@
+"""The change-event model: frozen, slotted, and MongoDB-shaped."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+import rxcs
+from rxcs.events import ChangeEvent, ClusterTime, Namespace, OperationType, UpdateDescription
+
+TOKEN = rxcs.ResumeToken(uuid.UUID(int=1), 7)
+WHEN = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def event(op: OperationType, **fields: object) -> ChangeEvent:
+    return ChangeEvent(TOKEN, op, ClusterTime(100, 1), WHEN, Namespace("shop", "users"), **fields)  # type: ignore[arg-type]
+
+
+class TestChangeEvent:
+    def test_frozen_and_slotted(self) -> None:
+        """Events cannot be changed and carry no __dict__."""
+        e = event(OperationType.INSERT)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            e.operation_type = OperationType.DELETE  # type: ignore[misc]
+        assert not hasattr(e, "__dict__")
+
+    def test_insert_document(self) -> None:
+        """An insert has _id, operationType, clusterTime, wallTime, ns, documentKey, fullDocument."""
+        doc = event(OperationType.INSERT, document_key={"_id": 1}, full_document={"_id": 1, "a": 2}).to_document()
+        assert list(doc) == ["_id", "operationType", "clusterTime", "wallTime", "ns", "documentKey", "fullDocument"]
+        assert doc["_id"] == {"_data": str(TOKEN)}
+        assert doc["operationType"] == "insert"
+        assert doc["ns"] == {"db": "shop", "coll": "users"}
+
+    def test_update_document(self) -> None:
+        """An update carries updateDescription and, by default, no fullDocument field at all."""
+        update = UpdateDescription({"a": 1}, ["b"], [{"field": "c", "newSize": 2}])
+        doc = event(OperationType.UPDATE, document_key={"_id": 1}, update_description=update).to_document()
+        assert doc["updateDescription"] == {
+            "updatedFields": {"a": 1}, "removedFields": ["b"], "truncatedArrays": [{"field": "c", "newSize": 2}]
+        }
+        assert "fullDocument" not in doc
+
+    def test_null_fields_are_present_as_null(self) -> None:
+        """null_fields makes fullDocument present with a null value (whenAvailable without an image)."""
+        doc = event(OperationType.UPDATE, null_fields=frozenset({"fullDocument"})).to_document()
+        assert doc["fullDocument"] is None
+
+    def test_rename_and_drop_database_and_invalidate(self) -> None:
+        """rename has `to`; dropDatabase's ns has no coll; invalidate has no ns."""
+        renamed = event(OperationType.RENAME, to=Namespace("shop", "people")).to_document()
+        assert renamed["to"] == {"db": "shop", "coll": "people"}
+        dropped = ChangeEvent(TOKEN, OperationType.DROP_DATABASE, ClusterTime(1, 1), WHEN, Namespace("shop"))
+        assert dropped.to_document()["ns"] == {"db": "shop"}
+        assert "ns" not in event(OperationType.INVALIDATE).to_document()
+
+    def test_expanded_and_transaction_fields(self) -> None:
+        """createIndexes has operationDescription; a transaction number shows as txnNumber."""
+        doc = event(OperationType.CREATE_INDEXES, operation_description={"indexes": [{"name": "a_1"}]},
+                    txn_number=3).to_document()
+        assert doc["operationDescription"] == {"indexes": [{"name": "a_1"}]}
+        assert doc["txnNumber"] == 3
+
+    def test_op_id(self) -> None:
+        """op_id is the token's."""
+        assert event(OperationType.DELETE).op_id == 7
+
+
+class TestSmallTypes:
+    def test_operation_types_are_mongodb_spellings(self) -> None:
+        """OperationType values are MongoDB's strings and compare equal to them."""
+        assert [str(op) for op in OperationType] == [
+            "insert", "update", "replace", "delete", "drop", "rename", "dropDatabase", "invalidate",
+            "create", "createIndexes", "dropIndexes", "modify",
+        ]
+        assert OperationType.DROP_DATABASE == "dropDatabase"
+
+    def test_namespace_and_cluster_time(self) -> None:
+        """Namespaces print as db.coll; cluster times order by (time, inc)."""
+        assert str(Namespace("shop", "users")) == "shop.users"
+        assert str(Namespace("shop")) == "shop"
+        assert ClusterTime(5, 2) < ClusterTime(5, 3) < ClusterTime(6, 1)
