@@ -288,6 +288,45 @@ def appends(directory: Path, n: int, repeat: int) -> list[Row]:
     return rows
 
 
+def query_engine(repeat: int) -> list[Row]:
+    """Compiled-filter evaluations per second on event documents, against a plain dict lookup."""
+    from rxcs.query import compile_filter
+
+    events = [
+        {"_id": {"_data": "00"}, "operationType": ("insert", "update", "delete")[i % 3],
+         "ns": {"db": "shop", "coll": ("users", "orders")[i % 2]}, "documentKey": {"_id": i},
+         "fullDocument": document(i)}
+        for i in range(10_000)
+    ]
+
+    def rate(predicate: Callable[[Any], Any]) -> float:
+        def run() -> float:
+            began = time.perf_counter()
+            for _ in range(5):
+                for event in events:
+                    predicate(event)
+            return 5 * len(events) / (time.perf_counter() - began)
+
+        return best(repeat, run)
+
+    reference = rate(lambda event: event["fullDocument"]["status"] == "paid")
+    rows: list[Row] = [("plain Python: event['fullDocument']['status'] == 'paid' (reference)", reference,
+                        "evaluations/s", "1.00")]
+    filters: list[tuple[str, dict[str, Any]]] = [
+        ("{operationType: 'insert'}", {"operationType": "insert"}),
+        ("{operationType: {$in: [insert, update]}}", {"operationType": {"$in": ["insert", "update"]}}),
+        ("{fullDocument.status: 'paid'}", {"fullDocument.status": "paid"}),
+        ("{fullDocument.total: {$gte: 100, $lt: 400}}", {"fullDocument.total": {"$gte": 100, "$lt": 400}}),
+        ("{ns.coll: 'orders', fullDocument.tags: 'b'}", {"ns.coll": "orders", "fullDocument.tags": "b"}),
+        ("{$or: [{fullDocument.age: {$lt: 25}}, {fullDocument.city: {$regex: '^O'}}]}",
+         {"$or": [{"fullDocument.age": {"$lt": 25}}, {"fullDocument.city": {"$regex": "^O"}}]}),
+    ]
+    for name, spec in filters:
+        value = rate(compile_filter(spec))
+        rows.append((name, value, "evaluations/s", f"{value / reference:.2f}"))
+    return rows
+
+
 def fan_out(watchers: int) -> list[Row]:
     with rxcs.open_oplog(":memory:") as oplog:
         first = rxcs.watch(oplog, "shop", "c0").subscribe(lambda _: None)
@@ -346,6 +385,7 @@ def main() -> None:
                 latency(directory, args.latency_samples),
             f"Append rate: {min(args.events, 100_000):,} entries (ratio to SQLite WAL)":
                 appends(directory, min(args.events, 100_000), args.repeat),
+            "Query engine: compiled filters on event documents (ratio to plain Python)": query_engine(args.repeat),
             "Fan-out": fan_out(args.watchers),
         }
     text = render(sections, command)

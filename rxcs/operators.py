@@ -387,6 +387,8 @@ def changes(
                 elif verdict is _END:
                     emit(convert(_as_seen_by(entry, collection)))
                     emit(convert(_invalidate_entry(entry)))
+                    log.info("change stream invalidated", db=db, collection=collection, op=entry.op,
+                             op_id=entry.op_id)
                     observer.on_completed()
 
             return source.subscribe(on_entry, observer.on_error, observer.on_completed, scheduler=scheduler)

@@ -230,7 +230,7 @@ class _Consumer:
         seen = lane.entries_seen if lane is not None else 0
         return StreamStatistics(
             delivered=self._delivered,
-            filtered_out=max(0, seen - self._entries_delivered - _pending_entries(self._buffer)),
+            filtered_out=max(0, seen - self._entries_delivered - len(self._buffer)),
             dropped=buffered.dropped,
             buffered=buffered.buffered,
             lag=lane.lag if lane is not None else 0,
@@ -255,10 +255,6 @@ class _Consumer:
     def _check_open(self) -> None:
         if self._closed:
             raise StreamClosedError("the change stream is closed")
-
-
-def _pending_entries(buffer: EventBuffer[Any]) -> int:
-    return len(buffer)
 
 
 @final
