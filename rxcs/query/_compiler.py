@@ -150,7 +150,22 @@ def _field_matcher(field: str, test: Test, *, expand: bool = True) -> Filter:
             return isinstance(value, list) and any(test(item) for item in value)
 
         return top_level
-    return any_reached
+
+    def through_documents(doc: Mapping[str, Any]) -> bool:
+        # The common case, a path through plain documents, without the generator;
+        # anything else (an array on the way, a scalar) takes the general walk.
+        value: Any = doc
+        for part in parts:
+            if type(value) is not dict:
+                return any_reached(doc)
+            value = value.get(part, MISSING)
+            if value is MISSING:
+                return test(MISSING)
+        if test(value):
+            return True
+        return expand and isinstance(value, list) and any(test(item) for item in value)
+
+    return through_documents
 
 
 # -- field conditions ---------------------------------------------------------------
@@ -304,14 +319,31 @@ def _in_filter(field: str, argument: Any, path: str) -> Filter:
     with_null = any(item is None for item in values)
     regex_tests = [_regex_test(pattern) for pattern in patterns]
 
+    # Strings and numbers are looked up in sets: no other type equals them (bools are kept apart).
+    strings = {item for item in values if type(item) is str}
+    numbers = {item for item in values if _plain_number(item)}
+    others = [item for item in values if type(item) is not str and not _plain_number(item)]
+
     def test(value: Any) -> bool:
-        if value is MISSING:
+        kind = type(value)
+        if kind is str:
+            if value in strings:
+                return True
+        elif _plain_number(value):
+            if value in numbers:
+                return True
+            return any(values_equal(value, item) for item in others)
+        elif value is MISSING:
             return with_null
-        if any(values_equal(value, item) for item in values):
+        elif any(values_equal(value, item) for item in others):
             return True
         return any(regex(value) for regex in regex_tests)
 
     return _field_matcher(field, test)
+
+
+def _plain_number(value: Any) -> bool:
+    return type(value) in (int, float) and value == value  # noqa: PLR0124 - NaN is not plain
 
 
 def _regex_test(pattern: re.Pattern[str]) -> Test:
