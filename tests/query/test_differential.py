@@ -6,6 +6,7 @@ behaviour, the case is listed in docs/query.md and excluded here by name.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -30,6 +31,14 @@ def _null_range(spec: Any) -> bool:
     return False
 
 
+def _nested_arrays(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_nested_arrays(v) for v in value.values())
+    if isinstance(value, list):
+        return any(isinstance(v, list) or _nested_arrays(v) for v in value)
+    return False
+
+
 def montydb_matches(spec: dict[str, Any], doc: dict[str, Any]) -> bool | None:
     try:
         return bool(montydb_queries.QueryFilter(spec)(doc))
@@ -41,9 +50,11 @@ def montydb_matches(spec: dict[str, Any], doc: dict[str, Any]) -> bool | None:
 @given(documents, filters)
 def test_agrees_with_montydb(doc: dict[str, Any], spec: dict[str, Any]) -> None:
     """rxcs and montydb agree on every generated filter and document, outside the documented divergences."""
-    # Documented divergences (docs/query.md): montydb lacks $type "number" (not generated) and
-    # matches $gte/$lte null and $all [null] against null only, where MongoDB also matches missing.
+    # Documented divergences (docs/query.md): montydb lacks $type "number" (not generated),
+    # matches $gte/$lte null and $all [null] against null only, where MongoDB also matches
+    # missing, and does not expand an array reached by a numeric path part ("a.0" on [[x]]).
     assume(not _null_range(spec))
+    assume(not ("a.0" in json.dumps(spec) and _nested_arrays(doc)))
     expected = montydb_matches(spec, doc)
     assume(expected is not None)
     assert compile_filter(spec)(doc) is expected, f"filter {spec} on {doc}"
