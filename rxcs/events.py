@@ -98,7 +98,7 @@ class ChangeEvent:
     value (for example ``fullDocument`` under ``full_document="whenAvailable"``
     when no post-image was recorded), as opposed to absent.
 
-    Example:
+    Examples:
         >>> import rxcs
         >>> oplog = rxcs.open_oplog(":memory:")
         >>> with rxcs.watch(oplog, "shop", "users").iterate() as stream:

@@ -98,7 +98,7 @@ def scope(
     (same op_id), then completes. A dropped database shows a collection scope
     a ``drop`` of its collection first, as MongoDB does.
 
-    Example:
+    Examples:
         >>> import rxcs
         >>> from rxcs import operators as cso
         >>> oplog = rxcs.open_oplog(":memory:")
@@ -201,7 +201,7 @@ def to_change_events(
     ``oplog_entries()`` stream, directly or through rxcs operators), or from
     ``oplog_id``.
 
-    Example:
+    Examples:
         >>> import rxcs
         >>> from rxcs import operators as cso
         >>> oplog = rxcs.open_oplog(":memory:")
@@ -415,7 +415,7 @@ def match(
     ``event.to_document()``; ``database``/``db`` and ``collection``/``coll``
     also name ``ns.db`` and ``ns.coll``, as LauraDB's filters did.
 
-    Example:
+    Examples:
         >>> import rxcs
         >>> from rxcs import operators as cso
         >>> oplog = rxcs.open_oplog(":memory:")
@@ -454,7 +454,7 @@ def pipeline(
     through; one with reshaping stages delivers the reshaped documents
     (dicts). See ``rxcs.pipeline`` for the stages supported.
 
-    Example:
+    Examples:
         >>> import rxcs
         >>> from rxcs import operators as cso
         >>> oplog = rxcs.open_oplog(":memory:")
@@ -498,7 +498,7 @@ def seek(token: ResumeToken | str | Mapping[str, Any]) -> Callable[[reactivex.Ob
     including the token's position. A token of another oplog raises
     ``InvalidResumeToken``.
 
-    Example:
+    Examples:
         >>> import rxcs
         >>> from rxcs import operators as cso
         >>> oplog = rxcs.open_oplog(":memory:")
@@ -560,7 +560,7 @@ def buffer(
     ``"drop_oldest"``/``"drop_newest"`` count and log drops; ``"error"``
     delivers what was buffered, then ``BufferOverflowError``.
 
-    Example:
+    Examples:
         >>> import rxcs, threading
         >>> from rxcs import operators as cso
         >>> oplog = rxcs.open_oplog(":memory:")

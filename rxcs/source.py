@@ -223,7 +223,7 @@ def oplog_entries(
     docstring), or on ``scheduler`` when one is given. ``max_await_time``
     bounds each wait for new entries.
 
-    Example:
+    Examples:
         >>> import rxcs
         >>> oplog = rxcs.open_oplog(":memory:")
         >>> _ = oplog.insert("shop", "users", {"_id": 1})

@@ -261,7 +261,7 @@ class _Consumer:
 class ChangeStream(_Consumer):
     """A blocking iterator over a change stream, shaped like PyMongo's.
 
-    Example:
+    Examples:
         >>> import rxcs
         >>> oplog = rxcs.open_oplog(":memory:")
         >>> with rxcs.watch(oplog, "shop", "users").iterate() as stream:
@@ -335,7 +335,7 @@ _NOTHING: Any = object()
 class AsyncChangeStream(_Consumer):
     """The asyncio form of ``ChangeStream``: ``async for`` never blocks the event loop.
 
-    Example:
+    Examples:
         >>> import asyncio, rxcs
         >>> async def first_insert(oplog):
         ...     async with rxcs.watch(oplog, "shop").aiterate() as stream:
@@ -445,7 +445,7 @@ def watch(
     ``buffer_size`` with the ``overflow`` policy, a batch per hop.
     ``iterate()``/``aiterate()`` always buffer.
 
-    Example:
+    Examples:
         >>> import rxcs
         >>> oplog = rxcs.open_oplog(":memory:")
         >>> stream = rxcs.watch(oplog, "shop", "users", [{"$match": {"operationType": "insert"}}])

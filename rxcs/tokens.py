@@ -50,7 +50,7 @@ class ResumeToken:
     ``str(token)`` is the printable form; ``ResumeToken.parse`` reads it back
     (also from the ``{"_data": ...}`` document of an event's ``_id``).
 
-    Example:
+    Examples:
         >>> import uuid
         >>> token = ResumeToken(uuid.UUID(int=7), 42)
         >>> ResumeToken.parse(str(token)) == token

@@ -25,7 +25,7 @@ def open_oplog(location: str | Path, **options: Any) -> Oplog:
 
     ``options`` go to the backend's constructor.
 
-    Example:
+    Examples:
         >>> import rxcs
         >>> oplog = rxcs.open_oplog(":memory:")
         >>> oplog.insert("shop", "users", {"_id": 1})

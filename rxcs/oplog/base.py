@@ -75,7 +75,7 @@ class OplogCursor(abc.ABC):
 class Oplog(abc.ABC):
     """A durable, ordered log of changes; producers append, streams tail it.
 
-    Example:
+    Examples:
         >>> import rxcs
         >>> with rxcs.open_oplog(":memory:") as oplog:
         ...     oplog.insert("shop", "users", {"_id": 1, "name": "Ada"})

@@ -65,7 +65,7 @@ class Change(NamedTuple):
     they validate their arguments and raise ``InvalidChangeError`` naming the
     bad one. ``oplog.append_many([...])`` takes a list of these.
 
-    Example:
+    Examples:
         >>> Change.insert("shop", "users", {"_id": 1, "name": "Ada"}).document_key
         {'_id': 1}
     """

@@ -117,7 +117,7 @@ class FileOplog(Oplog):
     ``retain_entries``, ``retain_age`` (seconds or timedelta), applied by the
     writer whenever it starts a new segment; ``trim()`` on demand.
 
-    Example:
+    Examples:
         >>> import tempfile, rxcs
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     with rxcs.open_oplog(tmp + "/oplog") as oplog:

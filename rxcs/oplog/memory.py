@@ -31,7 +31,7 @@ class MemoryOplog(Oplog):
     ``max_entries`` keeps at most that many entries (older ones are trimmed
     on append).
 
-    Example:
+    Examples:
         >>> oplog = MemoryOplog()
         >>> oplog.insert("shop", "users", {"_id": 1})
         1

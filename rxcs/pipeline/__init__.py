@@ -30,7 +30,7 @@ class CompiledPipeline:
 def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
     """Compile a list of stages; a bad one raises ``PipelineError`` naming its index.
 
-    Example:
+    Examples:
         >>> compiled = compile_pipeline([{"$match": {"operationType": "insert"}}])
         >>> compiled.run({"operationType": "insert"}) is not None, compiled.reshapes
         (True, False)

@@ -42,7 +42,7 @@ def rewrite_event_aliases(spec: Any) -> Any:
     ``ns.coll``, at the top level and inside ``$and``/``$or``/``$nor``.
     Anything else is left as it is (and validated by ``compile_filter``).
 
-    Example:
+    Examples:
         >>> rewrite_event_aliases({"collection": "users", "$or": [{"db": "shop"}]})
         {'ns.coll': 'users', '$or': [{'ns.db': 'shop'}]}
     """

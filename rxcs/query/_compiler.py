@@ -43,7 +43,7 @@ def compile_filter(spec: Any) -> Filter:
     whose message starts with the path inside the filter
     (``"a.$in: expected a list, got int"``).
 
-    Example:
+    Examples:
         >>> matches = compile_filter({"fullDocument.age": {"$gte": 18}, "operationType": "insert"})
         >>> matches({"operationType": "insert", "fullDocument": {"age": 30}})
         True
