@@ -252,10 +252,6 @@ class _Consumer:
             delivered=self._delivered, token=str(self._resume_token),
         )
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StreamClosedError("the change stream is closed")
-
 
 @final
 class ChangeStream(_Consumer):
