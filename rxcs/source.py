@@ -74,7 +74,7 @@ def current_lane() -> Lane | None:
 class Lane:
     """One subscription's place in the oplog and its observer."""
 
-    __slots__ = ("_resume", "disposed", "entries_seen", "observer", "oplog", "paused", "position")
+    __slots__ = ("_resume", "attached", "disposed", "entries_seen", "observer", "oplog", "paused", "position")
 
     def __init__(self, oplog: Oplog, observer: abc.ObserverBase[OplogEntry], position: int) -> None:
         self.oplog = oplog
@@ -82,6 +82,7 @@ class Lane:
         self.position = position
         self.paused = False
         self.disposed = False
+        self.attached = True  # fed by its tailer; a paused lane is detached, and re-attached on resume
         self.entries_seen = 0
         self._resume: Callable[[Lane], None] = _noop
 
@@ -90,10 +91,12 @@ class Lane:
         self.paused = True
 
     def resume(self) -> None:
-        """Feed this lane again from its position; idempotent."""
-        if self.paused:
-            self.paused = False
-            self._resume(self)
+        """Feed this lane again from its position; idempotent.
+
+        The tailer decides, under its lock, whether the lane is still being fed
+        or must rejoin from its position: a lane is never fed twice.
+        """
+        self._resume(self)
 
     @property
     def lag(self) -> int:
@@ -133,8 +136,8 @@ class Lane:
             log.error("subscriber raised from on_error", error=repr(again))
 
 
-def _noop(_: Lane) -> None:
-    pass
+def _noop(lane: Lane) -> None:
+    lane.paused = False
 
 
 class EntrySource(reactivex.Observable[OplogEntry]):
@@ -300,8 +303,10 @@ class _Tailer:
 
     def _rejoin(self, lane: Lane) -> None:
         with self._lock:
-            if lane.disposed or lane not in self._members:
-                return
+            lane.paused = False
+            if lane.attached or lane.disposed or lane not in self._members:
+                return  # still in a group (the tailer keeps feeding it), or gone
+            lane.attached = True
             self._arrive_locked(lane, None)
         self._oplog.wake_waiters()
 
@@ -398,14 +403,20 @@ class _Tailer:
                     group.cursor.close()
                 continue
             progressed = True
-            kept = []
-            for lane in group.lanes:
-                if lane.disposed or lane.paused:
-                    continue
-                if lane.feed(entries) and not lane.disposed and not lane.paused:
-                    kept.append(lane)
-            del groups[position]
             new_position = entries[-1].op_id
+            fed = [lane for lane in group.lanes if lane.disposed or lane.paused or lane.feed(entries)]
+            kept = []
+            with self._lock:  # decided against resume(), which runs on the consumer's thread
+                for lane in fed:
+                    if lane.disposed:
+                        continue
+                    if lane.paused:
+                        lane.attached = False  # resume() brings it back at its own position
+                    elif lane.position == new_position:
+                        kept.append(lane)
+                    else:  # paused mid-batch and already resumed: rejoin where it stopped
+                        self._arrivals.append((lane, None))
+            del groups[position]
             existing = groups.get(new_position)
             if existing is not None:
                 existing.lanes.extend(kept)
@@ -447,9 +458,11 @@ class _ScheduledTailer:
         self._virtual = isinstance(scheduler, VirtualTimeScheduler)
         self._pending: abc.DisposableBase | None = None
         self._lock = threading.Lock()
+        self._active = False
         lane._resume = self._resumed
 
     def start(self) -> abc.DisposableBase:
+        self._active = True
         self._schedule(0.0)
         return Disposable(self._dispose)
 
@@ -462,12 +475,25 @@ class _ScheduledTailer:
             else:
                 self._pending = self._scheduler.schedule(self._step)
 
-    def _resumed(self, _: Lane) -> None:
+    def _resumed(self, lane: Lane) -> None:
+        with self._lock:
+            lane.paused = False
+            if self._active:
+                return  # the chain of actions is still running: it carries on
+            self._active = True
         self._schedule(0.0)
+
+    def _halted(self) -> bool:
+        """True when the lane is paused; the chain of actions then ends until resume()."""
+        with self._lock:
+            if self._lane.paused:
+                self._active = False
+                return True
+            return False
 
     def _step(self, _scheduler: abc.SchedulerBase, _state: Any = None) -> None:
         lane = self._lane
-        if lane.disposed or lane.paused:
+        if lane.disposed or self._halted():
             return
         try:
             entries = self._cursor.read(self._batch_size)
@@ -477,8 +503,9 @@ class _ScheduledTailer:
             return
         if entries:
             lane.feed(entries)
-            if not lane.paused:
-                self._schedule(0.0)
+            if self._halted():
+                return
+            self._schedule(0.0)
         elif self._virtual:
             self._schedule(self._max_await_time)
         else:

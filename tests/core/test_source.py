@@ -231,6 +231,30 @@ class TestErrors:
         assert isinstance(got.errors[0], rxcs.ChangeStreamHistoryLost)
         assert [e.op_id for e in got.items] == [1]
 
+    def test_resume_during_delivery_never_feeds_a_lane_twice(self, memory_oplog: rxcs.Oplog) -> None:
+        """A lane paused and resumed (from another thread) while being fed gets each entry once."""
+        from rxcs.source import current_lane
+
+        memory_oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(300)])
+        got = Collector(want=300)
+
+        def flaky_consumer(entry: OplogEntry) -> None:
+            got.on_next(entry)
+            if entry.op_id % 7 == 0:
+                lane = current_lane()
+                assert lane is not None
+                lane.pause()
+                resumer = threading.Thread(target=lane.resume)
+                resumer.start()
+                resumer.join()
+
+        sub = rxcs.oplog_entries(memory_oplog, after=0, batch_size=50).subscribe(flaky_consumer, got.on_error)
+        assert got.enough.wait(10)
+        memory_oplog.insert("shop", "users", {"_id": "last"})
+        assert eventually(lambda: len(got.items) >= 301)
+        sub.dispose()
+        assert [e.op_id for e in got.items] == list(range(1, 302))
+
     def test_closed_oplog_errors_the_stream(self, memory_oplog: rxcs.Oplog) -> None:
         """Closing the oplog under a stream ends it with OplogClosedError, not a hang."""
         got = Collector()
