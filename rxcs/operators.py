@@ -278,6 +278,7 @@ def entry_converter(
     no_nulls: frozenset[str] = frozenset()
     update_op = OperationType.UPDATE
     invalidate_op = OperationType.INVALIDATE
+    last_wall: list[Any] = [None, None]  # the last wall time converted, and its datetime
 
     def convert(entry: OplogEntry) -> ChangeEvent | None:
         op = op_types.get(entry.op)
@@ -306,11 +307,14 @@ def entry_converter(
         ns = namespaces.get(key)
         if ns is None:
             ns = namespaces[key] = Namespace(*key)
+        wall_ms = entry.wall_time_ms
+        if wall_ms != last_wall[0]:  # entries of one commit share their millisecond: one datetime
+            last_wall[:] = [wall_ms, from_timestamp(wall_ms / 1000, utc)]
         return make_event(
             make_token(oplog_id, entry.op_id, op is invalidate_op),
             op,
             entry.cluster_time,
-            from_timestamp(entry.wall_time_ms / 1000, utc),
+            last_wall[1],
             ns,
             entry.document_key,
             document,
