@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_server import redis_server  # noqa: F401 - the session's Redis server, for the "redis" backend
 
 import rxcs
 
 OplogFactory = Callable[..., rxcs.Oplog]
 
 
-@pytest.fixture(params=["memory", "file"])
+@pytest.fixture(params=["memory", "file", "redis"])
 def oplog_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OplogFactory]:
     """Make oplogs of one backend; calling it again reopens the same oplog (where the backend can)."""
     opened: list[rxcs.Oplog] = []
@@ -24,6 +25,11 @@ def oplog_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Op
             if "memory" not in memory:
                 memory["memory"] = rxcs.open_oplog(":memory:", **options)
             return memory["memory"]
+        if request.param == "redis":  # a fresh stream per test on the shared server
+            url = f"{request.getfixturevalue('redis_server').url}?stream={tmp_path.name}"
+            oplog = rxcs.open_oplog(url, **options)
+            opened.append(oplog)
+            return oplog
         oplog = rxcs.open_oplog(tmp_path / "oplog", **options)
         opened.append(oplog)
         return oplog

@@ -1,0 +1,738 @@
+"""``RedisOplog``: the oplog on a Redis stream, shared by any number of producer and consumer processes.
+
+One Redis stream holds the entries, in op_id order, each as two fields:
+``op_id`` (decimal) and ``entry`` (the msgpack record of ``rxcs.oplog.codec``).
+A hash beside it, ``{NAME}:meta``, holds the oplog's identity and its
+counters. Every append runs one Lua script that gives the batch its op_ids
+and cluster times from the server's own counter and clock, so producers on
+many hosts share one total order. Seeking an op_id is a bisection over stream
+IDs inside another script: one round trip, no index to keep. The key layout,
+the scripts and the fault handling are described in ``docs/redis.md``.
+
+redis-py is an optional extra (``rxcs[redis]``); only ``rxcs.open_oplog`` of a
+``redis://`` URL imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+import structlog
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from rxcs.errors import (
+    ChangeStreamHistoryLost,
+    OplogClosedError,
+    OplogCorruptedError,
+    OplogUnavailableError,
+    RxcsError,
+)
+from rxcs.events import ClusterTime
+from rxcs.oplog.base import Oplog, OplogCursor
+from rxcs.oplog.codec import EntryDecodeError, decode_entry, encode_entry
+from rxcs.oplog.entry import Change, OplogEntry
+
+__all__ = ["RedisOplog"]
+
+log = structlog.get_logger("rxcs")
+
+T = TypeVar("T")
+
+FORMAT_VERSION = 1
+# Connection faults: retried with backoff. redis-py counts a server still
+# loading its data (BusyLoadingError) and a failed AUTH among these.
+_FAULTS = (redis.ConnectionError, redis.TimeoutError)
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 1.0
+# One XREAD BLOCK lasts at most this long; a wake-up missed in a race costs no more.
+_BLOCK_SLICE = 5.0
+# Without CLIENT UNBLOCK (no permission), waiters poll for wake-ups this often.
+_BLOCK_POLL = 0.1
+# A blocked read that gets no reply this long after its block time ended is a dead connection.
+_READ_MARGIN = 10.0
+# The producers hash (retry bookkeeping) expires after a day without appends.
+_PRODUCERS_TTL = 86_400
+_NO_SUCH_CLIENT = 2**63 - 1
+_ZERO_TIME = ClusterTime(0, 0)
+
+# Lua helpers shared by the scripts that read positions.
+_LUA_HELPERS = r"""
+local function op_id_of(entry)
+  local fields = entry[2]
+  if fields[1] ~= 'op_id' then
+    error('RXCS_FOREIGN stream entry ' .. entry[1] .. ' was not written by rxcs')
+  end
+  return tonumber(fields[2])
+end
+
+local function ms_seq(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+-- The stream ID of the entry with op_id `target`, given the first (`head`) and
+-- last (`tail`) entries, with op_id_of(head) <= target <= op_id_of(tail).
+-- Stream IDs rise with op_ids, and inside one millisecond the sequence numbers
+-- of entries rise by one as their op_ids do. So: bisect over milliseconds for
+-- the last one whose first entry is at or before `target`, then step to it.
+local function locate(stream, head, tail, target)
+  local low = head
+  local low_ms = ms_seq(head[1])
+  local high_ms = ms_seq(tail[1]) + 1
+  while high_ms - low_ms > 1 do
+    local mid = math.floor((low_ms + high_ms) / 2)
+    local probe = redis.call('XRANGE', stream, string.format('%d', mid), '+', 'COUNT', 1)[1]
+    if op_id_of(probe) <= target then
+      low = probe
+      low_ms = ms_seq(probe[1])
+    else
+      high_ms = mid
+    end
+  end
+  local _, low_seq = ms_seq(low[1])
+  local id = string.format('%d-%d', low_ms, low_seq + target - op_id_of(low))
+  local found = redis.call('XRANGE', stream, id, id)[1]
+  if not found or op_id_of(found) ~= target then
+    error('RXCS_CORRUPT op_id ' .. string.format('%d', target) .. ' is not where its neighbours put it')
+  end
+  return id
+end
+"""
+
+# KEYS: stream, meta. ARGV: a new oplog id, the format version.
+# Creates the identity on first use; returns {oplog_id, format, type of the stream key}.
+_INIT = r"""
+local owner = redis.call('HGET', KEYS[2], 'oplog_id')
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if not owner then
+  if kind ~= 'none' then
+    return redis.error_reply('RXCS_FOREIGN ' .. KEYS[1] .. ' exists (a ' .. kind .. ') without rxcs metadata')
+  end
+  redis.call('HSET', KEYS[2], 'oplog_id', ARGV[1], 'format', ARGV[2], 'last_op_id', 0, 'time', 0, 'inc', 0)
+  owner = ARGV[1]
+end
+return {owner, redis.call('HGET', KEYS[2], 'format') or '', kind}
+"""
+
+# KEYS: stream, meta, producers. ARGV: oplog id, producer, batch number, max_len (0: none),
+# then one record per change: the codec's record with a zeroed head (op_id, time, inc, wall_ms),
+# which this script fills in. Returns {first op_id, count, 1 if the batch was already appended}.
+_APPEND = r"""
+if redis.call('HGET', KEYS[2], 'oplog_id') ~= ARGV[1] then
+  return redis.error_reply('RXCS_GONE')
+end
+local done = redis.call('HGET', KEYS[3], ARGV[2])
+if done then
+  local batch, first, count = string.match(done, '^(%d+) (%d+) (%d+)$')
+  if batch == ARGV[3] then
+    return {tonumber(first), tonumber(count), 1}
+  end
+end
+local now = redis.call('TIME')
+local seconds = tonumber(now[1])
+local wall_ms = seconds * 1000 + math.floor(tonumber(now[2]) / 1000)
+local state = redis.call('HMGET', KEYS[2], 'last_op_id', 'time', 'inc')
+local op_id, ctime, inc = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
+local first = op_id + 1
+for i = 5, #ARGV do
+  op_id = op_id + 1
+  if seconds > ctime then
+    ctime, inc = seconds, 1
+  else
+    inc = inc + 1
+  end
+  local record = ARGV[i]
+  local entry = string.sub(record, 1, 1) .. cmsgpack.pack(op_id, ctime, inc, wall_ms) .. string.sub(record, 6)
+  redis.call('XADD', KEYS[1], '*', 'op_id', string.format('%d', op_id), 'entry', entry)
+end
+local count = #ARGV - 4
+redis.call('HSET', KEYS[2], 'last_op_id', string.format('%d', op_id),
+           'time', string.format('%d', ctime), 'inc', string.format('%d', inc))
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3] .. ' ' .. string.format('%d', first) .. ' ' .. count)
+redis.call('EXPIRE', KEYS[3], """ + str(_PRODUCERS_TTL) + r""")
+local max_len = tonumber(ARGV[4])
+if max_len > 0 then
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', max_len)
+end
+return {first, count, 0}
+"""
+
+# KEYS: stream, meta. ARGV: after. Returns {0, XRANGE start} when positioned,
+# {1, first retained op_id} when the entry after `after` was trimmed, {2, ''} past the end.
+_SEEK = _LUA_HELPERS + r"""
+local after = tonumber(ARGV[1])
+local last = tonumber(redis.call('HGET', KEYS[2], 'last_op_id') or '0')
+if after > last then
+  return {2, ''}
+end
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+if not head then
+  if after < last then
+    return {1, string.format('%d', last + 1)}
+  end
+  return {0, '(0-0'}
+end
+local first = op_id_of(head)
+if after + 1 < first then
+  return {1, string.format('%d', first)}
+end
+if after + 1 == first then
+  return {0, head[1]}
+end
+local tail = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if op_id_of(tail) == after then
+  return {0, '(' .. tail[1]}
+end
+return {0, '(' .. locate(KEYS[1], head, tail, after)}
+"""
+
+# KEYS: stream, meta. ARGV: before_op_id. Trims exactly (XTRIM MINID); returns entries removed.
+_TRIM = _LUA_HELPERS + r"""
+local before = tonumber(ARGV[1])
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+if not head or op_id_of(head) >= before then
+  return 0
+end
+local tail = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if op_id_of(tail) < before then
+  local ms, seq = ms_seq(tail[1])
+  return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', ms, seq + 1))
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', locate(KEYS[1], head, tail, before))
+"""
+
+# KEYS: stream, meta. Returns {first retained op_id, last op_id}, read atomically.
+_RANGE = _LUA_HELPERS + r"""
+local last = tonumber(redis.call('HGET', KEYS[2], 'last_op_id') or '0')
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+if not head then
+  return {last + 1, last}
+end
+return {op_id_of(head), last}
+"""
+
+
+@final
+class RedisOplog(Oplog):
+    """An oplog on a Redis stream: many producer processes, many consumer processes, one total order.
+
+    ``client`` is a ``redis.Redis`` with ``decode_responses=False``; ``stream``
+    names the stream key (the metadata lives in ``{stream}:meta``, in the same
+    cluster slot). ``max_len`` keeps roughly that many entries, trimmed on
+    append with ``MAXLEN ~`` (Redis trims whole internal nodes, so a few
+    hundred more may stay). ``retry_for`` is how long, in seconds, an
+    operation keeps retrying through a connection fault before it raises
+    ``OplogUnavailableError``; ``None`` retries forever.
+
+    The identity is created on first use, atomically, so any number of
+    processes may open the same stream at once. An unreachable server raises
+    ``OplogUnavailableError`` here, naming the address.
+
+    Usage (with a Redis server on localhost)::
+
+        oplog = rxcs.open_oplog("redis://127.0.0.1:6379/0?stream=shop")
+        oplog.insert("shop", "users", {"_id": 1, "name": "Ada"})
+        for event in rxcs.watch(oplog, "shop", "users").iterate():
+            ...
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str = "rxcs",
+        *,
+        max_len: int | None = None,
+        retry_for: float | None = 30.0,
+    ) -> None:
+        if not isinstance(client, redis.Redis):
+            raise TypeError(f"client must be a redis.Redis, not {type(client).__name__}")
+        if client.get_encoder().decode_responses:
+            raise ValueError("the redis client must not decode responses (decode_responses=False): entries are bytes")
+        if not isinstance(stream, str) or not stream or "{" in stream or "}" in stream:
+            raise ValueError(f"stream must be a non-empty name without braces, not {stream!r}")
+        if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+            raise ValueError(f"max_len must be a positive int or None, not {max_len!r}")
+        if retry_for is not None and not retry_for >= 0:
+            raise ValueError(f"retry_for must be a number of seconds >= 0 or None, not {retry_for!r}")
+        self._client = client
+        self._stream = stream
+        # The stream key is the bare name; its hash tag is the name too, so every key is in one slot.
+        self._keys = (stream, f"{{{stream}}}:meta", f"{{{stream}}}:producers")
+        self._where = f"{_address(client)} stream {stream!r}"
+        self._max_len = max_len or 0
+        self._retry_for = retry_for
+        self._owns_client = False
+        self._lock = threading.Lock()
+        self._closed = False
+        self._closing = threading.Event()
+        self._outage_since: float | None = None
+        self._wakes = 0
+        self._waiters: dict[object, int] = {}
+        self._tail_hint: tuple[int, bytes] | None = None
+        self._range_seen = (1, 0)
+        self._producer = uuid.uuid4().hex
+        self._producer_fields: set[str] = set()
+        self._batches = itertools.count(1)
+        self._init_script = client.register_script(_INIT)
+        self._append_script = client.register_script(_APPEND)
+        self._seek_script = client.register_script(_SEEK)
+        self._trim_script = client.register_script(_TRIM)
+        self._range_script = client.register_script(_RANGE)
+        try:
+            owner, version, kind = self._init_script(keys=self._keys[:2], args=[uuid.uuid4().hex, FORMAT_VERSION])
+            self._can_unblock = _can_unblock(client)
+        except _FAULTS as exc:
+            raise OplogUnavailableError(f"cannot reach Redis at {_address(client)}: {exc}") from None
+        except redis.ResponseError as exc:
+            if "RXCS_FOREIGN" in str(exc):
+                raise RxcsError(f"{self._where}: {str(exc).split('RXCS_FOREIGN ', 1)[1]}; not an rxcs oplog") from None
+            raise OplogUnavailableError(f"{self._where}: Redis refused to open the oplog: {exc}") from None
+        if kind not in (b"none", b"stream"):
+            raise RxcsError(f"{self._where}: the key {stream!r} holds a {kind.decode()}, not a stream")
+        if version != str(FORMAT_VERSION).encode():
+            raise RxcsError(
+                f"{self._where}: oplog format version {version.decode() or '?'}, this rxcs reads {FORMAT_VERSION}"
+            )
+        self._oplog_id = uuid.UUID(hex=owner.decode())
+        self._owner = owner
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        stream: str | None = None,
+        max_len: int | None = None,
+        retry_for: float | None = 30.0,
+        **redis_options: Any,
+    ) -> RedisOplog:
+        """Open the oplog at ``redis://[[user]:password@]host:port/db?stream=NAME``.
+
+        ``rediss://`` (TLS) and ``unix://`` work too. The ``stream`` query
+        parameter (or keyword) names the stream, ``"rxcs"`` by default; the
+        rest of the URL and ``redis_options`` go to ``redis.Redis.from_url``,
+        so passwords, TLS settings and timeouts are given as redis-py takes
+        them. rxcs does its own retrying, so redis-py's is off unless
+        ``retry=`` is given; connecting times out after 5 s unless
+        ``socket_connect_timeout=`` says otherwise. The oplog closes the
+        client it made when it closes.
+        """
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        named = [value for key, value in query if key == "stream"]
+        if len(named) > 1 or (named and stream is not None and named[0] != stream):
+            raise ValueError(f"{_redact(url)}: the stream is named more than once")
+        name = stream if stream is not None else named[0] if named else "rxcs"
+        rest = urlencode([(key, value) for key, value in query if key != "stream"])
+        if redis_options.get("decode_responses"):
+            raise ValueError("decode_responses must stay off: entries are bytes")
+        redis_options.setdefault("retry", Retry(NoBackoff(), 0))
+        redis_options.setdefault("socket_connect_timeout", 5.0)
+        redis_options.setdefault("socket_keepalive", True)
+        client = redis.Redis.from_url(urlunsplit(parts._replace(query=rest)), **redis_options)
+        try:
+            oplog = cls(client, name, max_len=max_len, retry_for=retry_for)
+        except BaseException:
+            client.close()
+            raise
+        oplog._owns_client = True
+        return oplog
+
+    # -- identity and range -------------------------------------------------
+
+    @property
+    def oplog_id(self) -> uuid.UUID:
+        return self._oplog_id
+
+    @property
+    def stream(self) -> str:
+        """The name of the Redis stream that holds the entries."""
+        return self._stream
+
+    @property
+    def first_op_id(self) -> int:
+        if self._closed:
+            return self._range_seen[0]
+        first, last = self._retrying("reading the oplog's range", self._read_range)
+        self._range_seen = (first, last)
+        return first
+
+    @property
+    def last_op_id(self) -> int:
+        if self._closed:
+            return self._range_seen[1]
+        last = self._retrying("reading the last op_id", self._read_last)
+        self._range_seen = (self._range_seen[0], last)
+        return last
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _read_range(self) -> tuple[int, int]:
+        first, last = self._range_script(keys=self._keys[:2])
+        return int(first), int(last)
+
+    def _read_last(self) -> int:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hget(self._keys[1], "last_op_id")
+        pipe.hget(self._keys[1], "oplog_id")
+        last, owner = pipe.execute()
+        if owner != self._owner:
+            raise self._gone(ChangeStreamHistoryLost)
+        return int(last)
+
+    # -- writing ---------------------------------------------------------------
+
+    def append_many(self, changes: Iterable[Change]) -> list[int]:
+        changes = list(changes)
+        for index, change in enumerate(changes):
+            if not isinstance(change, Change):
+                raise TypeError(f"changes[{index}]: expected a Change, got {type(change).__name__}")
+        self._check_open()
+        if not changes:
+            return []
+        # Encoding all first: one bad change appends nothing, and nothing is sent.
+        records = [_record(change) for change in changes]
+        producer = f"{self._producer}:{os.getpid()}:{threading.get_ident()}"
+        if producer not in self._producer_fields:
+            with self._lock:
+                self._producer_fields.add(producer)
+        args = [self._owner, producer, next(self._batches), self._max_len, *records]
+
+        def attempt() -> list[Any]:
+            reply: list[Any] = self._append_script(keys=self._keys, args=args)
+            return reply
+
+        try:
+            first, count, replayed = self._retrying(
+                "appending", attempt,
+                unavailable_note="the batch may or may not have been recorded (never twice); "
+                "read the oplog's tail to see",
+            )
+        except redis.ResponseError as exc:
+            if "RXCS_GONE" in str(exc):
+                raise self._gone(OplogUnavailableError) from None
+            raise OplogUnavailableError(f"{self._where}: Redis refused the append: {exc}") from None
+        if replayed:
+            log.info("redis oplog append confirmed after a lost reply", stream=self._stream, first_op_id=first)
+        return list(range(first, first + count))
+
+    def trim(self, before_op_id: int) -> int:
+        self._check_open()
+
+        def attempt() -> int:
+            return int(self._trim_script(keys=self._keys[:2], args=[before_op_id]))
+
+        removed = self._retrying("trimming", attempt)
+        if removed:
+            log.info("oplog trimmed", backend="redis", stream=self._stream, entries=removed)
+        return removed
+
+    # -- reading ---------------------------------------------------------------
+
+    def cursor(self, after: int) -> OplogCursor:
+        if after < 0:
+            raise ValueError(f"after must be >= 0, not {after}")
+        self._check_open()
+        return _RedisCursor(self, after, self._seek(after))
+
+    def _seek(self, after: int) -> bytes | None:
+        """The XRANGE start of the entries after ``after``; None when ``after`` is past the end."""
+        status, value = self._retrying(
+            "seeking", lambda: self._seek_script(keys=self._keys[:2], args=[after])
+        )
+        if status == 1:
+            raise ChangeStreamHistoryLost(
+                f"{self._where}: op_id {after + 1} was trimmed; the oldest retained is {int(value)}"
+            )
+        if status == 2:
+            return None
+        start: bytes = value
+        return start
+
+    def _read_rows(self, start: bytes, limit: int) -> tuple[list[Any], Any]:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xrange(self._stream, start, "+", count=limit)
+        pipe.hget(self._keys[1], "oplog_id")
+        rows, owner = pipe.execute()
+        return rows, owner
+
+    def wait(self, after: int, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = _BACKOFF_FIRST
+        while True:
+            if self._closed:
+                return False
+            generation = self._wakes
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                start = self._wait_start(after)
+                if start is None:
+                    arrived = True
+                elif remaining is not None and remaining <= 0:
+                    arrived = False
+                else:
+                    arrived = self._block(start, remaining, generation)
+            except _FAULTS as exc:
+                if self.closed:  # close() cut the connection
+                    return False
+                self._give_up_after_outage(exc, "waiting for entries")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                pause = delay if remaining is None else min(delay, remaining)
+                if pause <= 0 or self._closing.wait(pause):
+                    return False
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            self._recovered()
+            if arrived:
+                return True
+            if self._closed or self._wakes != generation:
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def _wait_start(self, after: int) -> bytes | None:
+        """The stream ID to block after, or None when an entry after ``after`` already exists."""
+        hint = self._tail_hint
+        if hint is not None and hint[0] == after:
+            return hint[1]  # XREAD from there also returns at once if more is there
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xrevrange(self._stream, "+", "-", count=1)
+        pipe.hget(self._keys[1], "last_op_id")
+        tail, last = pipe.execute()
+        if int(last or 0) > after:
+            return None
+        return tail[0][0] if tail else b"0-0"
+
+    def _block(self, start: bytes, remaining: float | None, generation: int) -> bool:
+        """One XREAD BLOCK after ``start``; True when entries arrived, False on timeout or wake-up."""
+        longest = _BLOCK_SLICE if self._can_unblock else _BLOCK_POLL
+        block_s = longest if remaining is None else min(remaining, longest)
+        block_ms = max(1, int(block_s * 1000))  # BLOCK 0 would mean forever
+        xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self._stream, start)
+        pool = self._client.connection_pool
+        connection: Any = pool.get_connection()  # used as PubSub does: held for one blocking command
+        token = object()
+        try:
+            if self._can_unblock:
+                connection.send_packed_command(connection.pack_commands([("CLIENT", "ID"), xread]))
+                client_id = int(connection.read_response())
+                with self._lock:
+                    self._waiters[token] = client_id
+                    woken = self._closed or self._wakes != generation
+                if woken:
+                    self._unblock([client_id])
+            else:
+                connection.send_command(*xread)
+            if not connection.can_read(timeout=block_ms / 1000 + _READ_MARGIN):
+                raise redis.TimeoutError(f"no reply from {self._where} to a blocked read")
+            reply = connection.read_response()
+        except BaseException:
+            connection.disconnect()  # a reply may still be on its way: the connection is spent
+            raise
+        finally:
+            with self._lock:
+                self._waiters.pop(token, None)
+            pool.release(connection)
+        return bool(reply)
+
+    def wake_waiters(self) -> None:
+        with self._lock:
+            self._wakes += 1
+            waiters = list(self._waiters.values())
+        self._unblock(waiters)
+
+    def _unblock(self, client_ids: list[int]) -> None:
+        if not client_ids or not self._can_unblock:
+            return
+        with contextlib.suppress(redis.RedisError):
+            pipe = self._client.pipeline(transaction=False)
+            for client_id in client_ids:
+                pipe.client_unblock(client_id)
+            pipe.execute()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._wakes += 1
+            waiters = list(self._waiters.values())
+            fields = list(self._producer_fields)
+        self._closing.set()
+        self._unblock(waiters)
+        if fields:  # this producer's retry bookkeeping is no longer needed
+            with contextlib.suppress(redis.RedisError):
+                self._client.hdel(self._keys[2], *fields)
+        if self._owns_client:
+            self._client.close()
+        log.debug("redis oplog closed", stream=self._stream)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OplogClosedError(f"{self._where}: the oplog is closed")
+
+    # -- faults ----------------------------------------------------------------
+
+    def _retrying(self, what: str, operation: Callable[[], T], *, unavailable_note: str = "") -> T:
+        """Run ``operation``, retrying connection faults with backoff until ``retry_for`` has passed.
+
+        The outage is measured from its first fault, across every thread, and
+        logged once when it starts and once when it ends.
+        """
+        delay = _BACKOFF_FIRST
+        while True:
+            self._check_open()
+            try:
+                result = operation()
+            except _FAULTS as exc:
+                self._give_up_after_outage(exc, what, unavailable_note)
+                self._closing.wait(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            self._recovered()
+            return result
+
+    def _give_up_after_outage(self, exc: Exception, what: str, note: str = "") -> None:
+        """Record a fault; raise ``OplogUnavailableError`` once the outage has lasted ``retry_for``."""
+        now = time.monotonic()
+        with self._lock:
+            since = self._outage_since
+            if since is None:
+                since = self._outage_since = now
+                log.warning(
+                    "redis oplog unreachable; retrying", stream=self._stream, address=_address(self._client),
+                    error=str(exc), retry_for=self._retry_for,
+                )
+        if self._retry_for is not None and now - since >= self._retry_for:
+            raise OplogUnavailableError(
+                f"{self._where}: {what} failed, Redis unreachable for {now - since:.1f} s ({exc})"
+                + (f"; {note}" if note else "")
+            ) from exc
+
+    def _recovered(self) -> None:
+        if self._outage_since is None:
+            return
+        with self._lock:
+            since, self._outage_since = self._outage_since, None
+        if since is not None:
+            log.info("redis oplog reachable again", stream=self._stream, outage_s=round(time.monotonic() - since, 3))
+
+    def _gone(self, error: type[RxcsError]) -> RxcsError:
+        return error(
+            f"{self._where}: oplog {self._oplog_id} is no longer there ({self._keys[1]} is missing or names "
+            "another oplog): the Redis server lost its data, or the keys were deleted"
+        )
+
+
+@final
+class _RedisCursor(OplogCursor):
+    __slots__ = ("_oplog", "_start", "position")
+
+    def __init__(self, oplog: RedisOplog, after: int, start: bytes | None) -> None:
+        self._oplog = oplog
+        self._start = start  # the XRANGE start ("(id" exclusive, "id" inclusive); None: seek again
+        self.position = after
+
+    def read(self, limit: int) -> list[OplogEntry]:
+        oplog = self._oplog
+        oplog._check_open()
+        if limit <= 0:
+            return []
+        if self._start is None:
+            self._start = oplog._seek(self.position)
+            if self._start is None:
+                return []
+        start = self._start
+        rows, owner = oplog._retrying("reading", lambda: oplog._read_rows(start, limit))
+        if owner != oplog._owner:
+            raise oplog._gone(ChangeStreamHistoryLost)
+        if not rows:
+            return []
+        try:
+            entries = [decode_entry(fields[b"entry"]) for _, fields in rows]
+        except (EntryDecodeError, KeyError) as exc:
+            raise self._corrupted(rows, exc) from None
+        expected = self.position + 1
+        if entries[0].op_id != expected:
+            if entries[0].op_id > expected:
+                raise ChangeStreamHistoryLost(
+                    f"{oplog._where}: op_id {expected} was trimmed; the oldest retained is {entries[0].op_id}"
+                )
+            raise ChangeStreamHistoryLost(
+                f"{oplog._where}: expected op_id {expected} but the stream now holds op_id {entries[0].op_id} "
+                "there: the Redis server lost acknowledged entries (see its persistence settings)"
+            )
+        last_id = rows[-1][0]
+        self._start = b"(" + last_id
+        self.position = entries[-1].op_id
+        oplog._tail_hint = (self.position, last_id)
+        return entries
+
+    def _corrupted(self, rows: list[Any], exc: Exception) -> OplogCorruptedError:
+        entry_id = rows[0][0]
+        for row_id, fields in rows:
+            try:
+                decode_entry(fields[b"entry"])
+            except (EntryDecodeError, KeyError):
+                entry_id = row_id
+                break
+        reason = "has no 'entry' field" if isinstance(exc, KeyError) else str(exc)
+        return OplogCorruptedError(
+            reason, path=f"{self._oplog._where} entry {entry_id.decode()}", offset=0
+        )
+
+
+def _record(change: Change) -> bytes:
+    """The codec's record of ``change`` with a zeroed head, for the append script to fill in.
+
+    A record is a msgpack fixarray (it has at most 14 fields) whose first four
+    fields are op_id, time, inc and wall_ms; zeros pack to one byte each. The
+    script keeps byte 1, writes the four real values, and keeps the rest.
+    """
+    record = encode_entry(0, _ZERO_TIME, 0, change)
+    if record[0] & 0xF0 != 0x90 or record[1:5] != b"\x00\x00\x00\x00":  # pragma: no cover - the codec's layout
+        raise RxcsError("the entry codec no longer packs the head the Redis append script expects")
+    return record
+
+
+def _address(client: redis.Redis) -> str:
+    """Where the client connects, without credentials: ``redis://host:port/db`` or ``unix://path``."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    scheme = "rediss" if kwargs.get("ssl") or "SSL" in getattr(
+        client.connection_pool.connection_class, "__name__", ""
+    ) else "redis"
+    return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _can_unblock(client: redis.Redis) -> bool:
+    """Whether this connection may send CLIENT UNBLOCK (managed services often forbid it)."""
+    try:
+        client.client_unblock(_NO_SUCH_CLIENT)
+    except redis.ResponseError:
+        return False
+    return True
