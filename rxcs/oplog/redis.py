@@ -417,16 +417,10 @@ class RedisOplog(Oplog):
             reply: list[Any] = self._append_script(keys=self._keys, args=args)
             return reply
 
-        try:
-            first, count, replayed = self._retrying(
-                "appending", attempt,
-                unavailable_note="the batch may or may not have been recorded (never twice); "
-                "read the oplog's tail to see",
-            )
-        except redis.ResponseError as exc:
-            if "RXCS_GONE" in str(exc):
-                raise self._gone(OplogUnavailableError) from None
-            raise OplogUnavailableError(f"{self._where}: Redis refused the append: {exc}") from None
+        first, count, replayed = self._retrying(
+            "appending", attempt,
+            unavailable_note="the batch may or may not have been recorded (never twice); read the oplog's tail to see",
+        )
         if replayed:
             log.info("redis oplog append confirmed after a lost reply", stream=self._stream, first_op_id=first)
         return list(range(first, first + count))
@@ -487,6 +481,8 @@ class RedisOplog(Oplog):
                     arrived = False
                 else:
                     arrived = self._block(start, remaining, generation)
+            except redis.ResponseError as exc:
+                raise self._refused("waiting for entries", exc) from None
             except _FAULTS as exc:
                 if self.closed:  # close() cut the connection
                     return False
@@ -548,6 +544,8 @@ class RedisOplog(Oplog):
             with self._lock:
                 self._waiters.pop(token, None)
             pool.release(connection)
+            if self._closed and self._owns_client:
+                connection.disconnect()  # close() left this one alone, in use
         return bool(reply)
 
     def wake_waiters(self) -> None:
@@ -581,7 +579,9 @@ class RedisOplog(Oplog):
             with contextlib.suppress(redis.RedisError):
                 self._client.hdel(self._keys[2], *fields)
         if self._owns_client:
-            self._client.close()
+            # Connections in use are not cut under the threads using them: a waiter
+            # closes its own when it returns, the rest close with the pool.
+            self._client.connection_pool.disconnect(inuse_connections=False)
         log.debug("redis oplog closed", stream=self._stream)
 
     def _check_open(self) -> None:
@@ -606,6 +606,8 @@ class RedisOplog(Oplog):
                 self._closing.wait(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
+            except redis.RedisError as exc:
+                raise self._refused(what, exc) from None
             self._recovered()
             return result
 
@@ -633,6 +635,16 @@ class RedisOplog(Oplog):
             since, self._outage_since = self._outage_since, None
         if since is not None:
             log.info("redis oplog reachable again", stream=self._stream, outage_s=round(time.monotonic() - since, 3))
+
+    def _refused(self, what: str, exc: redis.RedisError) -> RxcsError:
+        """The error for a command Redis answered with an error (not a connection fault)."""
+        message = str(exc)
+        if "RXCS_GONE" in message:
+            return self._gone(OplogUnavailableError)
+        for marker in ("RXCS_FOREIGN ", "RXCS_CORRUPT "):
+            if marker in message:
+                return OplogCorruptedError(message.split(marker, 1)[1], path=self._where, offset=0)
+        return OplogUnavailableError(f"{self._where}: Redis refused {what}: {message}")
 
     def _gone(self, error: type[RxcsError]) -> RxcsError:
         return error(

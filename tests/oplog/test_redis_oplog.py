@@ -247,6 +247,36 @@ class TestSeek:
                     cursor.read(10)
 
 
+class TestDamage:
+    def test_a_garbled_entry_is_reported_with_its_id(self, stream_url: str, client: redis.Redis) -> None:
+        """An entry whose record is not msgpack is OplogCorruptedError naming the stream entry, never skipped."""
+        name = stream_name(stream_url)
+        with rxcs.open_oplog(stream_url) as oplog:
+            oplog.append_many(inserts(2))
+            bad_id = client.xadd(name, {"op_id": "3", "entry": b"\xc1garbage"}).decode()
+            with oplog.cursor(after=1) as cursor, pytest.raises(rxcs.OplogCorruptedError, match=bad_id):
+                cursor.read(10)
+
+    def test_an_entry_written_by_someone_else_is_reported(self, stream_url: str, client: redis.Redis) -> None:
+        """A foreign entry in the stream makes seeking through it OplogCorruptedError, not a wrong position."""
+        name = stream_name(stream_url)
+        with rxcs.open_oplog(stream_url) as oplog:
+            oplog.append_many(inserts(3))
+            client.xadd(name, {"something": "else"})
+            with pytest.raises(rxcs.OplogCorruptedError, match="not written by rxcs"):
+                oplog.cursor(after=1)
+
+    def test_a_command_redis_refuses_is_oplog_unavailable(self, stream_url: str, client: redis.Redis) -> None:
+        """When Redis answers an append with an error (here the key became a string), the error says so."""
+        name = stream_name(stream_url)
+        with rxcs.open_oplog(stream_url) as oplog:
+            oplog.insert("shop", "users", {"_id": 1})
+            client.delete(name)
+            client.set(name, "not a stream")
+            with pytest.raises(rxcs.OplogUnavailableError, match=r"Redis refused appending: .*WRONGTYPE"):
+                oplog.insert("shop", "users", {"_id": 2})
+
+
 class TestWait:
     def test_wake_waiters_alone_unblocks_a_wait(self, stream_url: str) -> None:
         """wake_waiters() makes a wait(timeout=60) blocked in XREAD return within a fraction of a second."""
