@@ -53,8 +53,13 @@ def document(i: int) -> dict[str, Any]:
     }
 
 
-def median_of(repeat: int, run: Callable[[], float]) -> float:
-    return statistics.median(run() for _ in range(repeat))
+def medians(repeat: int, *runs: Callable[[], float]) -> list[float]:
+    """The median of ``repeat`` runs of each rate measurement, taken in turns so a busy moment hits all alike."""
+    results: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeat):
+        for run, values in zip(runs, results, strict=True):
+            values.append(run())
+    return [statistics.median(values) for values in results]
 
 
 def fresh(prefix: str) -> str:
@@ -106,15 +111,27 @@ def appends(url: str, client: redis.Redis, n: int, repeat: int) -> list[Row]:
         client.delete(stream, f"{{{stream}}}:meta", f"{{{stream}}}:producers")
         return rate
 
-    single_ref = median_of(repeat, raw_single)
-    batch_ref = median_of(repeat, raw_pipelined)
-    single = median_of(repeat, oplog_single)
-    batched = median_of(repeat, oplog_batched)
+    changes = [rxcs.Change.insert("shop", "users", p) for p in payloads]
+
+    def oplog_prebuilt() -> float:
+        stream = fresh("prebuilt")
+        with rxcs.open_oplog(f"{url}?stream={stream}") as oplog:
+            began = time.perf_counter()
+            for start in range(0, n, BATCH):
+                oplog.append_many(changes[start:start + BATCH])
+            rate = n / (time.perf_counter() - began)
+        client.delete(stream, f"{{{stream}}}:meta", f"{{{stream}}}:producers")
+        return rate
+
+    single_ref, single = medians(repeat, raw_single, oplog_single)
+    batch_ref, batched, prebuilt = medians(repeat, raw_pipelined, oplog_batched, oplog_prebuilt)
     return [
         ("redis-py XADD one by one (reference)", single_ref, "entries/s", "1.00"),
         ("RedisOplog insert() one by one", single, "entries/s", f"{single / single_ref:.2f}"),
         (f"redis-py XADD pipelined {BATCH:,} at a time (reference)", batch_ref, "entries/s", "1.00"),
         (f"RedisOplog append_many({BATCH:,})", batched, "entries/s", f"{batched / batch_ref:.2f}"),
+        (f"RedisOplog append_many({BATCH:,}), Change objects built beforehand", prebuilt, "entries/s",
+         f"{prebuilt / batch_ref:.2f}"),
     ]
 
 
@@ -165,11 +182,11 @@ def catch_up(url: str, client: redis.Redis, n: int, repeat: int) -> list[Row]:
                     events.next()
             return n / (time.perf_counter() - began)
 
-    reference = median_of(repeat, raw_xread)
+    reference, through_cursor, through_watch = medians(repeat, raw_xread, cursor, watch)
     rows: list[Row] = [(f"redis-py XREAD COUNT {BATCH:,} + msgpack.unpackb (reference)", reference, "entries/s",
                         "1.00")]
-    for name, run in ((f"RedisOplog cursor.read({BATCH:,})", cursor), ("watch() through iterate()", watch)):
-        rate = median_of(repeat, run)
+    for name, rate in ((f"RedisOplog cursor.read({BATCH:,})", through_cursor),
+                       ("watch() through iterate()", through_watch)):
         rows.append((name, rate, "entries/s", f"{rate / reference:.2f}"))
     client.delete(stream, f"{{{stream}}}:meta", f"{{{stream}}}:producers", raw_stream)
     return rows
@@ -199,6 +216,12 @@ def paced(count: int, append: Callable[[int], object]) -> threading.Thread:
 
 def latency(url: str, client: redis.Redis, count: int) -> list[Row]:
     rows: list[Row] = []
+    pings = []
+    for _ in range(count):
+        began = time.perf_counter_ns()
+        client.ping()
+        pings.append((time.perf_counter_ns() - began) / 1e6)
+    rows.append(("redis-py PING round trip p50 (for scale)", percentile(pings, 0.5), "ms", ""))
 
     # Reference: a consumer blocked in XREAD BLOCK on a plain stream.
     raw_stream = fresh("latency-raw")
