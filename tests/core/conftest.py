@@ -1,4 +1,4 @@
-"""Fixtures for the reactive core: oplogs of every local backend, thread accounting."""
+"""Fixtures for the reactive core: oplogs of every backend, thread accounting."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis_server import redis_server, redis_server_available  # noqa: F401 - the session's Redis server
 
 import rxcs
 
@@ -20,13 +21,22 @@ def _file_oplog_available() -> bool:
     return True
 
 
-BACKENDS = ["memory", *(["file"] if _file_oplog_available() else [])]
+BACKENDS = [
+    "memory",
+    *(["file"] if _file_oplog_available() else []),
+    *(["redis"] if redis_server_available() else []),
+]
 
 
 @pytest.fixture(params=BACKENDS)
 def oplog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[rxcs.Oplog]:
-    """A fresh oplog of each local backend."""
-    location = ":memory:" if request.param == "memory" else str(tmp_path / "oplog")
+    """A fresh oplog of each backend: every stream test holds all of them to one behaviour."""
+    if request.param == "memory":
+        location = ":memory:"
+    elif request.param == "redis":  # a fresh stream per test on the session's server
+        location = f"{request.getfixturevalue('redis_server').url}?stream={tmp_path.name}"
+    else:
+        location = str(tmp_path / "oplog")
     with rxcs.open_oplog(location) as opened:
         yield opened
 
