@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from rxcs.query._compiler import Filter, compile_filter
 from rxcs.query._expressions import OPERATORS, Evaluator, compile_expression, field_path_value, is_true
+from rxcs.query._fields import top_level_fields
 from rxcs.query._values import MISSING, bson_type_name, compare_values, type_rank, values_equal
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "field_path_value",
     "is_true",
     "rewrite_event_aliases",
+    "top_level_fields",
     "type_rank",
     "values_equal",
 ]
