@@ -32,6 +32,7 @@ from rxcs.errors import InvalidResumeToken, MissingImageError, StreamClosedError
 from rxcs.events import ChangeEvent, Namespace, OperationType, UpdateDescription
 from rxcs.oplog.entry import OplogEntry
 from rxcs.pipeline import CompiledPipeline, compile_pipeline
+from rxcs.prefilter import EntryFilter
 from rxcs.query import compile_filter, rewrite_event_aliases
 from rxcs.source import EntrySource
 from rxcs.tokens import ResumeToken
@@ -352,11 +353,14 @@ def changes(
     skip_through: ResumeToken | None = None,
     stages: CompiledPipeline | None = None,
     oplog_id: uuid.UUID | None = None,
+    prefilter: EntryFilter | None = None,
 ) -> Callable[[reactivex.Observable[OplogEntry]], reactivex.Observable[Any]]:
     """``scope`` + ``to_change_events`` + ``seek`` + ``pipeline`` in one step: what ``watch()`` runs.
 
     The same rules as the separate operators, applied in one subscription so
-    each entry costs one call instead of one per operator.
+    each entry costs one call instead of one per operator. ``prefilter``
+    (``rxcs.prefilter``) drops entries before they become events; it must
+    give the answer the pipeline's leading ``$match`` stages would.
     """
     rule = _scope_rule(db, collection)
     run = stages.run if stages is not None else None
@@ -387,10 +391,12 @@ def changes(
             def on_entry(entry: OplogEntry) -> None:
                 verdict = rule(entry)
                 if verdict is _PASS:
-                    emit(convert(entry))
+                    if prefilter is None or prefilter(entry):
+                        emit(convert(entry))
                 elif verdict is _END:
-                    emit(convert(_as_seen_by(entry, collection)))
-                    emit(convert(_invalidate_entry(entry)))
+                    for ending in (_as_seen_by(entry, collection), _invalidate_entry(entry)):
+                        if prefilter is None or prefilter(ending):
+                            emit(convert(ending))
                     log.info("change stream invalidated", db=db, collection=collection, op=entry.op,
                              op_id=entry.op_id)
                     observer.on_completed()

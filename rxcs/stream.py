@@ -27,6 +27,7 @@ from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, StreamClose
 from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.oplog.base import Oplog
 from rxcs.pipeline import compile_pipeline
+from rxcs.prefilter import leading_match_filter
 from rxcs.source import Beginning, Lane, current_lane, oplog_entries
 from rxcs.tokens import ResumeToken
 
@@ -477,10 +478,16 @@ def watch(
         oplog.oplog_id, full_document, full_document_before_change, show_expanded_events, lookup
     )
     stages = compile_pipeline(pipeline) if pipeline is not None else None
+    prefilter, covered = (None, 0) if pipeline is None else leading_match_filter(
+        pipeline, full_document=full_document, full_document_before_change=full_document_before_change
+    )
+    if pipeline is not None and covered == len(pipeline):
+        stages = None  # the entry filter is the whole pipeline
 
     def changes(skip_through: ResumeToken | None) -> Callable[[Any], Any]:
         return cso.changes(
-            db, collection, convert, skip_through=skip_through, stages=stages, oplog_id=oplog.oplog_id
+            db, collection, convert, skip_through=skip_through, stages=stages, oplog_id=oplog.oplog_id,
+            prefilter=prefilter,
         )
     # Checks the buffer and timing arguments now rather than at subscribe.
     oplog_entries(oplog, after=0, batch_size=batch_size, max_await_time=max_await_time)
