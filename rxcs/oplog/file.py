@@ -894,11 +894,10 @@ class _FileCursor(OplogCursor):
             end = body + length
             if op_id != expected or length == 0 or end > size:
                 break
-            payload = buffer[body:end]
-            if crc32(payload, crc32(buffer[position + 8 : body])) != crc:
+            if crc32(buffer[position + 8 : end]) != crc:  # op_id and payload lie side by side: one call
                 break
             try:
-                entry = make_entry(unpackb(payload, raw=False, timestamp=3, strict_map_key=False))
+                entry = make_entry(unpackb(buffer[body:end], raw=False, timestamp=3, strict_map_key=False))
             except (ValueError, TypeError, EntryDecodeError, msgpack.UnpackException):
                 break
             if entry.op_id != op_id:
