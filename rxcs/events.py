@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, final
 
@@ -21,7 +21,6 @@ __all__ = [
 
 Document = Mapping[str, Any]
 _new = object.__new__
-_set = object.__setattr__
 
 
 class OperationType(enum.StrEnum):
@@ -139,22 +138,16 @@ class ChangeEvent:
         txn_number: int | None,
         null_fields: frozenset[str],
     ) -> ChangeEvent:
-        """Build an event from values the stream itself produced: the hot path, no checks."""
-        event = _new(cls)
-        _set(event, "id", id)
-        _set(event, "operation_type", operation_type)
-        _set(event, "cluster_time", cluster_time)
-        _set(event, "wall_time", wall_time)
-        _set(event, "ns", ns)
-        _set(event, "document_key", document_key)
-        _set(event, "full_document", full_document)
-        _set(event, "full_document_before_change", full_document_before_change)
-        _set(event, "update_description", update_description)
-        _set(event, "to", to)
-        _set(event, "operation_description", operation_description)
-        _set(event, "txn_number", txn_number)
-        _set(event, "null_fields", null_fields)
-        return event
+        """Build an event from values the stream itself produced: the hot path, no checks.
+
+        Below the class this is replaced by the same construction written
+        with each slot's setter bound once, the cheapest way into a frozen
+        dataclass; this form is what it does.
+        """
+        return cls(
+            id, operation_type, cluster_time, wall_time, ns, document_key, full_document,
+            full_document_before_change, update_description, to, operation_description, txn_number, null_fields,
+        )
 
     @property
     def op_id(self) -> int:
@@ -190,3 +183,39 @@ class ChangeEvent:
         if self.txn_number is not None:
             doc["txnNumber"] = self.txn_number
         return doc
+
+
+def _trusted_event_builder() -> Any:
+    """``ChangeEvent._trusted`` written out with each slot's setter bound once."""
+    (set_id, set_op, set_time, set_wall, set_ns, set_key, set_doc, set_before, set_update, set_to, set_desc,
+     set_txn, set_nulls) = (getattr(ChangeEvent, f.name).__set__ for f in fields(ChangeEvent))
+    new = _new
+
+    def trusted(
+        id: ResumeToken, operation_type: OperationType, cluster_time: ClusterTime, wall_time: datetime,
+        ns: Namespace, document_key: Document | None, full_document: Document | None,
+        full_document_before_change: Document | None, update_description: UpdateDescription | None,
+        to: Namespace | None, operation_description: Document | None, txn_number: int | None,
+        null_fields: frozenset[str],
+    ) -> ChangeEvent:
+        event = new(ChangeEvent)
+        set_id(event, id)
+        set_op(event, operation_type)
+        set_time(event, cluster_time)
+        set_wall(event, wall_time)
+        set_ns(event, ns)
+        set_key(event, document_key)
+        set_doc(event, full_document)
+        set_before(event, full_document_before_change)
+        set_update(event, update_description)
+        set_to(event, to)
+        set_desc(event, operation_description)
+        set_txn(event, txn_number)
+        set_nulls(event, null_fields)
+        return event
+
+    trusted.__doc__ = ChangeEvent._trusted.__doc__
+    return trusted
+
+
+ChangeEvent._trusted = _trusted_event_builder()  # type: ignore[method-assign]

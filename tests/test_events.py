@@ -69,6 +69,20 @@ class TestChangeEvent:
         assert event(OperationType.DELETE).op_id == 7
 
 
+class TestTrustedConstruction:
+    def test_the_fast_constructor_builds_what_the_checked_one_builds(self) -> None:
+        """ChangeEvent._trusted puts every value in its own field, exactly as the dataclass constructor does."""
+        values = (
+            rxcs.ResumeToken(uuid.UUID(int=1), 9), OperationType.UPDATE, ClusterTime(5, 1),
+            datetime(2026, 1, 1, tzinfo=UTC), Namespace("shop", "users"), {"_id": 1}, {"_id": 1, "a": 2},
+            {"_id": 1, "a": 1}, UpdateDescription({"a": 2}, (), ()), Namespace("shop", "archive"),
+            {"indexes": []}, 7, frozenset({"fullDocument"}),
+        )
+        fast = ChangeEvent._trusted(*values)
+        assert fast == ChangeEvent(*values)
+        assert [getattr(fast, f.name) for f in dataclasses.fields(ChangeEvent)] == list(values)
+
+
 class TestSmallTypes:
     def test_operation_types_are_mongodb_spellings(self) -> None:
         """OperationType values are MongoDB's strings and compare equal to them."""
