@@ -671,11 +671,12 @@ class FileOplog(Oplog):
             os.write(self._wake_write, b"!")
 
     def _wait_for_files(self, timeout: float | None) -> bool:
-        """Wait for a change in the directory or a wake-up; False when the time ran out quietly.
+        """Wait for a change in the directory or a wake-up.
 
+        True when the caller should look at the log again; False when the
+        time ran out quietly or ``wake_waiters()`` asked the waiter to return.
         With inotify the wait is one select(); without it, an adaptive poll
-        (0.5 ms doubling to 50 ms while nothing changes) that always returns
-        True so the caller looks again.
+        (0.5 ms doubling to 50 ms while nothing changes).
         """
         watcher = self._file_watcher()
         watched = [self._wake_read]
@@ -691,7 +692,8 @@ class FileOplog(Oplog):
             self._fs_waiters += 1
         try:
             ready, _, _ = select.select(watched, [], [], wait)
-            if self._wake_read in ready:
+            woken = self._wake_read in ready
+            if woken:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_read, 4096)
             if watcher is not None and watcher.fileno() in ready:
@@ -700,6 +702,8 @@ class FileOplog(Oplog):
             with self._lock:
                 self._fs_waiters -= 1
                 self._appended.notify_all()
+        if woken:
+            return False
         if watcher is None:
             self._idle_polls = 0 if self._last_op_id != self._polled_op_id else self._idle_polls + 1
             self._polled_op_id = self._last_op_id

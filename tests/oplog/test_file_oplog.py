@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -193,6 +194,23 @@ class TestProcesses:
         fill(path, 1)
         with rxcs.open_oplog(path, readonly=True) as oplog, pytest.raises(rxcs.RxcsError, match="readonly"):
             oplog.insert("shop", "users", {"_id": 2})
+
+    def test_a_readers_wait_returns_on_wake_waiters(self, tmp_path: Path) -> None:
+        """A reader blocked waiting for appends returns once woken, though nothing was appended.
+
+        A stopping stream wakes its tailer this way; a reader that went back
+        to sleep would hold the stream's close() for the whole wait.
+        """
+        path = tmp_path / "oplog"
+        fill(path, 1)
+        with rxcs.open_oplog(path, readonly=True) as reader:
+            returned = threading.Event()
+            waiter = threading.Thread(target=lambda: (reader.wait(1, timeout=60), returned.set()))
+            waiter.start()
+            assert not returned.wait(0.1)
+            reader.wake_waiters()
+            assert returned.wait(10), "the reader slept on through wake_waiters() (its wait is 60 s)"
+            waiter.join()
 
     def test_readonly_on_a_missing_oplog_is_an_error(self, tmp_path: Path) -> None:
         """Opening a directory that holds no oplog readonly fails clearly instead of creating one."""
