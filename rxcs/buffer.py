@@ -112,10 +112,19 @@ class EventBuffer(Generic[T]):
         items.append(item)
         count = len(items)
         self._high_water = max(self._high_water, count)
+        if self._consumer_waiting or (count == 1 and self.on_ready is not None):
+            lane = current_lane()
+            if lane is None:
+                self._signal()
+            else:  # a tailer is feeding a batch: wake the consumer once, when the batch is in
+                lane.after_feed(self._signal)
+
+    def _signal(self) -> None:
+        """Wake the consumer: a thread blocked in ``take``, or the ``on_ready`` callback."""
         if self._consumer_waiting:
             with self._lock:
                 self._not_empty.notify()
-        if count == 1 and self.on_ready is not None:
+        if self.on_ready is not None and self._items:
             self.on_ready()
 
     def _make_room(self) -> bool:

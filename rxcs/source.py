@@ -74,7 +74,9 @@ def current_lane() -> Lane | None:
 class Lane:
     """One subscription's place in the oplog and its observer."""
 
-    __slots__ = ("_resume", "attached", "disposed", "entries_seen", "observer", "oplog", "paused", "position")
+    __slots__ = (
+        "_after_feed", "_resume", "attached", "disposed", "entries_seen", "observer", "oplog", "paused", "position",
+    )
 
     def __init__(self, oplog: Oplog, observer: abc.ObserverBase[OplogEntry], position: int) -> None:
         self.oplog = oplog
@@ -85,6 +87,7 @@ class Lane:
         self.attached = True  # fed by its tailer; a paused lane is detached, and re-attached on resume
         self.entries_seen = 0
         self._resume: Callable[[Lane], None] = _noop
+        self._after_feed: list[Callable[[], None]] = []
 
     def pause(self) -> None:
         """Stop feeding this lane after the entry being delivered; idempotent."""
@@ -97,6 +100,16 @@ class Lane:
         or must rejoin from its position: a lane is never fed twice.
         """
         self._resume(self)
+
+    def after_feed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the batch being fed is delivered (once, however often asked).
+
+        A buffer wakes its consumer this way: once per batch rather than once
+        per event, so a consumer thread is not woken, and the GIL not handed
+        over, for every event of a catch-up.
+        """
+        if callback not in self._after_feed:
+            self._after_feed.append(callback)
 
     @property
     def lag(self) -> int:
@@ -122,6 +135,10 @@ class Lane:
             return False
         finally:
             _delivery.lane = None
+            if self._after_feed:
+                callbacks, self._after_feed = self._after_feed, []
+                for callback in callbacks:
+                    callback()
         return True
 
     def fail(self, exc: Exception) -> None:
