@@ -81,18 +81,19 @@ def _build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--format", choices=["jsonl", "pretty"], default="jsonl")
     watch.add_argument("--count", type=int, default=None, help="exit after N events")
 
-    oplog = commands.add_parser("oplog", help="inspect and maintain a file oplog")
+    oplog = commands.add_parser("oplog", help="inspect and maintain an oplog (a directory or a Redis URL)")
     actions = oplog.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    info = actions.add_parser("info", help="op_id range, size, segments, identity")
-    info.add_argument("location")
+    where = "oplog directory, or redis://host:port/db?stream=NAME"
+    info = actions.add_parser("info", help="op_id range, size, identity (and segments for a directory)")
+    info.add_argument("location", help=where)
     dump = actions.add_parser("dump", help="print entries as JSON lines")
-    dump.add_argument("location")
+    dump.add_argument("location", help=where)
     dump.add_argument("--from", dest="from_op_id", type=int, default=None, help="first op_id to print")
     dump.add_argument("--limit", type=int, default=None)
-    verify = actions.add_parser("verify", help="check every frame; name the first bad one")
-    verify.add_argument("location")
-    trim = actions.add_parser("trim", help="drop old segments")
-    trim.add_argument("location")
+    verify = actions.add_parser("verify", help="check every entry (every frame of a directory); name the first bad one")
+    verify.add_argument("location", help=where)
+    trim = actions.add_parser("trim", help="drop old entries (whole segments of a directory)")
+    trim.add_argument("location", help=where)
     how = trim.add_mutually_exclusive_group(required=True)
     how.add_argument("--before", type=int, metavar="OP_ID", help="drop entries below this op_id")
     how.add_argument("--keep-bytes", type=int, metavar="N", help="keep at most N bytes of the newest entries")
@@ -190,7 +191,7 @@ def _watch(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be positive")
     location = args.location
-    if not location.startswith(("redis://", "rediss://", "unix://")) and not Path(location).is_dir():
+    if not location.startswith(_REDIS_SCHEMES) and not Path(location).is_dir():
         raise UsageError(f"{location}: no oplog directory there")
     options = _watch_options(args)
     resume_file = Path(args.resume_file) if args.resume_file else None
@@ -223,8 +224,11 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 def _open_for_reading(location: str) -> rxcs.Oplog:
-    if location.startswith(("redis://", "rediss://", "unix://")):
+    if location.startswith(_REDIS_SCHEMES):
         return rxcs.open_oplog(location)
     return rxcs.open_oplog(location, readonly=True)
 
@@ -239,10 +243,13 @@ def _print_event(event: Any, form: str, out: TextIO) -> None:
 # -- oplog maintenance ------------------------------------------------------------
 
 
-def _open_file_oplog(location: str, *, readonly: bool) -> Any:
-    if not Path(location).is_dir():
+def _open_oplog(location: str, *, readonly: bool) -> Any:
+    """A FileOplog directory (readonly unless writing) or a Redis URL."""
+    if not location.startswith(_REDIS_SCHEMES) and not Path(location).is_dir():
         raise UsageError(f"{location}: no oplog directory there")
     try:
+        if location.startswith(_REDIS_SCHEMES):
+            return rxcs.open_oplog(location)
         return rxcs.open_oplog(location, readonly=readonly)
     except RxcsError as exc:
         raise UsageError(f"{location}: {exc}") from None
@@ -250,7 +257,7 @@ def _open_file_oplog(location: str, *, readonly: bool) -> Any:
 
 def _oplog(args: argparse.Namespace) -> int:
     readonly = args.action != "trim"
-    with _open_file_oplog(args.location, readonly=readonly) as oplog:
+    with _open_oplog(args.location, readonly=readonly) as oplog:
         if args.action == "info":
             _say(extjson.dumps(_info_document(oplog), indent=2), sys.stdout)
             return 0
@@ -352,6 +359,8 @@ def _trim(oplog: Any, before: int | None, keep_bytes: int | None) -> int:
     if keep_bytes is not None:
         if keep_bytes < 0:
             raise UsageError("--keep-bytes must not be negative")
+        if not hasattr(oplog, "op_id_keeping_bytes"):
+            raise UsageError(f"--keep-bytes needs a FileOplog; trim a {type(oplog).__name__} with --before")
         before = oplog.op_id_keeping_bytes(keep_bytes)
     assert before is not None
     dropped = oplog.trim(before_op_id=before)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import abc
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from rxcs.errors import ChangeStreamHistoryLost
+from rxcs.errors import ChangeStreamHistoryLost, OplogCorruptedError
 from rxcs.events import ClusterTime
 from rxcs.oplog.entry import Change, OplogEntry
 
@@ -177,6 +177,34 @@ class Oplog(abc.ABC):
             else:
                 high = mid
         return low - 1
+
+    def verify(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Read every retained entry and check it; return how many were checked.
+
+        Entries must decode and carry consecutive op_ids from ``first_op_id``
+        on; a damaged one raises ``OplogCorruptedError`` (the backend says
+        where). ``progress(done, total)`` counts entries as it goes. Backends
+        with a storage format of their own check more (``FileOplog``: every
+        frame's checksum, file and byte offset).
+        """
+        first, last = self.first_op_id, self.last_op_id
+        total = max(0, last - first + 1)
+        checked, expected = 0, first
+        with self.cursor(first - 1) as cursor:
+            while batch := cursor.read(1000):
+                for entry in batch:
+                    if entry.op_id != expected:
+                        raise OplogCorruptedError(
+                            f"op_id {entry.op_id} where {expected} was expected",
+                            path=f"{type(self).__name__} {self.oplog_id}", offset=0,
+                        )
+                    expected += 1
+                checked += len(batch)
+                if progress is not None:
+                    progress(min(checked, total), total)
+                if expected > last:
+                    break
+        return checked
 
     # -- lifecycle -------------------------------------------------------------
 

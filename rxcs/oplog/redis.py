@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar, final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -44,7 +45,7 @@ from rxcs.oplog.base import Oplog, OplogCursor
 from rxcs.oplog.codec import EntryDecodeError, decode_entry, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 
-__all__ = ["RedisOplog"]
+__all__ = ["RedisOplog", "RedisOplogInfo"]
 
 log = structlog.get_logger("rxcs")
 
@@ -244,6 +245,21 @@ return {op_id_of(head), last}
 
 
 @final
+@dataclass(frozen=True, slots=True)
+class RedisOplogInfo:
+    """What ``rxcs oplog info`` shows for an oplog on Redis."""
+
+    address: str
+    stream: str
+    oplog_id: str
+    first_op_id: int
+    last_op_id: int
+    entries: int
+    memory_bytes: int | None
+    max_len: int | None
+
+
+@final
 class RedisOplog(Oplog):
     """An oplog on a Redis stream: many producer processes, many consumer processes, one total order.
 
@@ -402,6 +418,24 @@ class RedisOplog(Oplog):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def info(self) -> RedisOplogInfo:
+        """What ``rxcs oplog info`` shows: where the oplog is, its range and its size in Redis."""
+        self._check_open()
+        first, last = self._retrying("reading the oplog's range", self._read_range)
+
+        def sizes() -> tuple[int, int | None]:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.xlen(self._stream)
+            pipe.memory_usage(self._stream)
+            length, memory = pipe.execute()
+            return int(length), None if memory is None else int(memory)
+
+        length, memory = self._retrying("reading the stream's size", sizes)
+        return RedisOplogInfo(
+            address=_address(self._client), stream=self._stream, oplog_id=str(self._oplog_id),
+            first_op_id=first, last_op_id=last, entries=length, memory_bytes=memory, max_len=self._max_len or None,
+        )
 
     def _read_range(self) -> tuple[int, int]:
         first, last = self._range_script(keys=self._keys[:2])

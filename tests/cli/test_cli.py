@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from redis_server import RedisServer
 
 import rxcs
 
@@ -154,6 +155,51 @@ class TestOplogCommands:
         result = run("oplog", "trim", str(oplog_dir), "--before", "2")
         assert result.returncode == 0, result.stderr
         assert "oldest retained op_id" in result.stdout
+
+
+class TestOplogCommandsOnRedis:
+    @pytest.fixture
+    def url(self, redis_server: RedisServer, tmp_path: Path) -> str:
+        url = f"{redis_server.url}?stream={tmp_path.name}"
+        with rxcs.open_oplog(url) as oplog:
+            oplog.insert("shop", "users", {"_id": 1, "name": "Ada"})
+            oplog.update("shop", "users", 1, updated_fields={"name": "Ada L."})
+            oplog.insert("shop", "orders", {"_id": 1, "user": 1})
+        return url
+
+    def test_info_dump_verify(self, url: str, tmp_path: Path) -> None:
+        """info, dump and verify take a Redis URL as they take a directory."""
+        info = run("oplog", "info", url)
+        assert info.returncode == 0, info.stderr
+        document = json.loads(info.stdout)
+        assert (document["stream"], document["first_op_id"], document["last_op_id"]) == (tmp_path.name, 1, 3)
+        dump = run("oplog", "dump", url, "--from", "2")
+        assert [json.loads(line)["op"] for line in dump.stdout.splitlines()] == ["update", "insert"]
+        verify = run("oplog", "verify", url)
+        assert (verify.returncode, verify.stdout.strip()) == (0, "ok: 3")
+
+    def test_trim_by_op_id_and_not_by_bytes(self, url: str) -> None:
+        """trim --before drops entries from the stream; --keep-bytes, a FileOplog notion, is refused."""
+        refused = run("oplog", "trim", url, "--keep-bytes", "10")
+        assert refused.returncode == 2
+        assert "--keep-bytes needs a FileOplog" in refused.stderr
+        trimmed = run("oplog", "trim", url, "--before", "3")
+        assert trimmed.returncode == 0, trimmed.stderr
+        with rxcs.open_oplog(url) as oplog:
+            assert (oplog.first_op_id, oplog.last_op_id) == (3, 3)
+
+    def test_verify_names_a_garbled_entry(self, url: str, redis_server: RedisServer, tmp_path: Path) -> None:
+        """An entry that does not decode makes verify exit 1 naming the stream entry."""
+        import redis
+
+        name = tmp_path.name
+        client = redis.Redis.from_url(redis_server.url)
+        bad_id = client.xadd(name, {"op_id": "4", "entry": b"\xc1garbage"}).decode()
+        client.hset(f"{{{name}}}:meta", "last_op_id", 4)  # as if an append had recorded it
+        client.close()
+        result = run("oplog", "verify", url)
+        assert result.returncode == 1
+        assert bad_id in result.stderr
 
 
 class TestDemo:

@@ -138,6 +138,19 @@ class TestTrim:
         assert oplog.last_op_id == 300
         assert oplog.insert("shop", "users", {"_id": "next"}) == 301
 
+    def test_verify_checks_every_retained_entry(self, oplog_factory: OplogFactory) -> None:
+        """verify() reads every retained entry, reporting progress, and returns how many it checked."""
+        oplog = oplog_factory(**({"segment_bytes": 4096} if oplog_factory.backend == "file" else {}))  # type: ignore[attr-defined]
+        assert oplog.verify() == 0
+        for start in range(0, 300, 30):
+            oplog.append_many(inserts(30, start))
+        assert oplog.verify() == 300
+        oplog.trim(before_op_id=200)
+        seen: list[tuple[int, int]] = []
+        assert oplog.verify(progress=lambda done, total: seen.append((done, total))) == 300 - oplog.first_op_id + 1
+        assert seen
+        assert seen[-1][0] == seen[-1][1]
+
     def test_trim_everything_keeps_op_ids_going(self, oplog_factory: OplogFactory) -> None:
         """Trimming past the end never reuses an op_id."""
         oplog = oplog_factory()
