@@ -22,9 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Generic, Literal, TypeVar, final, get_args
 
-import structlog
-
 from rxcs.errors import BufferOverflowError, StreamClosedError
+from rxcs.log import log
 from rxcs.source import Lane, current_lane
 
 __all__ = ["EMPTY", "OVERFLOW_POLICIES", "BufferStatistics", "Empty", "EventBuffer", "Overflow"]
@@ -33,7 +32,6 @@ T = TypeVar("T")
 Overflow = Literal["block", "drop_oldest", "drop_newest", "error"]
 OVERFLOW_POLICIES: Final = frozenset(get_args(Overflow))
 
-log = structlog.get_logger("rxcs")
 
 
 @final

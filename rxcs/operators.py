@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar, get_args
 
 import reactivex
-import structlog
 from reactivex import abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 
 from rxcs.buffer import EventBuffer, Overflow, check_buffer_args
 from rxcs.errors import InvalidResumeToken, MissingImageError, StreamClosedError
 from rxcs.events import ChangeEvent, Namespace, OperationType, UpdateDescription
+from rxcs.log import log
 from rxcs.oplog.entry import OplogEntry
 from rxcs.pipeline import CompiledPipeline, compile_pipeline
 from rxcs.prefilter import EntryFilter
@@ -59,7 +59,6 @@ FULL_DOCUMENT_BEFORE_CHANGE_MODES: Final = frozenset(get_args(FullDocumentBefore
 Lookup = Callable[[Namespace, Mapping[str, Any]], Mapping[str, Any] | None]
 """``lookup(ns, document_key)``: the current document for ``updateLookup``, or None."""
 
-log = structlog.get_logger("rxcs")
 
 _INVALIDATE = "invalidate"
 _ENDS_COLLECTION: Final = frozenset({"drop", "rename"})

@@ -27,19 +27,18 @@ from datetime import datetime
 from typing import Any, Final, final
 
 import reactivex
-import structlog
 from reactivex import abc
 from reactivex.disposable import Disposable
 from reactivex.scheduler import VirtualTimeScheduler
 
 from rxcs.errors import InvalidResumeToken
 from rxcs.events import ClusterTime
+from rxcs.log import log
 from rxcs.oplog.base import Oplog, OplogCursor
 from rxcs.oplog.entry import OplogEntry
 
 __all__ = ["BEGINNING", "Beginning", "EntrySource", "Lane", "current_lane", "oplog_entries"]
 
-log = structlog.get_logger("rxcs")
 
 
 @final
@@ -361,7 +360,7 @@ class _Tailer:
                 self._take_arrivals(groups)
                 if not self._step(groups) and self._thread is me:
                     self._wait(groups)
-        except Exception as exc:  # every lane hears of it; the thread ends cleanly
+        except Exception as exc:  # noqa: BLE001 - logged, every lane hears of it, the thread ends cleanly
             log.exception("tailer failed", oplog_id=str(self._oplog.oplog_id))
             with self._lock:
                 lanes = list(self._members)

@@ -18,13 +18,13 @@ from types import TracebackType
 from typing import Any, Self, final
 
 import reactivex
-import structlog
 from reactivex import abc
 
 from rxcs import operators as cso
 from rxcs.buffer import EMPTY, EventBuffer, Overflow, check_buffer_args
 from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, StreamClosedError
 from rxcs.events import ChangeEvent, ClusterTime
+from rxcs.log import log
 from rxcs.oplog.base import Oplog
 from rxcs.pipeline import compile_pipeline
 from rxcs.prefilter import leading_match_filter
@@ -33,7 +33,6 @@ from rxcs.tokens import ResumeToken
 
 __all__ = ["AsyncChangeStream", "ChangeStream", "ChangeStreamObservable", "StreamStatistics", "watch"]
 
-log = structlog.get_logger("rxcs")
 
 TokenLike = ResumeToken | str | Mapping[str, Any]
 

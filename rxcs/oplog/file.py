@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Final, Literal, final
 
 import msgpack
-import structlog
 
 from rxcs.errors import (
     ChangeStreamHistoryLost,
@@ -37,6 +36,7 @@ from rxcs.errors import (
     RxcsError,
 )
 from rxcs.events import ClusterTime
+from rxcs.log import log
 from rxcs.oplog.base import Clock, Oplog, OplogCursor
 from rxcs.oplog.codec import EntryDecodeError, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
@@ -63,7 +63,6 @@ except ImportError:  # pragma: no cover - not Linux
 
 __all__ = ["Durability", "FileOplog", "FileOplogInfo", "FileOplogStatistics"]
 
-log = structlog.get_logger("rxcs")
 
 Durability = Literal["fsync", "group", "none"]
 META_NAME: Final = "oplog.meta"

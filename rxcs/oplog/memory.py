@@ -12,16 +12,14 @@ import uuid
 from collections.abc import Iterable
 from typing import final
 
-import structlog
-
 from rxcs.errors import ChangeStreamHistoryLost, OplogClosedError
+from rxcs.log import log
 from rxcs.oplog.base import Clock, Oplog, OplogCursor
 from rxcs.oplog.codec import decode_entry, encode_entry
 from rxcs.oplog.entry import Change, OplogEntry
 
 __all__ = ["MemoryOplog"]
 
-log = structlog.get_logger("rxcs")
 
 
 @final

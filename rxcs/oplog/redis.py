@@ -29,7 +29,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
 import redis
-import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -41,13 +40,13 @@ from rxcs.errors import (
     RxcsError,
 )
 from rxcs.events import ClusterTime
+from rxcs.log import log
 from rxcs.oplog.base import Oplog, OplogCursor
 from rxcs.oplog.codec import EntryDecodeError, decode_entry, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 
 __all__ = ["RedisOplog", "RedisOplogInfo"]
 
-log = structlog.get_logger("rxcs")
 
 T = TypeVar("T")
 
