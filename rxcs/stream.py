@@ -26,7 +26,7 @@ from rxcs.buffer import EMPTY, EventBuffer, Overflow, check_buffer_args
 from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, StreamClosedError
 from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.oplog.base import Oplog
-from rxcs.pipeline import compile_pipeline
+from rxcs.pipeline import check_max_event_bytes, compile_pipeline
 from rxcs.source import Beginning, Lane, current_lane, oplog_entries
 from rxcs.tokens import ResumeToken
 
@@ -424,6 +424,7 @@ def watch(
     overflow: Overflow = "block",
     scheduler: abc.SchedulerBase | None = None,
     lookup: cso.Lookup | None = None,
+    max_event_bytes: int | None = None,
 ) -> ChangeStreamObservable:
     """Watch the changes of a collection, a database, or the whole oplog.
 
@@ -440,6 +441,14 @@ def watch(
     is given, in which case events reach them through a buffer of
     ``buffer_size`` with the ``overflow`` policy, a batch per hop.
     ``iterate()``/``aiterate()`` always buffer.
+
+    A pipeline of ``$match`` stages delivers ``ChangeEvent`` values; one with
+    a reshaping stage (``$project``, ``$set``, ...) delivers plain dicts,
+    which must keep the event's ``_id`` (docs/pipeline.md). Events over
+    ``max_event_bytes`` (msgpack-encoded; no cap by default) fail the stream
+    with ``EventTooLargeError`` naming the op_id and size; a pipeline ending
+    with ``$changeStreamSplitLargeEvent`` instead delivers them in fragments
+    (cap 16 MiB unless given), each with its own resume token.
 
     Examples:
         >>> import rxcs
@@ -477,10 +486,13 @@ def watch(
         oplog.oplog_id, full_document, full_document_before_change, show_expanded_events, lookup
     )
     stages = compile_pipeline(pipeline) if pipeline is not None else None
+    if max_event_bytes is not None:
+        check_max_event_bytes(max_event_bytes)
 
     def changes(skip_through: ResumeToken | None) -> Callable[[Any], Any]:
         return cso.changes(
-            db, collection, convert, skip_through=skip_through, stages=stages, oplog_id=oplog.oplog_id
+            db, collection, convert, skip_through=skip_through, stages=stages, oplog_id=oplog.oplog_id,
+            max_event_bytes=max_event_bytes,
         )
     # Checks the buffer and timing arguments now rather than at subscribe.
     oplog_entries(oplog, after=0, batch_size=batch_size, max_await_time=max_await_time)

@@ -18,14 +18,19 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from rxcs.errors import PipelineError, QueryError
+from rxcs.pipeline._split import DEFAULT_MAX_EVENT_BYTES, check_max_event_bytes, event_limit, event_size
 from rxcs.pipeline._stages import FILTERS, SPLIT_STAGE, STAGES, Stage, compile_match
 from rxcs.query import MISSING
 from rxcs.tokens import ResumeToken
 
 __all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
     "SPLIT_STAGE",
     "CompiledPipeline",
+    "check_max_event_bytes",
     "compile_pipeline",
+    "event_limit",
+    "event_size",
 ]
 
 Document = Mapping[str, Any]
