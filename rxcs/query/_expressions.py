@@ -124,7 +124,20 @@ def field_path_value(value: Any, parts: Sequence[str]) -> Any:
 
 
 def compile_expression(expression: Any, path: str = "") -> Evaluator:
-    """Compile an aggregation expression; a bad one raises ``QueryError`` naming ``path``."""
+    """Compile an aggregation expression; a bad one raises ``QueryError`` naming ``path``.
+
+    The result evaluates the expression on a document; ``MISSING`` means it
+    gave nothing (a missing field, ``$$REMOVE``).
+
+    Examples:
+        >>> total = compile_expression({"$multiply": ["$qty", {"$ifNull": ["$price", 0]}]})
+        >>> total({"qty": 3, "price": 2.5}), total({"qty": 3})
+        (7.5, 0)
+        >>> compile_expression({"$sum": "$qty"}, "total")
+        Traceback (most recent call last):
+        ...
+        rxcs.errors.QueryError: total.$sum: unknown expression operator
+    """
     if isinstance(expression, str) and expression.startswith("$"):
         return _compile_path(expression, path)
     if isinstance(expression, Mapping):
