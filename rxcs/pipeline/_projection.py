@@ -141,18 +141,20 @@ def parse_projection(spec: Any, where: str) -> tuple[Tree, bool]:
         return compile_expression(value, path)
 
     tree = _parse(spec, where, "", leaf)
+    # A top-level _id of 0 or 1 fits either kind of projection; only the other fields decide.
     id_node = tree.get("_id")
-    rest = {key: node for key, node in tree.items() if key != "_id" or id_node is not EXCLUDE}
+    id_flag = id_node is INCLUDE or id_node is EXCLUDE
+    rest = {key: node for key, node in tree.items() if key != "_id" or not id_flag}
     kinds = _flags(rest)
-    if "exclude" in kinds:
+    if "exclude" in kinds or (not kinds and id_node is EXCLUDE):
         if "include" in kinds:
             field = _first(rest, lambda node: node is INCLUDE)
             raise PipelineError(f"{where}.{field}: cannot do inclusion in an exclusion projection")
         if "computed" in kinds:
             field = _first(rest, lambda node: node is not INCLUDE and node is not EXCLUDE)
             raise PipelineError(f"{where}.{field}: cannot compute a field in an exclusion projection")
-        return tree, False
-    if not kinds:  # {_id: 0} alone
+        if id_node is INCLUDE:  # kept anyway
+            del tree["_id"]
         return tree, False
     if id_node is EXCLUDE:
         del tree["_id"]

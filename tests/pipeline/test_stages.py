@@ -65,6 +65,7 @@ class TestProject:
             ({"b": 0}, {"_id": 1, "a": 1, "b": 2, "c": 3}, {"_id": 1, "a": 1, "c": 3}),
             ({"_id": 0}, {"_id": 1, "a": 1}, {"a": 1}),
             ({"a": False, "c": 0}, {"_id": 1, "a": 1, "b": 2, "c": 3}, {"_id": 1, "b": 2}),
+            ({"_id": 1, "a": 0}, {"_id": 1, "a": 1, "b": 2}, {"_id": 1, "b": 2}),  # _id: 1 fits an exclusion
             # dotted paths and nested specifications are the same thing
             ({"a.b": 1}, {"_id": 1, "a": {"b": 1, "c": 2}, "d": 3}, {"_id": 1, "a": {"b": 1}}),
             ({"a": {"b": 1}}, {"_id": 1, "a": {"b": 1, "c": 2}, "d": 3}, {"_id": 1, "a": {"b": 1}}),
