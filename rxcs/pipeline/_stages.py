@@ -21,8 +21,17 @@ from rxcs.pipeline._projection import (
     parse_projection,
     parse_unset,
 )
-from rxcs.query import DESCEND, KEEP, MISSING, PRUNE, Frame, compile_expression, compile_filter, rewrite_event_aliases
-from rxcs.query._expressions import type_name
+from rxcs.query import (
+    DESCEND,
+    KEEP,
+    MISSING,
+    PRUNE,
+    Frame,
+    compile_expression,
+    compile_filter,
+    rewrite_event_aliases,
+    type_name,
+)
 
 __all__ = ["FILTERS", "STAGES", "SPLIT_STAGE", "Stage", "StageCompiler"]
 

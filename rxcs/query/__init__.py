@@ -23,6 +23,7 @@ from rxcs.query._expressions import (
     compile_expression,
     field_path_value,
     is_true,
+    type_name,
 )
 from rxcs.query._operators_arithmetic import ARITHMETIC_OPERATORS
 from rxcs.query._operators_conditional import CONDITIONAL_OPERATORS
@@ -46,6 +47,7 @@ __all__ = [
     "field_path_value",
     "is_true",
     "rewrite_event_aliases",
+    "type_name",
     "type_rank",
     "values_equal",
 ]

@@ -7,7 +7,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+import rxcs
 from rxcs.pipeline import compile_pipeline
+from rxcs.query import DESCEND, KEEP, MISSING, PRUNE, Frame
 
 NAMES = st.sampled_from(["a", "b", "c", "d", "e"])
 SCALARS = st.one_of(
@@ -101,3 +103,56 @@ class TestSetThenUnset:
         assert {k: v for k, v in result.items() if k not in fields} == {
             k: v for k, v in document.items() if k not in fields
         }
+
+
+EXPRESSION_KEYS = [
+    "$add", "$subtract", "$multiply", "$divide", "$concat", "$toUpper", "$toLower", "$cond", "$ifNull", "$size",
+    "$arrayElemAt", "$in", "$type", "$getField", "$mergeObjects", "$literal", "$eq", "$gt", "$and", "$not",
+    "if", "then", "else", "field", "input", "a", "b",
+]
+PATH_STRINGS = st.sampled_from(["$a", "$b", "$a.b", "$$ROOT", "$$CURRENT", "$$REMOVE", "$$KEEP", "$$PRUNE",
+                                "$$DESCEND", "$", "$$NOPE", "x"])
+JSON_LIKE: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([0.5, 0.0, -2.0]), PATH_STRINGS),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(EXPRESSION_KEYS), inner, max_size=2),
+    ),
+    max_leaves=8,
+)
+STAGE_NAMES = ["$match", "$project", "$addFields", "$set", "$unset", "$replaceRoot", "$replaceWith", "$redact",
+               "$changeStreamSplitLargeEvent", "$group"]
+PIPELINES = st.lists(st.dictionaries(st.sampled_from(STAGE_NAMES), JSON_LIKE, min_size=1, max_size=1), max_size=3)
+INPUTS = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([0.5, "x", ""])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "b"]), inner,
+                                                                          max_size=2)),
+    max_leaves=6,
+).map(lambda value: {"_id": 1, "a": value, "b": {"a": value}})
+
+
+class TestOnlyPipelineErrors:
+    @given(PIPELINES, INPUTS)
+    def test_any_json_pipeline_fails_only_with_pipeline_error(self, stages: list[Any], document: Any) -> None:
+        """Whatever JSON is given as stages, and whatever the event, errors are PipelineError and nothing else,
+        and outputs are plain documents."""
+        try:
+            compiled = compile_pipeline(stages)
+        except rxcs.PipelineError:
+            return
+        try:
+            result = compiled.run(document)
+        except rxcs.PipelineError:
+            return
+        assert result is None or (isinstance(result, dict) and no_internal_values(result))
+
+
+def no_internal_values(value: Any) -> bool:
+    """No MISSING, $redact marker or Frame leaks into an output document."""
+    if value is MISSING or value is DESCEND or value is KEEP or value is PRUNE or isinstance(value, Frame):
+        return False
+    if isinstance(value, dict):
+        return all(no_internal_values(item) for item in value.values())
+    if isinstance(value, list):
+        return all(no_internal_values(item) for item in value)
+    return True
