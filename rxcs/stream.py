@@ -116,6 +116,12 @@ class ChangeStreamObservable(reactivex.Observable[EventT_co]):
         token = self._resume
         if token is not None:
             after_whole_entry = token.high_water or (self._start_after and token.invalidate)
+            if token.fragment and token.op_id < oplog.first_op_id:
+                raise ChangeStreamHistoryLost(
+                    f"{self.description}: resume token {token} names fragment {token.fragment} of op_id "
+                    f"{token.op_id}, but that entry is gone (the oldest retained is {oplog.first_op_id}): "
+                    "its later fragments cannot be delivered"
+                )
             if after_whole_entry or token.op_id < oplog.first_op_id:
                 start = _Start(token.op_id, token, None)
             else:  # re-read the token's entry: its later events (an invalidate) may follow

@@ -234,6 +234,16 @@ class TestLargeEvents:
                 pytest.raises(rxcs.PipelineError, match="resume token names fragment 1 of the event of op_id 1"):
             stream.next(timeout=10)
 
+    def test_resume_from_a_fragment_of_a_trimmed_entry_is_history_lost(self, memory_oplog: rxcs.Oplog) -> None:
+        """A fragment token whose entry was trimmed away cannot give the rest of its event: history lost."""
+        with rxcs.watch(memory_oplog, "shop", "files", SPLIT, max_event_bytes=2000, **IMAGES).iterate() as stream:
+            big_update(memory_oplog, 1, 1500)
+            big_update(memory_oplog, 2, 10)
+            first = stream.next(timeout=10)
+        memory_oplog.trim(before_op_id=2)
+        with pytest.raises(rxcs.ChangeStreamHistoryLost, match="names fragment 1 of op_id 1"):
+            rxcs.watch(memory_oplog, "shop", "files", SPLIT, max_event_bytes=2000, resume_after=first["_id"])
+
     def test_split_after_reshaping_stages(self, oplog: rxcs.Oplog) -> None:
         """The split stage measures what the stages before it made (here: only the post-image kept)."""
         pipeline = [{"$project": {"fullDocument": 1, "operationType": 1}}, *SPLIT]
