@@ -85,6 +85,8 @@ def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
                 predicate = compile_match(spec, where)
                 filters.append((where, predicate))
                 compiled.append((where, _as_stage(predicate)))
+            elif name == SPLIT_STAGE:
+                compiler(spec, where)  # checked here; the split itself follows the pipeline (event_limit)
             else:
                 compiled.append((where, compiler(spec, where)))
         except QueryError as exc:
