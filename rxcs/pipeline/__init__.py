@@ -82,7 +82,7 @@ def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
             raise PipelineError(f"{where}: must be the last stage of the pipeline")
         try:
             if name == "$match":
-                predicate = compile_match(spec, where)
+                predicate = compile_match(spec, where, aliases=not reshapes)
                 filters.append((where, predicate))
                 compiled.append((where, _as_stage(predicate)))
             elif name == SPLIT_STAGE:

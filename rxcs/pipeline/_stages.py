@@ -57,11 +57,15 @@ def _refuse_redact_variables(spec: Any, where: str) -> None:
             _refuse_redact_variables(item, f"{where}.{index}")
 
 
-def compile_match(spec: Any, where: str) -> Callable[[Document], bool]:
-    """``$match``: MongoDB's query language, with LauraDB's ``db``/``coll`` aliases."""
+def compile_match(spec: Any, where: str, *, aliases: bool = True) -> Callable[[Document], bool]:
+    """``$match``: MongoDB's query language; on an event, with LauraDB's ``db``/``coll`` aliases.
+
+    ``aliases`` is False after a reshaping stage: the document is no longer an
+    event, and its own ``db`` or ``coll`` fields mean themselves.
+    """
     if not isinstance(spec, Mapping):
         raise PipelineError(f"{where}: expected a filter document")
-    return compile_filter(rewrite_event_aliases(spec))
+    return compile_filter(rewrite_event_aliases(spec) if aliases else spec)
 
 
 def _compile_match_stage(spec: Any, where: str) -> Stage:

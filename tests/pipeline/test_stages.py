@@ -328,6 +328,11 @@ class TestMatch:
         """db/coll in a $match stage name ns.db/ns.coll."""
         assert compile_pipeline([{"$match": {"coll": "orders"}}]).run(EVENT) is EVENT
 
+    def test_aliases_stop_after_a_reshape(self) -> None:
+        """After a reshaping stage the document is no longer an event: its own coll field is matched."""
+        compiled = compile_pipeline([{"$project": {"coll": "$fullDocument.status"}}, {"$match": {"coll": "paid"}}])
+        assert compiled.run(EVENT) == {"_id": EVENT["_id"], "coll": "paid"}
+
 
 class TestPipeline:
     def test_filters_only_do_not_reshape(self) -> None:
