@@ -153,18 +153,21 @@ class TestFullDocumentBeforeChange:
         assert rxcs.ResumeToken.parse(first["_id"]).op_id == 2
 
 
-def test_images_survive_a_file_oplog_reopen(tmp_path: Path) -> None:
-    """Images recorded in a FileOplog are there for a stream opened after the oplog is reopened."""
-    path = str(tmp_path / "oplog")
-    with rxcs.open_oplog(path) as oplog:
-        oplog.update("shop", "users", 1, updated_fields={"a": 2}, full_document={"_id": 1, "a": 2},
-                     full_document_before_change={"_id": 1, "a": 1})
-    with rxcs.open_oplog(path) as oplog, rxcs.watch(
-        oplog, full_document="required", full_document_before_change="required",
-        start_at_operation_time=rxcs.BEGINNING,
-    ).iterate() as stream:
-        event = stream.next(timeout=10)
-    assert (event.full_document_before_change, event.full_document) == ({"_id": 1, "a": 1}, {"_id": 1, "a": 2})
+class TestImagesOnDisk:
+    def test_images_survive_a_file_oplog_reopen(self, tmp_path: Path) -> None:
+        """Images recorded in a FileOplog are there for a stream opened after the oplog is reopened."""
+        path = str(tmp_path / "oplog")
+        with rxcs.open_oplog(path) as oplog:
+            oplog.update("shop", "users", 1, updated_fields={"a": 2}, full_document={"_id": 1, "a": 2},
+                         full_document_before_change={"_id": 1, "a": 1})
+        with rxcs.open_oplog(path) as oplog, rxcs.watch(
+            oplog, full_document="required", full_document_before_change="required",
+            start_at_operation_time=rxcs.BEGINNING,
+        ).iterate() as stream:
+            event = stream.next(timeout=10)
+        assert (event.full_document_before_change, event.full_document) == (
+            {"_id": 1, "a": 1}, {"_id": 1, "a": 2}
+        )
 
 
 class TestExpandedEvents:

@@ -44,26 +44,26 @@ def _json(cell: str) -> Any:
 EXAMPLES = examples()
 
 
-def test_the_page_has_examples_of_every_stage_and_operator() -> None:
-    """Every stage (bar the split stage, shown in prose) and every listed operator has a checked example."""
-    names = {name.strip("`") for name, *_ in EXAMPLES}
-    assert set(STAGES) - {"$changeStreamSplitLargeEvent"} <= names
-    operators = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$cmp", "$and", "$or", "$not", "$in", "$cond",
-                 "$ifNull", "$concat", "$toUpper", "$toLower", "$add", "$subtract", "$multiply", "$divide",
-                 "$size", "$arrayElemAt", "$type", "$getField", "$mergeObjects", "$literal", "$$ROOT",
-                 "$$CURRENT", "$$REMOVE"}
-    assert operators <= names
+class TestPipelinePage:
+    def test_the_page_has_examples_of_every_stage_and_operator(self) -> None:
+        """Every stage (bar the split stage, shown in prose) and every listed operator has a checked example."""
+        names = {name.strip("`") for name, *_ in EXAMPLES}
+        assert set(STAGES) - {"$changeStreamSplitLargeEvent"} <= names
+        operators = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$cmp", "$and", "$or", "$not", "$in", "$cond",
+                     "$ifNull", "$concat", "$toUpper", "$toLower", "$add", "$subtract", "$multiply", "$divide",
+                     "$size", "$arrayElemAt", "$type", "$getField", "$mergeObjects", "$literal", "$$ROOT",
+                     "$$CURRENT", "$$REMOVE"}
+        assert operators <= names
 
-
-@pytest.mark.parametrize(("name", "example", "given", "expected"), EXAMPLES, ids=[row[0] for row in EXAMPLES])
-def test_example(name: str, example: Any, given: Any, expected: Any) -> None:
-    """The example gives what the page says it gives."""
-    if isinstance(example, dict) and len(example) == 1 and next(iter(example)) in STAGES:
-        result = compile_pipeline([example]).run(given)
-    else:
-        result = compile_expression(example)(given)
-    if expected is MISSING or expected is None:
-        assert result is expected
-    else:
-        assert result == expected
-        assert type(result) is type(expected) or {type(result), type(expected)} <= {int, float}
+    @pytest.mark.parametrize(("name", "example", "given", "expected"), EXAMPLES, ids=[row[0] for row in EXAMPLES])
+    def test_example(self, name: str, example: Any, given: Any, expected: Any) -> None:
+        """The example gives what the page says it gives."""
+        if isinstance(example, dict) and len(example) == 1 and next(iter(example)) in STAGES:
+            result = compile_pipeline([example]).run(given)
+        else:
+            result = compile_expression(example)(given)
+        if expected is MISSING or expected is None:
+            assert result is expected
+        else:
+            assert result == expected
+            assert type(result) is type(expected) or {type(result), type(expected)} <= {int, float}

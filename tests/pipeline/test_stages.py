@@ -8,6 +8,7 @@ included. The resume-token rule is the pipeline's, tested on its own.
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any, ClassVar
 
 import pytest
@@ -376,7 +377,7 @@ class TestPipeline:
 
     def test_runtime_expression_error_names_stage_path_and_event(self) -> None:
         """An expression failing on an event raises PipelineError with the stage prefix and the op_id."""
-        token = rxcs.ResumeToken(__import__("uuid").UUID(int=1), 42)
+        token = rxcs.ResumeToken(uuid.UUID(int=1), 42)
         compiled = compile_pipeline([{"$match": {}}, {"$project": {"ratio": {"$divide": ["$a", "$b"]}}}])
         with pytest.raises(rxcs.PipelineError, match=re.escape(
                 "pipeline.1.$project.ratio.$divide: can't $divide by zero (the event of op_id 42)")):

@@ -37,16 +37,17 @@ assert_type(operator(rxcs.oplog_entries(oplog).pipe(cso.to_change_events())),
 '''
 
 
-@pytest.mark.slow
-def test_watch_is_typed_by_whether_a_pipeline_is_given(tmp_path: Path) -> None:
-    """Without a pipeline watch() yields ChangeEvent; with one, ChangeEvent | dict (reshaped documents)."""
-    pytest.importorskip("mypy")
-    snippet = tmp_path / "snippet.py"
-    snippet.write_text("import reactivex\n" + textwrap.dedent(SNIPPET))
-    root = Path(__file__).resolve().parents[2]
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent", str(snippet)],
-        cwd=root, capture_output=True, text=True, check=False,
-        env={"MYPYPATH": str(root), "PATH": "", "HOME": str(tmp_path)},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+class TestStreamTypes:
+    @pytest.mark.slow
+    def test_watch_is_typed_by_whether_a_pipeline_is_given(self, tmp_path: Path) -> None:
+        """Without a pipeline watch() yields ChangeEvent; with one, ChangeEvent | dict (reshaped documents)."""
+        pytest.importorskip("mypy")
+        snippet = tmp_path / "snippet.py"
+        snippet.write_text("import reactivex\n" + textwrap.dedent(SNIPPET))
+        root = Path(__file__).resolve().parents[2]
+        result = subprocess.run(
+            [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent", str(snippet)],
+            cwd=root, capture_output=True, text=True, check=False,
+            env={"MYPYPATH": str(root), "PATH": "", "HOME": str(tmp_path)},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
