@@ -6,6 +6,7 @@ from rxcs import operators, query
 from rxcs.errors import (
     BufferOverflowError,
     ChangeStreamHistoryLost,
+    EventTooLargeError,
     InvalidChangeError,
     InvalidResumeToken,
     MissingImageError,
@@ -34,6 +35,7 @@ __all__ = [
     "ChangeStreamHistoryLost",
     "ChangeStreamObservable",
     "ClusterTime",
+    "EventTooLargeError",
     "InvalidChangeError",
     "InvalidResumeToken",
     "MemoryOplog",

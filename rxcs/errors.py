@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "BufferOverflowError",
     "ChangeStreamHistoryLost",
+    "EventTooLargeError",
     "InvalidChangeError",
     "InvalidResumeToken",
     "MissingImageError",
@@ -32,6 +33,18 @@ class QueryError(RxcsError, ValueError):
 
 class PipelineError(RxcsError, ValueError):
     """A pipeline stage is malformed, or reshaped an event so it cannot resume."""
+
+
+class EventTooLargeError(RxcsError):
+    """A change event is over the stream's size cap (``max_event_bytes``) and cannot be split.
+
+    ``op_id`` names the oplog entry and ``size`` the event's size in bytes.
+    """
+
+    def __init__(self, message: str, *, op_id: int | None, size: int) -> None:
+        super().__init__(message)
+        self.op_id = op_id
+        self.size = size
 
 
 class InvalidResumeToken(RxcsError, ValueError):

@@ -27,11 +27,11 @@ from reactivex import abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 
 from rxcs.buffer import EventBuffer, Overflow, check_buffer_args
-from rxcs.errors import InvalidResumeToken, MissingImageError, StreamClosedError
+from rxcs.errors import InvalidResumeToken, MissingImageError, PipelineError, StreamClosedError
 from rxcs.events import ChangeEvent, Namespace, OperationType, UpdateDescription
 from rxcs.log import log
 from rxcs.oplog.entry import OplogEntry
-from rxcs.pipeline import CompiledPipeline, compile_pipeline
+from rxcs.pipeline import CompiledPipeline, compile_pipeline, event_limit
 from rxcs.prefilter import EntryFilter
 from rxcs.query import compile_filter, rewrite_event_aliases
 from rxcs.source import EntrySource
@@ -352,18 +352,22 @@ def changes(
     skip_through: ResumeToken | None = None,
     stages: CompiledPipeline | None = None,
     oplog_id: uuid.UUID | None = None,
+    max_event_bytes: int | None = None,
     prefilter: EntryFilter | None = None,
 ) -> Callable[[reactivex.Observable[OplogEntry]], reactivex.Observable[Any]]:
     """``scope`` + ``to_change_events`` + ``seek`` + ``pipeline`` in one step: what ``watch()`` runs.
 
     The same rules as the separate operators, applied in one subscription so
-    each entry costs one call instead of one per operator. ``prefilter``
-    (``rxcs.prefilter``) drops entries before they become events; it must
-    give the answer the pipeline's leading ``$match`` stages would.
+    each entry costs one call instead of one per operator. ``max_event_bytes``
+    caps event size (``rxcs.pipeline.event_limit``); a ``skip_through`` token
+    naming a fragment of a split event resumes at the next fragment.
+    ``prefilter`` (``rxcs.prefilter``) drops entries before they become
+    events; it must give the answer the pipeline's leading ``$match`` stages would.
     """
     rule = _scope_rule(db, collection)
     run = stages.run if stages is not None else None
     reshapes = stages is not None and stages.reshapes
+    fit = event_limit(max_event_bytes, stages is not None and stages.split)
 
     def operator(source: reactivex.Observable[OplogEntry]) -> reactivex.Observable[Any]:
         def subscribe(
@@ -376,16 +380,33 @@ def changes(
                 nonlocal skip
                 if event is None:
                     return
+                after_fragment = 0
                 if skip is not None:
                     if event.id <= skip:
-                        return
+                        if not _within_split(event, skip):
+                            return
+                        after_fragment = skip.fragment
                     skip = None
-                if run is None:
+                    if after_fragment and fit is None:
+                        raise _not_split_any_more(event, after_fragment)
+                if run is None and fit is None:
                     on_next(event)
                     return
-                result = run(event.to_document())
-                if result is not None:
+                document = event.to_document()
+                result = document if run is None else run(document)
+                if result is None:
+                    return
+                if fit is None:
                     on_next(result if reshapes else event)
+                    return
+                pieces = fit(result)
+                if pieces[0] is result:
+                    if after_fragment:
+                        raise _not_split_any_more(event, after_fragment)
+                    on_next(result if reshapes else event)
+                    return
+                for piece in pieces[after_fragment:]:
+                    on_next(piece)
 
             def on_entry(entry: OplogEntry) -> None:
                 verdict = rule(entry)
@@ -405,6 +426,18 @@ def changes(
         return _KnownOplog(subscribe, oplog_id or _oplog_id_of(source))
 
     return operator
+
+
+def _within_split(event: ChangeEvent, token: ResumeToken) -> bool:
+    """True when ``token`` names a fragment of this event: its later fragments are still to come."""
+    return token.fragment > 0 and event.id.op_id == token.op_id and event.id.invalidate == token.invalidate
+
+
+def _not_split_any_more(event: ChangeEvent, fragment: int) -> PipelineError:
+    return PipelineError(
+        f"resume token names fragment {fragment} of the event of op_id {event.op_id}, but this stream "
+        "does not split that event: resume with the pipeline and max_event_bytes the token came from"
+    )
 
 
 def _event_document(item: object) -> Mapping[str, Any]:
@@ -456,12 +489,19 @@ def match(
 
 def pipeline(
     stages: Sequence[Mapping[str, Any]],
-) -> Callable[[reactivex.Observable[ChangeEvent]], reactivex.Observable[Any]]:
+    *,
+    max_event_bytes: int | None = None,
+) -> Callable[[reactivex.Observable[ChangeEvent]], reactivex.Observable[ChangeEvent | dict[str, Any]]]:
     """Run MongoDB aggregation stages over each event's document.
 
     A pipeline of ``$match`` stages only passes ``ChangeEvent`` values
     through; one with reshaping stages delivers the reshaped documents
-    (dicts). See ``rxcs.pipeline`` for the stages supported.
+    (dicts), which keep the event's ``_id`` (a stage that removes or changes
+    it fails the stream with ``PipelineError``). ``max_event_bytes`` caps
+    event size: over it, the stream fails with ``EventTooLargeError``, or,
+    when the pipeline ends with ``$changeStreamSplitLargeEvent`` (cap 16 MiB
+    by default), delivers the event as fragment documents. See
+    ``rxcs.pipeline`` and docs/pipeline.md for the stages supported.
 
     Examples:
         >>> import rxcs
@@ -476,6 +516,7 @@ def pipeline(
         [<OperationType.INSERT: 'insert'>]
     """
     compiled = compile_pipeline(stages)
+    fit = event_limit(max_event_bytes, compiled.split)
 
     def operator(source: reactivex.Observable[ChangeEvent]) -> reactivex.Observable[Any]:
         run = compiled.run
@@ -488,8 +529,15 @@ def pipeline(
 
             def on_event(item: Any) -> None:
                 result = run(_event_document(item))
-                if result is not None:
-                    on_next(result if reshapes else item)
+                if result is None:
+                    return
+                if fit is not None:
+                    pieces = fit(result)
+                    if pieces[0] is not result:
+                        for piece in pieces:
+                            on_next(piece)
+                        return
+                on_next(result if reshapes else item)
 
             return source.subscribe(on_event, observer.on_error, observer.on_completed, scheduler=scheduler)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, final
+from typing import Any, Generic, Self, TypeVar, final, overload
 
 import reactivex
 from reactivex import abc
@@ -26,7 +26,7 @@ from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, StreamClose
 from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
-from rxcs.pipeline import compile_pipeline
+from rxcs.pipeline import check_max_event_bytes, compile_pipeline
 from rxcs.prefilter import leading_match_filter
 from rxcs.source import Beginning, Lane, current_lane, oplog_entries
 from rxcs.tokens import ResumeToken
@@ -35,6 +35,8 @@ __all__ = ["AsyncChangeStream", "ChangeStream", "ChangeStreamObservable", "Strea
 
 
 TokenLike = ResumeToken | str | Mapping[str, Any]
+EventT_co = TypeVar("EventT_co", covariant=True)
+"""What a stream delivers: ``ChangeEvent``, or ``ChangeEvent | dict`` when a pipeline may reshape."""
 
 
 @final
@@ -70,12 +72,14 @@ class _Start:
 
 
 @final
-class ChangeStreamObservable(reactivex.Observable[Any]):
+class ChangeStreamObservable(reactivex.Observable[EventT_co]):
     """What ``watch()`` returns: an Observable of change events that can also be iterated.
 
     Subscribe to it, ``pipe()`` it, or hold it as a ``ChangeStream`` with
     ``iterate()`` / ``aiterate()``. Events are ``ChangeEvent`` values, or
-    plain documents when the pipeline reshapes them.
+    plain documents (dicts) when the pipeline reshapes them: ``watch()`` is
+    typed ``ChangeStreamObservable[ChangeEvent]`` without a pipeline and
+    ``ChangeStreamObservable[ChangeEvent | dict[str, Any]]`` with one.
     """
 
     def __init__(
@@ -112,6 +116,12 @@ class ChangeStreamObservable(reactivex.Observable[Any]):
         token = self._resume
         if token is not None:
             after_whole_entry = token.high_water or (self._start_after and token.invalidate)
+            if token.fragment and token.op_id < oplog.first_op_id:
+                raise ChangeStreamHistoryLost(
+                    f"{self.description}: resume token {token} names fragment {token.fragment} of op_id "
+                    f"{token.op_id}, but that entry is gone (the oldest retained is {oplog.first_op_id}): "
+                    "its later fragments cannot be delivered"
+                )
             if after_whole_entry or token.op_id < oplog.first_op_id:
                 start = _Start(token.op_id, token, None)
             else:  # re-read the token's entry: its later events (an invalidate) may follow
@@ -158,19 +168,19 @@ class ChangeStreamObservable(reactivex.Observable[Any]):
         else:
             log.info("change stream started", stream=self.description, after_op_id=start.after)
 
-    def iterate(self) -> ChangeStream:
+    def iterate(self) -> ChangeStream[EventT_co]:
         """Subscribe now and return a blocking ``ChangeStream`` over the events."""
         return ChangeStream(self)
 
-    def aiterate(self) -> AsyncChangeStream:
+    def aiterate(self) -> AsyncChangeStream[EventT_co]:
         """Subscribe now and return an ``AsyncChangeStream`` for ``async for``."""
         return AsyncChangeStream(self)
 
 
-class _Consumer:
+class _Consumer(Generic[EventT_co]):
     """The subscription and buffer behind a ``ChangeStream`` or ``AsyncChangeStream``."""
 
-    def __init__(self, observable: ChangeStreamObservable) -> None:
+    def __init__(self, observable: ChangeStreamObservable[EventT_co]) -> None:
         self._observable = observable
         self._max_await_time = observable._max_await_time
         start = observable._resolve_start()
@@ -196,14 +206,15 @@ class _Consumer:
             self._lane = current_lane()
         self._buffer.put(event)
 
-    def _handed(self, event: Any) -> Any:
+    def _handed(self, event: Any) -> EventT_co:
         token = event.id if isinstance(event, ChangeEvent) else ResumeToken.parse(event["_id"])
         self._resume_token = token
         self._delivered += 1
         if token.op_id != self._last_op_id:
             self._last_op_id = token.op_id
             self._entries_delivered += 1
-        return event
+        handed: EventT_co = event  # the stream's own items: ChangeEvent, or a dict when reshaped
+        return handed
 
     def _at_end(self) -> None:
         """The buffer ended: mark the stream dead and raise its error, if any."""
@@ -254,7 +265,7 @@ class _Consumer:
 
 
 @final
-class ChangeStream(_Consumer):
+class ChangeStream(_Consumer[EventT_co]):
     """A blocking iterator over a change stream, shaped like PyMongo's.
 
     Examples:
@@ -267,7 +278,7 @@ class ChangeStream(_Consumer):
         insert {'_id': 1} True
     """
 
-    def next(self, timeout: float | None = None) -> Any:
+    def next(self, timeout: float | None = None) -> EventT_co:
         """The next event, waiting up to ``timeout`` seconds (None: for as long as it takes).
 
         Raises ``TimeoutError`` when the time runs out, ``StopIteration`` when
@@ -279,11 +290,11 @@ class ChangeStream(_Consumer):
         while True:
             event = self._take(self._max_await_time if deadline is None else deadline - time.monotonic())
             if event is not _NOTHING:
-                return event
+                return event  # type: ignore[no-any-return]  # _take hands over an EventT_co here
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"no change event within {timeout} s")
 
-    def try_next(self) -> Any | None:
+    def try_next(self) -> EventT_co | None:
         """The next event if one comes within ``max_await_time``, else None.
 
         Raises ``StopIteration`` once the stream is no longer alive.
@@ -308,7 +319,7 @@ class ChangeStream(_Consumer):
     def __iter__(self) -> Self:
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self) -> EventT_co:
         return self.next()
 
     def close(self) -> None:
@@ -328,7 +339,7 @@ _NOTHING: Any = object()
 
 
 @final
-class AsyncChangeStream(_Consumer):
+class AsyncChangeStream(_Consumer[EventT_co]):
     """The asyncio form of ``ChangeStream``: ``async for`` never blocks the event loop.
 
     Examples:
@@ -342,7 +353,7 @@ class AsyncChangeStream(_Consumer):
         <OperationType.INSERT: 'insert'>
     """
 
-    def __init__(self, observable: ChangeStreamObservable) -> None:
+    def __init__(self, observable: ChangeStreamObservable[EventT_co]) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Event | None = None
         super().__init__(observable)
@@ -352,21 +363,21 @@ class AsyncChangeStream(_Consumer):
         if loop is not None and ready is not None and not loop.is_closed():
             loop.call_soon_threadsafe(ready.set)
 
-    async def next(self, timeout: float | None = None) -> Any:
+    async def next(self, timeout: float | None = None) -> EventT_co:
         """The next event; see ``ChangeStream.next``. Raises ``StopAsyncIteration`` at the end."""
         try:
             return await asyncio.wait_for(self._next(), timeout)
         except TimeoutError:
             raise TimeoutError(f"no change event within {timeout} s") from None
 
-    async def try_next(self) -> Any | None:
+    async def try_next(self) -> EventT_co | None:
         """The next event if one comes within ``max_await_time``, else None."""
         try:
             return await asyncio.wait_for(self._next(), self._max_await_time)
         except TimeoutError:
             return None
 
-    async def _next(self) -> Any:
+    async def _next(self) -> EventT_co:
         if self._ready is None:
             self._loop = asyncio.get_running_loop()
             self._ready = asyncio.Event()
@@ -390,7 +401,7 @@ class AsyncChangeStream(_Consumer):
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> EventT_co:
         return await self._next()
 
     async def close(self) -> None:
@@ -404,6 +415,52 @@ class AsyncChangeStream(_Consumer):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+@overload
+def watch(
+    oplog: Oplog,
+    db: str | None = None,
+    collection: str | None = None,
+    pipeline: None = None,
+    *,
+    resume_after: TokenLike | None = None,
+    start_after: TokenLike | None = None,
+    start_at_operation_time: Beginning | datetime | ClusterTime | None = None,
+    full_document: cso.FullDocument = "default",
+    full_document_before_change: cso.FullDocumentBeforeChange = "off",
+    show_expanded_events: bool = False,
+    batch_size: int = 100,
+    max_await_time: float = 1.0,
+    buffer_size: int = 1000,
+    overflow: Overflow = "block",
+    scheduler: abc.SchedulerBase | None = None,
+    lookup: cso.Lookup | None = None,
+    max_event_bytes: int | None = None,
+) -> ChangeStreamObservable[ChangeEvent]: ...
+
+
+@overload
+def watch(
+    oplog: Oplog,
+    db: str | None = None,
+    collection: str | None = None,
+    pipeline: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    resume_after: TokenLike | None = None,
+    start_after: TokenLike | None = None,
+    start_at_operation_time: Beginning | datetime | ClusterTime | None = None,
+    full_document: cso.FullDocument = "default",
+    full_document_before_change: cso.FullDocumentBeforeChange = "off",
+    show_expanded_events: bool = False,
+    batch_size: int = 100,
+    max_await_time: float = 1.0,
+    buffer_size: int = 1000,
+    overflow: Overflow = "block",
+    scheduler: abc.SchedulerBase | None = None,
+    lookup: cso.Lookup | None = None,
+    max_event_bytes: int | None = None,
+) -> ChangeStreamObservable[ChangeEvent | dict[str, Any]]: ...
 
 
 def watch(
@@ -424,7 +481,8 @@ def watch(
     overflow: Overflow = "block",
     scheduler: abc.SchedulerBase | None = None,
     lookup: cso.Lookup | None = None,
-) -> ChangeStreamObservable:
+    max_event_bytes: int | None = None,
+) -> ChangeStreamObservable[Any]:
     """Watch the changes of a collection, a database, or the whole oplog.
 
     Returns a cold Observable of ``ChangeEvent`` (or reshaped documents when
@@ -440,6 +498,14 @@ def watch(
     is given, in which case events reach them through a buffer of
     ``buffer_size`` with the ``overflow`` policy, a batch per hop.
     ``iterate()``/``aiterate()`` always buffer.
+
+    A pipeline of ``$match`` stages delivers ``ChangeEvent`` values; one with
+    a reshaping stage (``$project``, ``$set``, ...) delivers plain dicts,
+    which must keep the event's ``_id`` (docs/pipeline.md). Events over
+    ``max_event_bytes`` (msgpack-encoded; no cap by default) fail the stream
+    with ``EventTooLargeError`` naming the op_id and size; a pipeline ending
+    with ``$changeStreamSplitLargeEvent`` instead delivers them in fragments
+    (cap 16 MiB unless given), each with its own resume token.
 
     Examples:
         >>> import rxcs
@@ -477,6 +543,8 @@ def watch(
         oplog.oplog_id, full_document, full_document_before_change, show_expanded_events, lookup
     )
     stages = compile_pipeline(pipeline) if pipeline is not None else None
+    if max_event_bytes is not None:
+        check_max_event_bytes(max_event_bytes)
     prefilter, covered = (None, 0) if pipeline is None else leading_match_filter(
         pipeline, full_document=full_document, full_document_before_change=full_document_before_change
     )
@@ -486,12 +554,12 @@ def watch(
     def changes(skip_through: ResumeToken | None) -> Callable[[Any], Any]:
         return cso.changes(
             db, collection, convert, skip_through=skip_through, stages=stages, oplog_id=oplog.oplog_id,
-            prefilter=prefilter,
+            max_event_bytes=max_event_bytes, prefilter=prefilter,
         )
     # Checks the buffer and timing arguments now rather than at subscribe.
     oplog_entries(oplog, after=0, batch_size=batch_size, max_await_time=max_await_time)
     description = "*" if db is None else db if collection is None else f"{db}.{collection}"
-    observable = ChangeStreamObservable(
+    observable: ChangeStreamObservable[Any] = ChangeStreamObservable(
         oplog,
         description=description,
         resume=resume,

@@ -1,4 +1,15 @@
-"""Change-stream pipelines: MongoDB aggregation stages compiled once into closures."""
+"""Change-stream pipelines: MongoDB aggregation stages compiled once into closures.
+
+The stages a MongoDB change stream allows are supported: ``$match``,
+``$project``, ``$addFields``/``$set``, ``$unset``, ``$replaceRoot``/
+``$replaceWith``, ``$redact`` and, last, ``$changeStreamSplitLargeEvent``.
+Expressions are ``rxcs.query``'s (one engine for ``$expr`` and for stages).
+
+A pipeline of ``$match`` stages only filters: events pass through as they
+are. Any other stage reshapes: the output is a new document, and it must keep
+the event's ``_id`` (its resume token) unchanged, or the event fails the
+stream with ``PipelineError``, as in MongoDB.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +18,20 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from rxcs.errors import PipelineError, QueryError
-from rxcs.query import compile_filter, rewrite_event_aliases
+from rxcs.pipeline._split import DEFAULT_MAX_EVENT_BYTES, check_max_event_bytes, event_limit, event_size
+from rxcs.pipeline._stages import FILTERS, SPLIT_STAGE, STAGES, Stage, compile_match
+from rxcs.query import MISSING
+from rxcs.tokens import ResumeToken
 
-__all__ = ["CompiledPipeline", "compile_pipeline"]
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "SPLIT_STAGE",
+    "CompiledPipeline",
+    "check_max_event_bytes",
+    "compile_pipeline",
+    "event_limit",
+    "event_size",
+]
 
 Document = Mapping[str, Any]
 
@@ -20,11 +42,14 @@ class CompiledPipeline:
     """A compiled pipeline: ``run(document)`` returns the output document or None.
 
     ``reshapes`` is False when every stage only filters (the event passes
-    through unchanged), True when a stage builds new documents.
+    through unchanged), True when a stage builds new documents. ``split`` is
+    True when the pipeline ends with ``$changeStreamSplitLargeEvent``: the
+    stream then splits events over its size cap into fragments.
     """
 
     run: Callable[[Document], Document | None]
     reshapes: bool
+    split: bool = False
 
 
 def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
@@ -34,27 +59,96 @@ def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
         >>> compiled = compile_pipeline([{"$match": {"operationType": "insert"}}])
         >>> compiled.run({"operationType": "insert"}) is not None, compiled.reshapes
         (True, False)
+        >>> compiled = compile_pipeline([{"$project": {"operationType": 1}}])
+        >>> compiled.run({"_id": 1, "operationType": "insert", "ns": {}}), compiled.reshapes
+        ({'_id': 1, 'operationType': 'insert'}, True)
     """
     if isinstance(stages, (str, bytes, Mapping)) or not isinstance(stages, Sequence):
         raise PipelineError(f"pipeline: expected a list of stages, got {type(stages).__name__}")
-    filters: list[Callable[[Document], bool]] = []
+    compiled: list[tuple[str, Stage]] = []
+    filters: list[tuple[str, Callable[[Document], bool]]] = []
+    reshapes = split = False
     for index, stage in enumerate(stages):
         if not isinstance(stage, Mapping) or len(stage) != 1:
             raise PipelineError(f"pipeline.{index}: a stage is a document with exactly one field")
-        (name, spec), = stage.items()
-        if name != "$match":
-            raise PipelineError(f"pipeline.{index}.{name}: unsupported stage")
-        if not isinstance(spec, Mapping):
-            raise PipelineError(f"pipeline.{index}.$match: expected a filter document")
+        ((name, spec),) = stage.items()
+        where = f"pipeline.{index}.{name}"
+        compiler = STAGES.get(name)
+        if compiler is None:
+            raise PipelineError(
+                f"{where}: unsupported stage; a change stream allows {', '.join(STAGES)}"
+            )
+        if name == SPLIT_STAGE and index != len(stages) - 1:
+            raise PipelineError(f"{where}: must be the last stage of the pipeline")
         try:
-            filters.append(compile_filter(rewrite_event_aliases(spec)))
+            if name == "$match":
+                predicate = compile_match(spec, where, aliases=not reshapes)
+                filters.append((where, predicate))
+                compiled.append((where, _as_stage(predicate)))
+            elif name == SPLIT_STAGE:
+                compiler(spec, where)  # checked here; the split itself follows the pipeline (event_limit)
+            else:
+                compiled.append((where, compiler(spec, where)))
         except QueryError as exc:
-            raise PipelineError(f"pipeline.{index}.$match.{exc}") from None
+            raise PipelineError(f"{where}.{exc}") from None
+        reshapes = reshapes or name not in FILTERS
+        split = split or name == SPLIT_STAGE
+    if not reshapes:
+        return CompiledPipeline(_filtering(filters), reshapes=False, split=split)
+    return CompiledPipeline(_reshaping(compiled), reshapes=True, split=split)
+
+
+def _as_stage(predicate: Callable[[Document], bool]) -> Stage:
+    return lambda document: document if predicate(document) else None
+
+
+def _filtering(filters: list[tuple[str, Callable[[Document], bool]]]) -> Callable[[Document], Document | None]:
+    """Filters only: the document itself or None, one predicate call per stage."""
 
     def run(document: Document) -> Document | None:
-        for predicate in filters:
-            if not predicate(document):
-                return None
+        where = "pipeline"
+        try:
+            for where, predicate in filters:  # noqa: B007 - the except clause names the stage
+                if not predicate(document):
+                    return None
+        except QueryError as exc:
+            raise PipelineError(f"{where}.{exc} ({_which(document.get('_id', MISSING))})") from None
         return document
 
-    return CompiledPipeline(run, reshapes=False)
+    return run
+
+
+def _reshaping(stages: list[tuple[str, Stage]]) -> Callable[[Document], Document | None]:
+    """Reshaping stages in turn; then the resume-token rule: ``_id`` must come out unchanged."""
+
+    def run(document: Document) -> Document | None:
+        original = document.get("_id", MISSING)
+        where = "pipeline"
+        result = document
+        try:
+            for where, stage in stages:  # noqa: B007 - the except clause names the stage
+                reshaped = stage(result)
+                if reshaped is None:
+                    return None
+                result = reshaped
+        except QueryError as exc:
+            raise PipelineError(f"{where}.{exc} ({_which(original)})") from None
+        if original is not MISSING:
+            kept = result.get("_id", MISSING)
+            if kept is not original and kept != original:
+                raise PipelineError(
+                    f"pipeline: {_which(original)} came out of the pipeline with its _id (the resume "
+                    f"token) {'removed' if kept is MISSING else 'changed'}; a stream cannot resume from "
+                    "such an event. Stages may read _id but must leave it as it is"
+                )
+        return result
+
+    return run
+
+
+def _which(event_id: Any) -> str:
+    """Name the event whose document is being run, for error messages."""
+    try:
+        return f"the event of op_id {ResumeToken.parse(event_id).op_id}"
+    except (ValueError, TypeError):
+        return f"the document with _id {event_id!r}"

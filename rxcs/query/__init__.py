@@ -3,7 +3,7 @@
 ``compile_filter(spec)`` validates a filter completely and returns a
 ``Callable[[Mapping], bool]``; errors are ``QueryError`` naming the path in
 the filter. ``compile_expression`` compiles aggregation expressions (used by
-``$expr`` and by pipeline stages). The comparison helpers implement BSON's
+``$expr`` and by pipeline stages); ``OPERATORS`` is their registry. The comparison helpers implement BSON's
 type order so other modules compare values the way MongoDB does.
 """
 
@@ -13,15 +13,34 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from rxcs.query._compiler import Filter, compile_filter
-from rxcs.query._expressions import OPERATORS, Evaluator, compile_expression, field_path_value, is_true
+from rxcs.query._expressions import (
+    DESCEND,
+    KEEP,
+    OPERATORS,
+    PRUNE,
+    Evaluator,
+    Frame,
+    compile_expression,
+    field_path_value,
+    is_true,
+    type_name,
+)
 from rxcs.query._fields import top_level_fields
+from rxcs.query._operators_arithmetic import ARITHMETIC_OPERATORS
+from rxcs.query._operators_conditional import CONDITIONAL_OPERATORS
+from rxcs.query._operators_documents import DOCUMENT_OPERATORS
+from rxcs.query._operators_strings import STRING_OPERATORS
 from rxcs.query._values import MISSING, bson_type_name, compare_values, type_rank, values_equal
 
 __all__ = [
+    "DESCEND",
+    "KEEP",
     "MISSING",
     "OPERATORS",
+    "PRUNE",
     "Evaluator",
     "Filter",
+    "Frame",
     "bson_type_name",
     "compare_values",
     "compile_expression",
@@ -30,9 +49,16 @@ __all__ = [
     "is_true",
     "rewrite_event_aliases",
     "top_level_fields",
+    "type_name",
     "type_rank",
     "values_equal",
 ]
+
+# The registry starts with the comparison and boolean operators; each family adds its own.
+OPERATORS.update(ARITHMETIC_OPERATORS)
+OPERATORS.update(CONDITIONAL_OPERATORS)
+OPERATORS.update(DOCUMENT_OPERATORS)
+OPERATORS.update(STRING_OPERATORS)
 
 EVENT_ALIASES: Final = {"database": "ns.db", "db": "ns.db", "collection": "ns.coll", "coll": "ns.coll"}
 
