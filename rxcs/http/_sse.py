@@ -1,0 +1,104 @@
+"""The wire forms of a watch: Server-Sent Events frames and WebSocket messages.
+
+An SSE event is ``id:`` (the resume token), ``event:`` (the operation type)
+and one ``data:`` line of Extended JSON; compact JSON never holds a raw
+newline, so one line always suffices. A frame with only ``id:`` moves the
+client's last event id without dispatching an event: it tells a client where
+its stream started, so a reconnect before the first event loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final, final
+
+from rxcs import extjson
+from rxcs.events import ChangeEvent
+
+__all__ = [
+    "Delivery", "StreamEnd", "delivery", "sse_end", "sse_events", "sse_position", "ws_end", "ws_event",
+]
+
+SSE_HEARTBEAT: Final = b": heartbeat\n\n"
+SSE_RETRY_MS: Final = 2000
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event ready to go out: its token, its operation type (None when reshaped away), its document."""
+
+    token: str
+    operation_type: str | None
+    document: Any
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """Why a stream ended, as the client is told: a code, a sentence, whether resuming helps, the last id."""
+
+    code: str
+    message: str
+    resumable: bool
+    last_event_id: str
+
+    def to_document(self) -> dict[str, Any]:
+        """The JSON body of an ``error`` event or message."""
+        return {
+            "code": self.code, "message": self.message,
+            "resumable": self.resumable, "lastEventId": self.last_event_id,
+        }
+
+
+def delivery(event: Any, token: str) -> Delivery:
+    """Turn a stream's event (a ``ChangeEvent`` or a reshaped document) into a ``Delivery``."""
+    if isinstance(event, ChangeEvent):
+        return Delivery(token, event.operation_type.value, event.to_document())
+    kind = event.get("operationType") if isinstance(event, dict) else None
+    return Delivery(token, kind if isinstance(kind, str) else None, event)
+
+
+def sse_events(batch: list[Delivery]) -> bytes:
+    r"""One chunk holding a batch of SSE events.
+
+    Examples:
+        >>> sse_events([Delivery("82ab", "insert", {"_id": 1})])
+        b'id: 82ab\nevent: insert\ndata: {"_id": 1}\n\n'
+    """
+    parts: list[str] = []
+    dumps = extjson.dumps
+    for item in batch:
+        if item.operation_type is None:
+            parts.append(f"id: {item.token}\ndata: {dumps(item.document)}\n\n")
+        else:
+            parts.append(f"id: {item.token}\nevent: {item.operation_type}\ndata: {dumps(item.document)}\n\n")
+    return "".join(parts).encode()
+
+
+def sse_position(token: str) -> bytes:
+    r"""The opening frame: the reconnect delay and the stream's start position, with no event.
+
+    Examples:
+        >>> sse_position("82ab")
+        b'retry: 2000\nid: 82ab\n\n'
+    """
+    return f"retry: {SSE_RETRY_MS}\nid: {token}\n\n".encode()
+
+
+def sse_end(end: StreamEnd) -> bytes:
+    """The closing ``error`` event."""
+    return f"event: error\ndata: {json.dumps(end.to_document())}\n\n".encode()
+
+
+def ws_event(item: Delivery) -> str:
+    """One WebSocket message for one event."""
+    return extjson.dumps(
+        {"type": "change", "id": item.token, "operationType": item.operation_type, "change": item.document}
+    )
+
+
+def ws_end(end: StreamEnd) -> str:
+    """The WebSocket message that ends a stream."""
+    return json.dumps({"type": "error", **end.to_document()})
