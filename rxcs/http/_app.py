@@ -18,7 +18,7 @@ import contextlib
 import hmac
 import importlib.resources
 import math
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, final
 
@@ -30,15 +30,15 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
+from rxcs import extjson
 from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, RxcsError
 from rxcs.http._params import ACCESS_TOKEN_PARAMETER, BadRequest, WatchRequest, from_message, from_query
 from rxcs.http._sse import (
     SSE_HEARTBEAT,
-    Delivery,
+    FrameCache,
     StreamEnd,
-    delivery,
     sse_end,
-    sse_events,
+    sse_event,
     sse_position,
     ws_end,
     ws_event,
@@ -79,7 +79,7 @@ class _Sink(Protocol):
     """Where a session's events go: an SSE response or a WebSocket."""
 
     async def open(self, token: str) -> None: ...
-    async def events(self, batch: list[Delivery]) -> None: ...
+    async def events(self, batch: list[Any]) -> None: ...
     async def heartbeat(self) -> None: ...
     async def close(self, end: StreamEnd | None) -> None: ...
 
@@ -109,10 +109,11 @@ class _Session:
     """One watcher: its change stream, the deadline of what it waits for, and why it ends."""
 
     def __init__(
-        self, app: ChangeStreamApp, stream: AsyncChangeStream, *, client: str, description: str
+        self, app: ChangeStreamApp, stream: AsyncChangeStream, *, shape: Hashable, client: str, description: str
     ) -> None:
         self._app = app
         self.stream = stream
+        self.shape = shape
         self.client = client
         self.description = description
         self.last_event_id = str(stream.resume_token)
@@ -120,6 +121,7 @@ class _Session:
         self._ending: StreamEnd | None = None
         self._deadline: asyncio.Timeout | None = None
         self._finished = asyncio.Event()
+        self.app_frames = app.frames
 
     def stop(self, end: StreamEnd) -> None:
         """Ask the session to end with ``end``; it wakes from whatever it waits for."""
@@ -180,7 +182,7 @@ class _Session:
             else:
                 sent = await self._send(sink.events(batch))
                 if sent:
-                    self.last_event_id = batch[-1].token
+                    self.last_event_id = str(self.stream.resume_token)
                     self.delivered += len(batch)
             if not sent:
                 return self._ending or self._too_slow()
@@ -199,7 +201,7 @@ class _Session:
             True, self.last_event_id,
         )
 
-    async def _take(self) -> list[Delivery] | None:
+    async def _take(self) -> list[Any] | None:
         """The next batch of events, or None when none came within the heartbeat interval."""
         stream = self.stream
         if not stream.statistics().buffered:
@@ -213,11 +215,9 @@ class _Session:
                 self._deadline = None
         else:
             first = await anext(stream)
-        batch = [delivery(first, str(stream.resume_token))]
+        batch = [first]
         # Buffered events are handed over without suspending: take them all in one write.
-        for _ in range(min(stream.statistics().buffered, MAX_BATCH - 1)):
-            event = await anext(stream)
-            batch.append(delivery(event, str(stream.resume_token)))
+        batch.extend([await anext(stream) for _ in range(min(stream.statistics().buffered, MAX_BATCH - 1))])
         return batch
 
     async def _send(self, sending: Awaitable[None], timeout: float | None = None) -> bool:
@@ -239,16 +239,19 @@ class _Session:
 class _SSESink:
     """Events as ``text/event-stream`` on a raw ASGI ``send``."""
 
-    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]], frames: FrameCache, shape: Hashable) -> None:
         self._send = send
         self._headers = headers
+        self._frames = frames
+        self._shape = ("sse", shape)
 
     async def open(self, token: str) -> None:
         await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
         await self._body(sse_position(token))
 
-    async def events(self, batch: list[Delivery]) -> None:
-        await self._body(sse_events(batch))
+    async def events(self, batch: list[Any]) -> None:
+        frame, shape = self._frames.frame, self._shape
+        await self._body(b"".join([frame(shape, event, sse_event) for event in batch]))
 
     async def heartbeat(self) -> None:
         await self._body(SSE_HEARTBEAT)
@@ -284,7 +287,7 @@ class _EventStreamResponse(Response):
 
         listener = asyncio.create_task(listen())
         try:
-            await session.run(_SSESink(send, self.raw_headers))
+            await session.run(_SSESink(send, self.raw_headers, session.app_frames, session.shape))
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -295,16 +298,18 @@ class _EventStreamResponse(Response):
 class _WebSocketSink:
     """Events as one JSON message each on a WebSocket."""
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, frames: FrameCache, shape: Hashable) -> None:
         self._websocket = websocket
+        self._frames = frames
+        self._shape = ("ws", shape)
 
     async def open(self, token: str) -> None:
         await self._websocket.send_text(f'{{"type": "started", "id": "{token}"}}')
 
-    async def events(self, batch: list[Delivery]) -> None:
-        send = self._websocket.send_text
-        for item in batch:
-            await send(ws_event(item))
+    async def events(self, batch: list[Any]) -> None:
+        send, frame, shape = self._websocket.send_text, self._frames.frame, self._shape
+        for event in batch:
+            await send(frame(shape, event, ws_event))
 
     async def heartbeat(self) -> None:
         await self._websocket.send_text('{"type": "heartbeat"}')
@@ -354,6 +359,7 @@ class ChangeStreamApp(Starlette):
         self._served = 0
         self._refused = 0
         self._slow_clients = 0
+        self.frames = FrameCache()
         self._page_html = importlib.resources.files("rxcs.http").joinpath("_page.html").read_text(encoding="utf-8")
 
     def statistics(self) -> ServerStatistics:
@@ -436,7 +442,8 @@ class ChangeStreamApp(Starlette):
             return self._refuse(400, "bad_request", str(exc))
         db, collection = arguments["db"], arguments["collection"]
         description = "*" if db is None else db if collection is None else f"{db}.{collection}"
-        session = _Session(self, stream, client=client, description=description)
+        shape = extjson.dumps({**arguments, "resume_after": None, "start_after": None})  # what shapes the events
+        session = _Session(self, stream, shape=shape, client=client, description=description)
         self._sessions.add(session)
         self._served += 1
         log.info("http watcher opened", stream=description, client=client, token=session.last_event_id)
@@ -512,7 +519,7 @@ class ChangeStreamApp(Starlette):
 
         listener = asyncio.create_task(listen())
         try:
-            await session.run(_WebSocketSink(websocket))
+            await session.run(_WebSocketSink(websocket, session.app_frames, session.shape))
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

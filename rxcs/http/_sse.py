@@ -9,7 +9,9 @@ its stream started, so a reconnect before the first event loses nothing.
 
 from __future__ import annotations
 
+import collections
 import json
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Final, final
 
@@ -17,7 +19,8 @@ from rxcs import extjson
 from rxcs.events import ChangeEvent
 
 __all__ = [
-    "Delivery", "StreamEnd", "delivery", "sse_end", "sse_events", "sse_position", "ws_end", "ws_event",
+    "Delivery", "FrameCache", "StreamEnd", "delivery", "event_key", "sse_end", "sse_event", "sse_position",
+    "ws_end", "ws_event",
 ]
 
 SSE_HEARTBEAT: Final = b": heartbeat\n\n"
@@ -60,21 +63,58 @@ def delivery(event: Any, token: str) -> Delivery:
     return Delivery(token, kind if isinstance(kind, str) else None, event)
 
 
-def sse_events(batch: list[Delivery]) -> bytes:
-    r"""One chunk holding a batch of SSE events.
+def event_key(event: Any) -> Hashable:
+    """What names an event within one stream shape: its token (its ``_id._data`` once reshaped)."""
+    if isinstance(event, ChangeEvent):
+        return event.id
+    identity = event.get("_id") if isinstance(event, dict) else None
+    return identity.get("_data") if isinstance(identity, dict) else None
+
+
+def sse_event(event: Any) -> bytes:
+    r"""One SSE event.
 
     Examples:
-        >>> sse_events([Delivery("82ab", "insert", {"_id": 1})])
-        b'id: 82ab\nevent: insert\ndata: {"_id": 1}\n\n'
+        >>> import rxcs
+        >>> sse_event({"_id": {"_data": "82ab"}, "operationType": "insert"})
+        b'id: 82ab\nevent: insert\ndata: {"_id": {"_data": "82ab"}, "operationType": "insert"}\n\n'
     """
-    parts: list[str] = []
-    dumps = extjson.dumps
-    for item in batch:
-        if item.operation_type is None:
-            parts.append(f"id: {item.token}\ndata: {dumps(item.document)}\n\n")
-        else:
-            parts.append(f"id: {item.token}\nevent: {item.operation_type}\ndata: {dumps(item.document)}\n\n")
-    return "".join(parts).encode()
+    item = delivery(event, _token_text(event))
+    data = extjson.dumps(item.document)
+    if item.operation_type is None:
+        return f"id: {item.token}\ndata: {data}\n\n".encode()
+    return f"id: {item.token}\nevent: {item.operation_type}\ndata: {data}\n\n".encode()
+
+
+def _token_text(event: Any) -> str:
+    if isinstance(event, ChangeEvent):
+        return str(event.id)
+    return str(event["_id"]["_data"])
+
+
+@final
+class FrameCache:
+    """The formatted frames of recent events, shared by every watcher of the same stream shape.
+
+    A hundred watchers of one collection would otherwise serialize each
+    event a hundred times; the events are the same, so the frames are too.
+    Bounded: the oldest frames go first.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._frames: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+
+    def frame(self, shape: Hashable, event: Any, render: Callable[[Any], Any]) -> Any:
+        """The frame of ``event`` for watchers of ``shape``, rendered once."""
+        key = (shape, event_key(event))
+        frames = self._frames
+        found = frames.get(key)
+        if found is None:
+            found = frames[key] = render(event)
+            if len(frames) > self._size:
+                frames.popitem(last=False)
+        return found
 
 
 def sse_position(token: str) -> bytes:
@@ -92,8 +132,9 @@ def sse_end(end: StreamEnd) -> bytes:
     return f"event: error\ndata: {json.dumps(end.to_document())}\n\n".encode()
 
 
-def ws_event(item: Delivery) -> str:
+def ws_event(event: Any) -> str:
     """One WebSocket message for one event."""
+    item = delivery(event, _token_text(event))
     return extjson.dumps(
         {"type": "change", "id": item.token, "operationType": item.operation_type, "change": item.document}
     )
