@@ -27,9 +27,9 @@ def serve(oplog: rxcs.Oplog) -> Iterator[Callable[..., Served]]:
     with_threads = set(threading.enumerate())
     stack: list[Any] = []
 
-    def start(**options: Any) -> Served:
+    def start(send_buffer: int | None = None, **options: Any) -> Served:
         options.setdefault("heartbeat", 5.0)
-        manager = running(create_app(oplog, **options))
+        manager = running(create_app(oplog, **options), send_buffer=send_buffer)
         served = manager.__enter__()
         stack.append(manager)
         return served

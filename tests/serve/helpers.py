@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,9 +34,15 @@ class Served:
 
 
 @contextmanager
-def running(app: ChangeStreamApp) -> Iterator[Served]:
-    """Run ``app`` with uvicorn in a thread on 127.0.0.1 and a free port; stop it and check it stopped."""
+def running(app: ChangeStreamApp, *, send_buffer: int | None = None) -> Iterator[Served]:
+    """Run ``app`` with uvicorn in a thread on 127.0.0.1 and a free port; stop it and check it stopped.
+
+    ``send_buffer`` fixes the kernel's send buffer of every accepted connection (they inherit it
+    from the listening socket), so that a client that stops reading stalls the server quickly.
+    """
     sock = listen("127.0.0.1", 0)
+    if send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     port = sock.getsockname()[1]
     server = ChangeStreamServer(app)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-http-server")
