@@ -334,6 +334,7 @@ class ChangeStreamApp(Starlette):
         *,
         token: str | None,
         allowed_origins: Sequence[str] | None,
+        allowed_hosts: Sequence[str] | None,
         max_watchers: int,
         buffer_size: int,
         heartbeat: float,
@@ -354,6 +355,7 @@ class ChangeStreamApp(Starlette):
         self.send_timeout = send_timeout
         self._token = token
         self._origins = frozenset(origin.rstrip("/") for origin in allowed_origins or ())
+        self._hosts = None if allowed_hosts is None else frozenset(host.lower() for host in allowed_hosts)
         self._sessions: set[_Session] = set()
         self._closing = False
         self._served = 0
@@ -385,7 +387,11 @@ class ChangeStreamApp(Starlette):
     # -- checks ------------------------------------------------------------------------
 
     def _refusal(self, connection: HTTPConnection) -> _Refusal | None:
-        """The response refusing this connection (auth, origin), or None when it may proceed."""
+        """The response refusing this connection (host, auth, origin), or None when it may proceed."""
+        if self._hosts is not None:
+            host = _host_name(connection.headers.get("host", ""))
+            if host not in self._hosts:
+                return self._refuse(421, "host_not_allowed", f"this server does not answer for host {host!r}")
         if self._token is not None:
             given = connection.query_params.get(ACCESS_TOKEN_PARAMETER)
             scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
@@ -532,6 +538,14 @@ async def _ws_fail(websocket: WebSocket, code: str, message: str, *, resumable: 
         await websocket.close(_WS_CLOSE_CODES.get(code, 1008))
 
 
+def _host_name(host_header: str) -> str:
+    """The host of a Host header, without its port: ``[::1]:8765`` -> ``::1``."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def _client_name(connection: HTTPConnection) -> str:
     client = connection.client
     return "?" if client is None else f"{client.host}:{client.port}"
@@ -571,6 +585,7 @@ def create_app(
     *,
     token: str | None = None,
     allowed_origins: Sequence[str] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
     max_watchers: int = 256,
     buffer_size: int = 1000,
     heartbeat: float = 15.0,
@@ -582,6 +597,9 @@ def create_app(
     ``Authorization: Bearer TOKEN`` or ``access_token=TOKEN`` (browsers
     cannot set headers on EventSource or WebSocket). ``allowed_origins``:
     browser origins besides the server's own that may watch (``"*"``: any).
+    ``allowed_hosts``: when given, the only names the ``Host`` header may
+    carry (a defence against DNS rebinding; ``serve()`` sets the loopback
+    names when it binds to loopback).
     ``max_watchers``: streams served at once; beyond, 503. ``buffer_size``:
     events buffered per watcher. ``heartbeat``: seconds of quiet before a
     keep-alive. ``send_timeout``: seconds a client may take to accept a
@@ -606,6 +624,7 @@ def create_app(
             raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
     return ChangeStreamApp(
         oplog, token=token.strip() if token is not None else None, allowed_origins=allowed_origins,
+        allowed_hosts=allowed_hosts,
         max_watchers=max_watchers, buffer_size=buffer_size, heartbeat=float(heartbeat),
         send_timeout=float(send_timeout),
     )

@@ -18,9 +18,11 @@ import uvicorn
 from rxcs.http._app import ChangeStreamApp, create_app
 from rxcs.oplog.base import Oplog
 
-__all__ = ["ChangeStreamServer", "is_loopback", "listen", "serve"]
+__all__ = ["LOOPBACK_NAMES", "ChangeStreamServer", "is_loopback", "listen", "serve"]
 
 log = structlog.get_logger("rxcs")
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def is_loopback(host: str) -> bool:
@@ -86,6 +88,10 @@ def serve(
     """
     if token is None and not is_loopback(host):
         raise ValueError(f"serving on {host} (not loopback) needs a bearer token (--token-file)")
+    # On loopback, answer only to loopback names: a page whose DNS name was rebound to 127.0.0.1
+    # would otherwise pass as same-origin.
+    hosts = [*LOOPBACK_NAMES, host.strip("[]").lower()] if is_loopback(host) else None
+    app_options.setdefault("allowed_hosts", hosts)
     app = create_app(oplog, token=token, allowed_origins=allowed_origins, **app_options)
     sock = listen(host, port)
     bound_host, bound_port = sock.getsockname()[:2]

@@ -80,6 +80,19 @@ class TestOrigins:
         assert response.headers["access-control-allow-origin"] == "https://dash.example.org"
 
 
+class TestHosts:
+    def test_a_rebound_dns_name_is_refused_on_loopback(self, serve: Callable[..., Served]) -> None:
+        """With allowed_hosts (as serve() sets on loopback), a foreign Host header gets 421, even same-origin."""
+        served = serve(allowed_hosts=["localhost", "127.0.0.1", "::1"])
+        rebound = {"Host": "attacker.example:8765", "Origin": "http://attacker.example:8765"}
+        response = httpx.get(f"{served.url}/oplog", headers=rebound, timeout=10)
+        assert response.status_code == 421
+        assert response.json()["error"] == "host_not_allowed"
+        assert httpx.get(f"{served.url}/oplog", timeout=10).status_code == 200
+        named = httpx.get(f"{served.url}/oplog", headers={"Host": "localhost:1"}, timeout=10)
+        assert named.status_code == 200
+
+
 class TestWatcherCap:
     def test_watchers_beyond_the_cap_get_503(self, serve: Callable[..., Served], oplog: rxcs.Oplog) -> None:
         """max_watchers streams are served at once; one more is told to retry later, and served after."""
