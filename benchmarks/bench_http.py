@@ -1,6 +1,7 @@
 """HTTP fan-out benchmark: many SSE watchers on one oplog, a burst of events, every event checked.
 
 Run: python -m benchmarks.bench_http [--watchers 100] [--events 10000] [--backend memory|file]
+                                     [--steady-rate 500] [--steady-events 2500]
 
 The server (``rxcs.http``, uvicorn) runs in this process on a free loopback
 port; the watchers are real HTTP clients (httpx, one asyncio loop) in a
@@ -11,7 +12,10 @@ Each watcher checks it received every event, in order, exactly once.
 
 Printed: delivered events/s (all watchers together, from the first write to
 the last event received), and the delivery latency (write to receipt, over
-every event of every watcher) p50 / p99 / max.
+every event of every watcher) p50 / p99 / max. The burst measures
+throughput (its latency is mostly queueing: the last event waits for the
+million deliveries before it); a second run at a steady rate the server
+keeps up with measures the latency a live dashboard sees.
 """
 
 from __future__ import annotations
@@ -101,8 +105,10 @@ def _client_main(url: str, watchers: int, events: int) -> None:
 # -- the server's process -----------------------------------------------------------------
 
 
-def run(watchers: int, events: int, backend: str, buffer_size: int = 1000) -> dict[str, Any]:
-    """Serve, start the watchers, write the burst; return the figures."""
+def run(
+    watchers: int, events: int, backend: str, buffer_size: int = 1000, rate: float | None = None
+) -> dict[str, Any]:
+    """Serve, start the watchers, write the events (a burst, or ``rate`` per second); return the figures."""
     from rxcs.http import ChangeStreamServer, create_app
     from rxcs.http._server import listen
 
@@ -131,6 +137,8 @@ def run(watchers: int, events: int, backend: str, buffer_size: int = 1000) -> di
                     time.sleep(0.01)
                 start = time.time()
                 for i in range(events):
+                    if rate is not None and (ahead := start + i / rate - time.time()) > 0:
+                        time.sleep(ahead)
                     oplog.insert("bench", "burst", {"_id": i, "written": time.time(), "name": f"user{i}"})
                 written = time.time()
                 line = client.stdout.readline()
@@ -153,22 +161,39 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--backend", choices=["memory", "file"], default="memory")
     parser.add_argument("--buffer-size", type=int, default=1000, help="events buffered per watcher (default 1000)")
+    parser.add_argument(
+        "--steady-rate", type=float, default=500.0,
+        help="events/s of the steady-rate latency run (default 500; 0 skips it)",
+    )
+    parser.add_argument("--steady-events", type=int, default=2500, help="events of the steady-rate run")
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
         _client_main(args.client, args.watchers, args.events)
         return
+    complete = True
     result = run(args.watchers, args.events, args.backend, args.buffer_size)
-    complete = result["in_order"] == args.watchers and result["delivered"] == args.watchers * args.events
-    print(f"rxcs.http fan-out: {args.watchers} SSE watchers x {args.events} events ({args.backend} oplog)")
-    print(f"  every event, in order, at every watcher: {'yes' if complete else 'NO'}"
-          f" ({result['in_order']}/{args.watchers} watchers complete and in order)")
-    print(f"  burst written in {result['write_s']:.2f} s")
-    print(f"  delivered: {result['events_per_s']:,.0f} events/s")
-    print(f"  latency (write to receipt): p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms,"
-          f" max {result['max_ms']:.0f} ms")
+    complete &= _report(f"burst of {args.events:,} events", args.watchers, args.events, result)
+    if args.steady_rate > 0:
+        result = run(args.watchers, args.steady_events, args.backend, args.buffer_size, rate=args.steady_rate)
+        complete &= _report(
+            f"steady {args.steady_rate:,.0f} events/s, {args.steady_events:,} events",
+            args.watchers, args.steady_events, result,
+        )
     if not complete:
         raise SystemExit(1)
+
+
+def _report(title: str, watchers: int, events: int, result: dict[str, Any]) -> bool:
+    complete: bool = result["in_order"] == watchers and result["delivered"] == watchers * events
+    print(f"rxcs.http fan-out, {title}, {watchers} SSE watchers")
+    print(f"  every event, in order, at every watcher: {'yes' if complete else 'NO'}"
+          f" ({result['in_order']}/{watchers} watchers complete and in order)")
+    print(f"  written in {result['write_s']:.2f} s; delivered {result['events_per_s']:,.0f} events/s"
+          f" ({result['delivered']:,} deliveries)")
+    print(f"  latency (write to receipt): p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms,"
+          f" max {result['max_ms']:.1f} ms")
+    return complete
 
 
 if __name__ == "__main__":
