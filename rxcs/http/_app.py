@@ -149,7 +149,8 @@ class _Session:
         except _ClientGone:
             end = _GONE
         finally:
-            await self.stream.close()
+            # Shielded: a cancelled request (a forced shutdown) must still release its stream.
+            await asyncio.shield(self.stream.close())
             app._sessions.discard(self)
             self._finished.set()
             log.info(
@@ -482,10 +483,16 @@ class ChangeStreamApp(Starlette):
         refusal = self._refusal(request)
         if refusal is not None:
             return refusal.response()
+        names = [name for name, _ in request.query_params.multi_items()]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            return self._refuse(400, "bad_request", f"parameter {repeated[0]!r} is given more than once").response()
         try:
             wanted = from_query(request.query_params, request.headers.get("last-event-id"))
         except BadRequest as exc:
             return self._refuse(400, "bad_request", str(exc)).response()
+        if request.method == "HEAD":  # the headers a stream would have, and no stream
+            return Response(media_type="text/event-stream", headers={"cache-control": "no-cache"})
         opened = self._open_stream(wanted, _client_name(request))
         if isinstance(opened, _Refusal):
             return opened.response()
@@ -616,6 +623,9 @@ def create_app(
         raise TypeError(f"create_app() needs an Oplog (rxcs.open_oplog), not {type(oplog).__name__}")
     if token is not None and (not isinstance(token, str) or not token.strip()):
         raise ValueError("token must be a non-empty string")
+    for name, names in (("allowed_origins", allowed_origins), ("allowed_hosts", allowed_hosts)):
+        if isinstance(names, str):
+            raise TypeError(f"{name} must be a list of strings, not one string ({names!r})")
     for name, value in (("max_watchers", max_watchers), ("buffer_size", buffer_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, not {value!r}")

@@ -108,3 +108,23 @@ class TestLivePage:
         page.screenshot(path=str(screenshot), full_page=True)
         print(f"screenshot of the live page: {screenshot}")
         assert screenshot.stat().st_size > 10_000
+
+    def test_a_server_with_a_token_makes_the_page_ask_for_it(
+        self, serve: Callable[..., Served], oplog: rxcs.Oplog, page: Any
+    ) -> None:
+        """Without a token the stream is refused; the page asks for it, then streams with it."""
+        served = serve(token="page-s3cret")
+        asked: list[str] = []
+
+        def answer(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept("page-s3cret")
+
+        page.on("dialog", answer)
+        page.goto(f"{served.url}/")
+        page.wait_for_selector("#status[data-state='live']", timeout=15_000)
+        oplog.insert("shop", "users", {"_id": "with-token"})
+        expect(page.locator("#events tr")).to_have_count(1)
+        assert asked == ["This server needs a bearer token:"]
+        assert "with-token" in _rows(page)[0]
+        assert served.app.statistics().refused >= 1

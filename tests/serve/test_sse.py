@@ -215,6 +215,22 @@ class TestBadRequests:
         assert message in body["message"]
         assert served.app.statistics().watchers == 0
 
+    def test_a_repeated_parameter_is_refused(self, serve: Callable[..., Served]) -> None:
+        """db=a&db=b is ambiguous: 400 rather than silently watching one of them."""
+        served = serve()
+        response = httpx.get(f"{served.url}/watch?db=a&db=b", timeout=10)
+        assert response.status_code == 400
+        assert "'db' is given more than once" in response.json()["message"]
+
+    def test_head_answers_the_headers_without_opening_a_stream(self, serve: Callable[..., Served]) -> None:
+        """HEAD /watch checks a request (auth, parameters) and opens no stream."""
+        served = serve()
+        response = httpx.head(f"{served.url}/watch", params={"db": "shop"}, timeout=10)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert httpx.head(f"{served.url}/watch", params={"pipeline": "[x"}, timeout=10).status_code == 400
+        assert served.app.statistics().served == 0
+
     def test_a_token_of_another_oplog_is_refused(self, serve: Callable[..., Served]) -> None:
         """A well-formed token from a different oplog is an invalid_resume_token, not a silent restart."""
         served = serve()
@@ -268,3 +284,26 @@ class TestOplogAndPage:
             assert served.app.statistics().watchers == 1
         wait_for(lambda: served.app.statistics().watchers == 0, what="the watcher to be released")
         assert served.app.statistics().served == 1
+
+
+class TestCreateApp:
+    @pytest.mark.parametrize(
+        ("options", "error"),
+        [
+            ({"token": "  "}, ValueError),
+            ({"max_watchers": 0}, ValueError),
+            ({"buffer_size": True}, ValueError),
+            ({"heartbeat": 0}, ValueError),
+            ({"send_timeout": float("inf")}, ValueError),
+            ({"allowed_origins": "https://one.example"}, TypeError),
+        ],
+    )
+    def test_bad_options_raise_at_once(self, oplog: rxcs.Oplog, options: dict[str, object], error: type) -> None:
+        """create_app() checks its options before anything is served."""
+        with pytest.raises(error):
+            create_app(oplog, **options)  # type: ignore[arg-type]
+
+    def test_it_needs_an_oplog(self) -> None:
+        """Passing something else than an Oplog is a TypeError naming what was given."""
+        with pytest.raises(TypeError, match="needs an Oplog"):
+            create_app("data/oplog")  # type: ignore[arg-type]
