@@ -121,7 +121,7 @@ class _Session:
         self._ending: StreamEnd | None = None
         self._deadline: asyncio.Timeout | None = None
         self._finished = asyncio.Event()
-        self.app_frames = app.frames
+        self.frames = app.frames
 
     def stop(self, end: StreamEnd) -> None:
         """Ask the session to end with ``end``; it wakes from whatever it waits for."""
@@ -288,7 +288,7 @@ class _EventStreamResponse(Response):
 
         listener = asyncio.create_task(listen())
         try:
-            await session.run(_SSESink(send, self.raw_headers, session.app_frames, session.shape))
+            await session.run(_SSESink(send, self.raw_headers, session.frames, session.shape))
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -532,7 +532,7 @@ class ChangeStreamApp(Starlette):
 
         listener = asyncio.create_task(listen())
         try:
-            await session.run(_WebSocketSink(websocket, session.app_frames, session.shape))
+            await session.run(_WebSocketSink(websocket, session.frames, session.shape))
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
