@@ -12,6 +12,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 import rxcs
+from rxcs.http import serve as serve_forever
+from rxcs.http._server import is_loopback
 
 from .helpers import Served, sse, wait_for
 
@@ -53,6 +55,22 @@ class TestBearerToken:
         with pytest.raises(InvalidStatus) as refused:
             connect(f"{served.url.replace('http', 'ws')}/ws/watch", open_timeout=10)
         assert refused.value.response.status_code == 401
+
+
+class TestServe:
+    def test_serving_beyond_loopback_needs_a_token(self, oplog: rxcs.Oplog) -> None:
+        """serve() refuses a non-loopback address without a token, before binding anything."""
+        with pytest.raises(ValueError, match="needs a bearer token"):
+            serve_forever(oplog, host="0.0.0.0", port=0)
+
+    @pytest.mark.parametrize(
+        ("host", "loopback"),
+        [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True), ("localhost", True),
+         ("0.0.0.0", False), ("::", False), ("192.168.1.2", False), ("example.org", False)],
+    )
+    def test_loopback_addresses_are_recognised(self, host: str, loopback: bool) -> None:
+        """Only 127.0.0.0/8, ::1 and localhost count as loopback."""
+        assert is_loopback(host) is loopback
 
 
 class TestOrigins:

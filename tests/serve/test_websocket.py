@@ -107,3 +107,18 @@ class TestWebSocketWatch:
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1008
         assert served.app.statistics().watchers == 0
+
+    def test_heartbeats_while_idle_and_the_cap_closes_with_1013(self, serve: Callable[..., Served]) -> None:
+        """A quiet socket gets heartbeat messages; a watcher beyond the cap gets too_many_watchers, code 1013."""
+        served = serve(heartbeat=0.1, max_watchers=1)
+        with _open(served, {}) as first:
+            assert _next(first)["type"] == "started"
+            assert _next(first) == {"type": "heartbeat"}
+            with _open(served, {}) as second:
+                refused = _next(second)
+                with pytest.raises(ConnectionClosed) as closed:
+                    second.recv(timeout=10)
+        assert refused["code"] == "too_many_watchers"
+        assert refused["resumable"] is True
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1013
