@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -169,6 +171,26 @@ class TestStreamEnds:
         assert error["resumable"] is False
         assert error["lastEventId"] == frames[2].id
         assert rxcs.ResumeToken.parse(error["lastEventId"]).invalidate
+
+    def test_history_lost_mid_stream_is_an_error_event(self, serve: Callable[..., Served], oplog: rxcs.Oplog) -> None:
+        """A stream paused behind a stalled client, then trimmed past: its events, then error history_lost."""
+        served = serve(buffer_size=10, send_buffer=65536, send_timeout=30)
+        small = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)])
+        with httpx.Client(transport=small, timeout=httpx.Timeout(30.0)) as client:
+            with sse(f"{served.url}/watch", client=client) as reader:
+                reader.frame()
+                for i in range(500):
+                    oplog.insert("shop", "users", {"_id": i, "padding": "x" * 4000})
+                time.sleep(0.5)  # the stream fills its buffer and pauses behind the stalled client
+                oplog.trim(before_op_id=oplog.last_op_id)
+                frames = reader.rest()
+        assert frames[-1].event == "error"
+        assert frames[-1].data["code"] == "history_lost"
+        assert frames[-1].data["resumable"] is False
+        keys = [frame.data["documentKey"]["_id"] for frame in frames[:-1]]
+        assert keys == list(range(len(keys)))
+        assert 0 < len(keys) < 500
+        assert frames[-1].data["lastEventId"] == frames[-2].id
 
     def test_a_token_older_than_the_history_is_a_410(
         self, serve: Callable[..., Served], oplog: rxcs.Oplog
