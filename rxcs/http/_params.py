@@ -127,7 +127,9 @@ line 1 column 3 (char 2))
         if flag is None:
             raise BadRequest("show_expanded_events must be true or false")
         fields["show_expanded_events"] = flag
-    if last_event_id:
+    if last_event_id and last_event_id != fields.get("start_after"):
+        # Equal to start_after, it is the opening frame's id of a stream started there: keep start_after,
+        # since resume_after an invalidate token is refused.
         fields.pop("start_after", None)
         fields["resume_after"] = last_event_id
     return WatchRequest(**fields)

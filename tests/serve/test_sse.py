@@ -141,6 +141,26 @@ class TestResume:
             frame = reader.event()
         assert frame.data["documentKey"] == {"_id": 3}
 
+    def test_start_after_an_invalidate_survives_a_reconnect_before_the_first_event(
+        self, serve: Callable[..., Served], oplog: rxcs.Oplog
+    ) -> None:
+        """start_after=<invalidate> opens at that token; reconnecting with it as Last-Event-ID still works."""
+        served = serve()
+        with sse(f"{served.url}/watch", db="shop", collection="users") as reader:
+            oplog.drop_collection("shop", "users")
+            invalidate = next(frame for frame in reader.rest() if frame.event == "invalidate").id
+        assert invalidate is not None
+        with sse(f"{served.url}/watch", db="shop", collection="users", start_after=invalidate) as reader:
+            opening = reader.frame().id
+        assert opening == invalidate
+        oplog.insert("shop", "users", {"_id": "recreated"})
+        with sse(
+            f"{served.url}/watch", headers={"Last-Event-ID": opening}, db="shop", collection="users",
+            start_after=invalidate,
+        ) as reader:
+            frame = reader.event()
+        assert frame.data["documentKey"] == {"_id": "recreated"}
+
     def test_the_opening_position_resumes_a_client_that_saw_no_event(
         self, serve: Callable[..., Served], oplog: rxcs.Oplog
     ) -> None:
