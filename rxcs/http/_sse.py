@@ -98,22 +98,30 @@ class FrameCache:
 
     A hundred watchers of one collection would otherwise serialize each
     event a hundred times; the events are the same, so the frames are too.
-    Bounded: the oldest frames go first.
+    Bounded by total size: the oldest frames go first.
+
+    Examples:
+        >>> cache = FrameCache(max_bytes=100)
+        >>> event = {"_id": {"_data": "82ab"}}
+        >>> cache.frame("shape", event, sse_event) is cache.frame("shape", event, sse_event)
+        True
     """
 
-    def __init__(self, size: int = 20_000) -> None:
-        self._size = size
-        self._frames: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._frames: collections.OrderedDict[Hashable, bytes | str] = collections.OrderedDict()
 
-    def frame(self, shape: Hashable, event: Any, render: Callable[[Any], Any]) -> Any:
+    def frame(self, shape: Hashable, event: Any, render: Callable[[Any], bytes | str]) -> Any:
         """The frame of ``event`` for watchers of ``shape``, rendered once."""
         key = (shape, event_key(event))
         frames = self._frames
         found = frames.get(key)
         if found is None:
             found = frames[key] = render(event)
-            if len(frames) > self._size:
-                frames.popitem(last=False)
+            self._bytes += len(found)
+            while self._bytes > self._max_bytes and len(frames) > 1:
+                self._bytes -= len(frames.popitem(last=False)[1])
         return found
 
 
