@@ -1,4 +1,4 @@
-"""The ``rxcs`` command: a live demo, ``watch`` for any oplog, and oplog maintenance.
+"""The ``rxcs`` command: a live demo, ``watch`` for any oplog, ``serve`` over HTTP, and oplog maintenance.
 
 Bad arguments, malformed JSON, a bad filter or token exit with status 2 and
 one line on stderr. Events go to stdout, one flushed line each; logs go to
@@ -81,6 +81,21 @@ def _build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--format", choices=["jsonl", "pretty"], default="jsonl")
     watch.add_argument("--count", type=int, default=None, help="exit after N events")
 
+    serve = commands.add_parser(
+        "serve", help="serve change streams over HTTP: Server-Sent Events, WebSocket and a live page"
+    )
+    serve.add_argument("location", help="oplog directory, or redis://host:port/db?stream=NAME")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, default=8765, help="port to bind (default 8765; 0: any free port)")
+    serve.add_argument(
+        "--token-file", metavar="FILE", help="require this bearer token (required when not on loopback)"
+    )
+    serve.add_argument(
+        "--allow-origin", action="append", default=[], metavar="ORIGIN",
+        help="a browser origin allowed besides the server's own, e.g. https://dash.example.org (repeatable)",
+    )
+    serve.add_argument("--max-watchers", type=int, default=256, help="streams served at once (default 256)")
+
     oplog = commands.add_parser("oplog", help="inspect and maintain an oplog (a directory or a Redis URL)")
     actions = oplog.add_subparsers(dest="action", required=True, parser_class=_Parser)
     where = "oplog directory, or redis://host:port/db?stream=NAME"
@@ -128,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "watch":
             return _watch(args)
+        if args.command == "serve":
+            return _serve(args)
         return _oplog(args)
     except UsageError as exc:
         _say(f"rxcs: error: {exc}", sys.stderr)
@@ -238,6 +255,51 @@ def _print_event(event: Any, form: str, out: TextIO) -> None:
     out.write(extjson.dumps(document, indent=2 if form == "pretty" else None))
     out.write("\n")
     out.flush()
+
+
+# -- serve ----------------------------------------------------------------------------
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--token-file {path}: cannot read it ({exc})") from None
+    if not token or len(token.split()) != 1:
+        raise UsageError(f"--token-file {path}: must hold one token on one line")
+    return token
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from rxcs import http
+        from rxcs.http._server import is_loopback
+    except ImportError as exc:
+        raise UsageError(f"rxcs serve needs the HTTP extra ({exc.name} is missing): install rxcs[http]") from None
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port must be between 0 and 65535")
+    if args.max_watchers < 1:
+        raise UsageError("--max-watchers must be positive")
+    if args.token_file is None and not is_loopback(args.host):
+        raise UsageError(f"--host {args.host} is not loopback: give --token-file so that clients must authenticate")
+    token = _read_token(args.token_file) if args.token_file is not None else None
+    location = args.location
+    if not location.startswith(("redis://", "rediss://", "unix://")) and not Path(location).is_dir():
+        raise UsageError(f"{location}: no oplog directory there")
+    try:
+        oplog = _open_for_reading(location)
+    except RxcsError as exc:
+        raise UsageError(f"{location}: {exc}") from None
+    with oplog:
+        try:
+            http.serve(
+                oplog, host=args.host, port=args.port, token=token, allowed_origins=args.allow_origin,
+                max_watchers=args.max_watchers,
+                on_ready=lambda url: _say(f"rxcs serve: {url} (Ctrl-C to stop)", sys.stdout),
+            )
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return 0
 
 
 # -- oplog maintenance ------------------------------------------------------------

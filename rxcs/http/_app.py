@@ -1,0 +1,640 @@
+"""The ASGI application: change streams over Server-Sent Events and WebSocket, a live page.
+
+Each watcher is one ``AsyncChangeStream`` (``watch(...).aiterate()``): its
+bounded buffer is the client's buffer, with the stream's own backpressure
+(``overflow="block"``: when the client falls behind, the stream stops reading
+the durable log and reads on once the client has caught up, so memory stays
+bounded and nothing is lost). Events leave in batches: everything buffered
+goes out in one write. A write the client does not take within
+``send_timeout`` seconds marks it too slow: it gets an ``error`` event with
+the resumable code ``slow_client`` and its last id (as soon as it reads
+again), and the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import importlib.resources
+import math
+from collections.abc import Awaitable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, final
+
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
+
+from rxcs import extjson
+from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, RxcsError
+from rxcs.http._params import ACCESS_TOKEN_PARAMETER, BadRequest, WatchRequest, from_message, from_query
+from rxcs.http._sse import (
+    SSE_HEARTBEAT,
+    FrameCache,
+    StreamEnd,
+    sse_end,
+    sse_event,
+    sse_position,
+    ws_end,
+    ws_event,
+)
+from rxcs.log import log
+from rxcs.oplog.base import Oplog
+from rxcs.stream import AsyncChangeStream, watch
+
+__all__ = ["ChangeStreamApp", "ServerStatistics", "create_app"]
+
+
+
+MAX_BATCH: Final = 512  # events per write: large enough to amortise a write, small enough to stay fair
+_WS_CLOSE_CODES: Final = {
+    "invalidated": 1000, "shutting_down": 1001, "history_lost": 1011, "stream_failed": 1011,
+    "slow_client": 1013, "too_many_watchers": 1013, "bad_request": 1008, "invalid_resume_token": 1008,
+}
+_GONE: Final = StreamEnd("client_gone", "the client went away", True, "")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ServerStatistics:
+    """The server's counters at one moment.
+
+    ``watchers``: streams open now. ``served``: streams opened since start.
+    ``refused``: requests turned away (auth, origin, bad parameters, the cap).
+    ``slow_clients``: watchers disconnected because they did not keep up.
+    """
+
+    watchers: int
+    max_watchers: int
+    served: int
+    refused: int
+    slow_clients: int
+
+
+class _Sink(Protocol):
+    """Where a session's events go: an SSE response or a WebSocket."""
+
+    async def open(self, token: str) -> None: ...
+    async def events(self, batch: list[Any]) -> None: ...
+    async def heartbeat(self) -> None: ...
+    async def close(self, end: StreamEnd | None) -> None: ...
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """A request turned away: the HTTP status, an error code, a sentence, extra headers."""
+
+    status: int
+    code: str
+    message: str
+    headers: dict[str, str] | None = None
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"error": self.code, "message": self.message}, status_code=self.status, headers=self.headers
+        )
+
+
+class _ClientGone(Exception):
+    """The client's connection is gone; nothing more can be sent."""
+
+
+@final
+class _Session:
+    """One watcher: its change stream, the deadline of what it waits for, and why it ends."""
+
+    def __init__(
+        self, app: ChangeStreamApp, stream: AsyncChangeStream[Any], *, shape: Hashable, client: str, description: str
+    ) -> None:
+        self._app = app
+        self.stream = stream
+        self.shape = shape
+        self.client = client
+        self.description = description
+        self.last_event_id = str(stream.resume_token)
+        self.delivered = 0
+        self._ending: StreamEnd | None = None
+        self._deadline: asyncio.Timeout | None = None
+        self._finished = asyncio.Event()
+        self.frames = app.frames
+
+    def stop(self, end: StreamEnd) -> None:
+        """Ask the session to end with ``end``; it wakes from whatever it waits for."""
+        if self._ending is None:
+            self._ending = end
+        deadline = self._deadline
+        if deadline is not None and not deadline.expired():
+            deadline.reschedule(asyncio.get_running_loop().time())
+
+    async def finished(self) -> None:
+        """Wait until the session has ended and released its stream."""
+        await self._finished.wait()
+
+    async def run(self, sink: _Sink) -> None:
+        """Stream events to ``sink`` until the stream ends, the client goes, or ``stop()``."""
+        app = self._app
+        end: StreamEnd | None = None
+        try:
+            if await self._send(sink.open(self.last_event_id)):
+                end = await self._pump(sink)
+            else:
+                end = self._ending or self._too_slow()
+            if end is not _GONE:
+                await self._send(sink.close(end), app.send_timeout if end.code != "shutting_down" else 1.0)
+        except _ClientGone:
+            end = _GONE
+        finally:
+            # Shielded: a cancelled request (a forced shutdown) must still release its stream.
+            await asyncio.shield(self.stream.close())
+            app._sessions.discard(self)
+            self._finished.set()
+            log.info(
+                "http watcher closed", stream=self.description, client=self.client,
+                reason=end.code if end is not None else "cancelled", delivered=self.delivered,
+                token=self.last_event_id,
+            )
+
+    async def _pump(self, sink: _Sink) -> StreamEnd:
+        while True:
+            if (requested := self._requested_end()) is not None:
+                return requested
+            try:
+                batch = await self._take()
+            except StopAsyncIteration:
+                return self._ending or StreamEnd(
+                    "invalidated",
+                    "the stream was invalidated (its collection or database was dropped or renamed); "
+                    "start_after its last id to watch what comes next",
+                    False, self.last_event_id,
+                )
+            except ChangeStreamHistoryLost as exc:
+                return StreamEnd("history_lost", str(exc), False, self.last_event_id)
+            except RxcsError as exc:
+                return StreamEnd("stream_failed", f"{type(exc).__name__}: {exc}", True, self.last_event_id)
+            if (requested := self._requested_end()) is not None:
+                return requested  # stop() woke the wait: what it asked for goes first
+            if batch is None:
+                sent = await self._send(sink.heartbeat())
+            else:
+                sent = await self._send(sink.events(batch))
+                if sent:
+                    self.last_event_id = str(self.stream.resume_token)
+                    self.delivered += len(batch)
+            if not sent:
+                return self._ending or self._too_slow()
+
+    def _requested_end(self) -> StreamEnd | None:
+        """The end ``stop()`` asked for, if any (a call, so that checks after an await are not narrowed away)."""
+        return self._ending
+
+    def _too_slow(self) -> StreamEnd:
+        self._app._slow_clients += 1
+        log.warning("http watcher too slow, disconnecting", stream=self.description, client=self.client)
+        return StreamEnd(
+            "slow_client",
+            f"the client did not take the events sent within {self._app.send_timeout} s; "
+            "reconnect with the last id to resume",
+            True, self.last_event_id,
+        )
+
+    async def _take(self) -> list[Any] | None:
+        """The next batch of events, or None when none came within the heartbeat interval."""
+        stream = self.stream
+        if not stream.statistics().buffered:
+            try:
+                async with asyncio.timeout(self._app.heartbeat) as deadline:
+                    self._deadline = deadline
+                    first = await anext(stream)
+            except TimeoutError:
+                return None
+            finally:
+                self._deadline = None
+        else:
+            first = await anext(stream)
+        batch = [first]
+        # Buffered events are handed over without suspending: take them all in one write.
+        batch.extend([await anext(stream) for _ in range(min(stream.statistics().buffered, MAX_BATCH - 1))])
+        return batch
+
+    async def _send(self, sending: Awaitable[None], timeout: float | None = None) -> bool:
+        """Await a write within the send timeout; False when it timed out or ``stop()`` cut it short."""
+        try:
+            async with asyncio.timeout(self._app.send_timeout if timeout is None else timeout) as deadline:
+                self._deadline = deadline
+                await sending
+        except TimeoutError:
+            return False
+        except (OSError, WebSocketDisconnect, WebSocketDisconnected):
+            raise _ClientGone from None
+        finally:
+            self._deadline = None
+        return True
+
+
+@final
+class _SSESink:
+    """Events as ``text/event-stream`` on a raw ASGI ``send``."""
+
+    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]], frames: FrameCache, shape: Hashable) -> None:
+        self._send = send
+        self._headers = headers
+        self._frames = frames
+        self._shape = ("sse", shape)
+
+    async def open(self, token: str) -> None:
+        await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
+        await self._body(sse_position(token))
+
+    async def events(self, batch: list[Any]) -> None:
+        frame, shape = self._frames.frame, self._shape
+        await self._body(b"".join([frame(shape, event, sse_event) for event in batch]))
+
+    async def heartbeat(self) -> None:
+        await self._body(SSE_HEARTBEAT)
+
+    async def close(self, end: StreamEnd | None) -> None:
+        if end is not None:
+            await self._body(sse_end(end))
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _body(self, chunk: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+@final
+class _EventStreamResponse(Response):
+    """The response of ``GET /watch``: runs the session, and stops it when the client disconnects."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, session: _Session, headers: dict[str, str]) -> None:
+        self.session = session
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session = self.session
+
+        async def listen() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            session.stop(_GONE)
+
+        listener = asyncio.create_task(listen())
+        try:
+            await session.run(_SSESink(send, self.raw_headers, session.frames, session.shape))
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+
+@final
+class _WebSocketSink:
+    """Events as one JSON message each on a WebSocket."""
+
+    def __init__(self, websocket: WebSocket, frames: FrameCache, shape: Hashable) -> None:
+        self._websocket = websocket
+        self._frames = frames
+        self._shape = ("ws", shape)
+
+    async def open(self, token: str) -> None:
+        await self._websocket.send_text(f'{{"type": "started", "id": "{token}"}}')
+
+    async def events(self, batch: list[Any]) -> None:
+        send, frame, shape = self._websocket.send_text, self._frames.frame, self._shape
+        for event in batch:
+            await send(frame(shape, event, ws_event))
+
+    async def heartbeat(self) -> None:
+        await self._websocket.send_text('{"type": "heartbeat"}')
+
+    async def close(self, end: StreamEnd | None) -> None:
+        if end is not None:
+            await self._websocket.send_text(ws_end(end))
+            await self._websocket.close(_WS_CLOSE_CODES.get(end.code, 1011))
+
+
+@final
+class ChangeStreamApp(Starlette):
+    """The ASGI app ``create_app()`` returns: a Starlette app that also tracks its watchers.
+
+    ``statistics()`` reports them; ``close_streams()`` ends every stream with
+    a resumable ``shutting_down`` error, for a graceful shutdown.
+    """
+
+    def __init__(
+        self,
+        oplog: Oplog,
+        *,
+        token: str | None,
+        allowed_origins: Sequence[str] | None,
+        allowed_hosts: Sequence[str] | None,
+        max_watchers: int,
+        buffer_size: int,
+        heartbeat: float,
+        send_timeout: float,
+    ) -> None:
+        super().__init__(
+            routes=[
+                Route("/", self._page, methods=["GET"]),
+                Route("/oplog", self._oplog_info, methods=["GET"]),
+                Route("/watch", self._watch_sse, methods=["GET"]),
+                WebSocketRoute("/ws/watch", self._watch_ws),
+            ]
+        )
+        self.oplog = oplog
+        self.max_watchers = max_watchers
+        self.buffer_size = buffer_size
+        self.heartbeat = heartbeat
+        self.send_timeout = send_timeout
+        self._token = token
+        self._origins = frozenset(origin.rstrip("/") for origin in allowed_origins or ())
+        self._hosts = None if allowed_hosts is None else frozenset(host.lower() for host in allowed_hosts)
+        self._sessions: set[_Session] = set()
+        self._closing = False
+        self._served = 0
+        self._refused = 0
+        self._slow_clients = 0
+        self.frames = FrameCache()
+        self._page_html = importlib.resources.files("rxcs.http").joinpath("_page.html").read_text(encoding="utf-8")
+
+    def statistics(self) -> ServerStatistics:
+        """A frozen record of the server's counters."""
+        return ServerStatistics(
+            watchers=len(self._sessions), max_watchers=self.max_watchers, served=self._served,
+            refused=self._refused, slow_clients=self._slow_clients,
+        )
+
+    async def close_streams(self, timeout: float = 5.0) -> None:
+        """End every stream with a resumable ``shutting_down`` error; refuse new ones from now on."""
+        self._closing = True
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.stop(StreamEnd(
+                "shutting_down", "the server is shutting down; reconnect with the last id to resume",
+                True, session.last_event_id,
+            ))
+        if sessions:
+            await asyncio.wait([asyncio.ensure_future(s.finished()) for s in sessions], timeout=timeout)
+            log.info("http watchers closed for shutdown", watchers=len(sessions))
+
+    # -- checks ------------------------------------------------------------------------
+
+    def _refusal(self, connection: HTTPConnection) -> _Refusal | None:
+        """The response refusing this connection (host, auth, origin), or None when it may proceed."""
+        if self._hosts is not None:
+            host = _host_name(connection.headers.get("host", ""))
+            if host not in self._hosts:
+                return self._refuse(421, "host_not_allowed", f"this server does not answer for host {host!r}")
+        if self._token is not None:
+            given = connection.query_params.get(ACCESS_TOKEN_PARAMETER)
+            scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
+            if scheme.lower() == "bearer":
+                given = credentials.strip()
+            if given is None or not hmac.compare_digest(given.encode(), self._token.encode()):
+                return self._refuse(
+                    401, "unauthorized",
+                    "a bearer token is required (Authorization: Bearer TOKEN, or access_token=TOKEN)",
+                    {"www-authenticate": 'Bearer realm="rxcs"'},
+                )
+        origin = connection.headers.get("origin")
+        if origin is not None and not self._origin_allowed(connection, origin):
+            return self._refuse(403, "origin_not_allowed", f"origin {origin} is not allowed")
+        return None
+
+    def _origin_allowed(self, connection: HTTPConnection, origin: str) -> bool:
+        origin = origin.rstrip("/")
+        if "*" in self._origins or origin in self._origins:
+            return True
+        host = connection.headers.get("host")
+        scheme = "https" if connection.url.scheme in ("https", "wss") else "http"
+        return host is not None and origin == f"{scheme}://{host}"
+
+    def _cors_headers(self, connection: HTTPConnection) -> dict[str, str]:
+        origin = connection.headers.get("origin")
+        if origin is None:
+            return {}
+        return {"access-control-allow-origin": origin, "vary": "Origin"}
+
+    def _refuse(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> _Refusal:
+        self._refused += 1
+        return _Refusal(status, code, message, headers)
+
+    def _open_stream(self, request: WatchRequest, client: str) -> _Session | _Refusal:
+        """Open the change stream a request asks for, or the response saying why not."""
+        if self._closing:
+            return self._refuse(503, "shutting_down", "the server is shutting down", {"retry-after": "1"})
+        if len(self._sessions) >= self.max_watchers:
+            return self._refuse(
+                503, "too_many_watchers", f"the server already serves {self.max_watchers} watchers; try again later",
+                {"retry-after": "5"},
+            )
+        arguments = request.watch_arguments()
+        try:
+            stream = watch(self.oplog, **arguments, buffer_size=self.buffer_size, overflow="block").aiterate()
+        except ChangeStreamHistoryLost as exc:
+            return self._refuse(410, "history_lost", str(exc))
+        except InvalidResumeToken as exc:
+            return self._refuse(400, "invalid_resume_token", str(exc))
+        except (RxcsError, ValueError, TypeError) as exc:
+            return self._refuse(400, "bad_request", str(exc))
+        db, collection = arguments["db"], arguments["collection"]
+        description = "*" if db is None else db if collection is None else f"{db}.{collection}"
+        shape = extjson.dumps({**arguments, "resume_after": None, "start_after": None})  # what shapes the events
+        session = _Session(self, stream, shape=shape, client=client, description=description)
+        self._sessions.add(session)
+        self._served += 1
+        log.info("http watcher opened", stream=description, client=client, token=session.last_event_id)
+        return session
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    async def _page(self, request: Request) -> Response:
+        return HTMLResponse(
+            self._page_html,
+            headers={
+                "content-security-policy": (
+                    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+                ),
+                "x-content-type-options": "nosniff",
+                "cache-control": "no-cache",
+            },
+        )
+
+    async def _oplog_info(self, request: Request) -> Response:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal.response()
+        return JSONResponse(
+            {**oplog_info(self.oplog), "watchers": len(self._sessions), "maxWatchers": self.max_watchers},
+            headers=self._cors_headers(request),
+        )
+
+    async def _watch_sse(self, request: Request) -> Response:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal.response()
+        names = [name for name, _ in request.query_params.multi_items()]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            return self._refuse(400, "bad_request", f"parameter {repeated[0]!r} is given more than once").response()
+        try:
+            wanted = from_query(request.query_params, request.headers.get("last-event-id"))
+        except BadRequest as exc:
+            return self._refuse(400, "bad_request", str(exc)).response()
+        if request.method == "HEAD":  # the headers a stream would have, and no stream
+            return Response(media_type="text/event-stream", headers={"cache-control": "no-cache"})
+        opened = self._open_stream(wanted, _client_name(request))
+        if isinstance(opened, _Refusal):
+            return opened.response()
+        return _EventStreamResponse(opened, self._cors_headers(request))
+
+    async def _watch_ws(self, websocket: WebSocket) -> None:
+        refusal = self._refusal(websocket)
+        if refusal is not None:
+            if "websocket.http.response" in websocket.scope.get("extensions", {}):
+                await websocket.send_denial_response(refusal.response())
+            else:
+                await websocket.close(1008)
+            return
+        await websocket.accept()
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                first = await websocket.receive_text()
+            wanted = from_message(first)
+        except (TimeoutError, WebSocketDisconnect, KeyError):
+            # KeyError: a binary frame, which receive_text cannot read; either way no request came
+            await _ws_fail(websocket, "bad_request", "send the watch request as the first (text) message")
+            return
+        except BadRequest as exc:
+            await _ws_fail(websocket, "bad_request", str(exc))
+            return
+        opened = self._open_stream(wanted, _client_name(websocket))
+        if isinstance(opened, _Refusal):
+            await _ws_fail(websocket, opened.code, opened.message, resumable=opened.status == 503)
+            return
+        session = opened
+
+        async def listen() -> None:
+            with contextlib.suppress(WebSocketDisconnect, WebSocketDisconnected, OSError):
+                while (await websocket.receive())["type"] != "websocket.disconnect":
+                    pass
+            session.stop(_GONE)
+
+        listener = asyncio.create_task(listen())
+        try:
+            await session.run(_WebSocketSink(websocket, session.frames, session.shape))
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+
+async def _ws_fail(websocket: WebSocket, code: str, message: str, *, resumable: bool = False) -> None:
+    with contextlib.suppress(WebSocketDisconnect, WebSocketDisconnected, OSError):
+        await websocket.send_text(ws_end(StreamEnd(code, message, resumable, "")))
+        await websocket.close(_WS_CLOSE_CODES.get(code, 1008))
+
+
+def _host_name(host_header: str) -> str:
+    """The host of a Host header, without its port: ``[::1]:8765`` -> ``::1``."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _client_name(connection: HTTPConnection) -> str:
+    client = connection.client
+    return "?" if client is None else f"{client.host}:{client.port}"
+
+
+def oplog_info(oplog: Oplog) -> dict[str, Any]:
+    """What ``GET /oplog`` answers: the oplog's identity and range, and its backend's own details."""
+    document: dict[str, Any] = {
+        "backend": type(oplog).__name__, "oplog_id": str(oplog.oplog_id),
+        "first_op_id": oplog.first_op_id, "last_op_id": oplog.last_op_id,
+    }
+    info = getattr(oplog, "info", None)
+    if callable(info):
+        details = info()
+        fields = getattr(details, "__dataclass_fields__", None)
+        items: Iterable[tuple[str, Any]] = (
+            ((name, getattr(details, name)) for name in fields) if fields is not None else dict(details).items()
+        )
+        document.update((str(name), _plain(value)) for name, value in items)
+    return document
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def create_app(
+    oplog: Oplog,
+    *,
+    token: str | None = None,
+    allowed_origins: Sequence[str] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    max_watchers: int = 256,
+    buffer_size: int = 1000,
+    heartbeat: float = 15.0,
+    send_timeout: float = 10.0,
+) -> ChangeStreamApp:
+    """Build the ASGI app serving ``oplog``'s change streams; run it with any ASGI server.
+
+    ``token``: when given, every request but the page needs it, as
+    ``Authorization: Bearer TOKEN`` or ``access_token=TOKEN`` (browsers
+    cannot set headers on EventSource or WebSocket). ``allowed_origins``:
+    browser origins besides the server's own that may watch (``"*"``: any).
+    ``allowed_hosts``: when given, the only names the ``Host`` header may
+    carry (a defence against DNS rebinding; ``serve()`` sets the loopback
+    names when it binds to loopback).
+    ``max_watchers``: streams served at once; beyond, 503. ``buffer_size``:
+    events buffered per watcher. ``heartbeat``: seconds of quiet before a
+    keep-alive. ``send_timeout``: seconds a client may take to accept a
+    write before it is disconnected as too slow.
+
+    Examples:
+        >>> import rxcs
+        >>> from rxcs.http import create_app
+        >>> app = create_app(rxcs.open_oplog(":memory:"), max_watchers=10)
+        >>> app.statistics().max_watchers
+        10
+    """
+    if not isinstance(oplog, Oplog):
+        raise TypeError(f"create_app() needs an Oplog (rxcs.open_oplog), not {type(oplog).__name__}")
+    if token is not None and (not isinstance(token, str) or not token.strip()):
+        raise ValueError("token must be a non-empty string")
+    for name, names in (("allowed_origins", allowed_origins), ("allowed_hosts", allowed_hosts)):
+        if isinstance(names, str):
+            raise TypeError(f"{name} must be a list of strings, not one string ({names!r})")
+    for name, value in (("max_watchers", max_watchers), ("buffer_size", buffer_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, not {value!r}")
+    for name, seconds in (("heartbeat", heartbeat), ("send_timeout", send_timeout)):
+        if not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+            raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
+    return ChangeStreamApp(
+        oplog, token=token.strip() if token is not None else None, allowed_origins=allowed_origins,
+        allowed_hosts=allowed_hosts,
+        max_watchers=max_watchers, buffer_size=buffer_size, heartbeat=float(heartbeat),
+        send_timeout=float(send_timeout),
+    )
