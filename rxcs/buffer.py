@@ -271,6 +271,8 @@ class EventBuffer(Generic[T]):
             self._paused_lane = None
             self._not_empty.notify_all()
             self._not_full.notify_all()
+        if self.on_ready is not None:
+            self.on_ready()
 
     def statistics(self) -> BufferStatistics:
         """A frozen record of the buffer's state."""

@@ -356,11 +356,14 @@ class AsyncChangeStream(_Consumer[EventT_co]):
     def __init__(self, observable: ChangeStreamObservable[EventT_co]) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Event | None = None
+        self._waiting = False
         super().__init__(observable)
 
     def _wake(self) -> None:
+        # Only a consumer parked in wait() needs the loop woken: a wake-up is a write to the loop's
+        # self-pipe, and a consumer that is busy finds the events when it next looks.
         loop, ready = self._loop, self._ready
-        if loop is not None and ready is not None and not loop.is_closed():
+        if self._waiting and loop is not None and ready is not None and not loop.is_closed():
             loop.call_soon_threadsafe(ready.set)
 
     async def next(self, timeout: float | None = None) -> EventT_co:
@@ -396,7 +399,14 @@ class AsyncChangeStream(_Consumer[EventT_co]):
             if self._buffer.ended:
                 self._at_end()
                 raise StopAsyncIteration
-            await ready.wait()
+            self._waiting = True
+            try:
+                # Announce the wait, then look once more: an event put before the announcement is
+                # found here, one put after it wakes the wait.
+                if not len(self._buffer) and not self._buffer.ended and not self._closed:
+                    await ready.wait()
+            finally:
+                self._waiting = False
 
     def __aiter__(self) -> Self:
         return self

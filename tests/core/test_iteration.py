@@ -166,3 +166,43 @@ class TestAsyncChangeStream:
                 return kinds
 
         assert asyncio.run(scenario()) == ["drop", "invalidate"]
+
+    def test_close_from_another_task_ends_a_waiting_iteration(self, oplog: rxcs.Oplog) -> None:
+        """A task parked in async for ends (StopAsyncIteration) when another task closes the stream."""
+
+        async def scenario() -> list[Any]:
+            stream = rxcs.watch(oplog, "shop").aiterate()
+            got: list[Any] = []
+
+            async def consume() -> None:
+                got.extend([event async for event in stream])
+
+            consumer = asyncio.create_task(consume())
+            await asyncio.sleep(0.1)  # the consumer is waiting: nothing was written
+            await stream.close()
+            await asyncio.wait_for(consumer, 10)
+            return got
+
+        assert asyncio.run(scenario()) == []
+        assert not rxcs_threads()
+
+    def test_many_events_arrive_in_order_through_the_loop(self, oplog: rxcs.Oplog) -> None:
+        """Events written while the consumer is busy or parked all arrive, in order, none twice."""
+
+        async def scenario() -> list[int]:
+            seen: list[int] = []
+            async with rxcs.watch(oplog, "shop", buffer_size=16).aiterate() as stream:
+                writer = threading.Thread(
+                    target=lambda: [oplog.insert("shop", "users", {"_id": i}) for i in range(2000)]
+                )
+                writer.start()
+                async for event in stream:
+                    seen.append(event.document_key["_id"])
+                    if len(seen) % 97 == 0:
+                        await asyncio.sleep(0.001)  # busy now and then, parked other times
+                    if len(seen) == 2000:
+                        break
+                writer.join()
+            return seen
+
+        assert asyncio.run(scenario()) == list(range(2000))
