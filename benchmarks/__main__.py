@@ -1,6 +1,6 @@
 """rxcs benchmarks: every figure measured in one run, next to its reference, as a ratio.
 
-Run: python -m benchmarks [--events N] [--repeat K] [--latency-samples N]
+Run: python -m benchmarks [--events N] [--repeat K] [--latency-samples N] [--soak-seconds S]
                           [--only NAME[,NAME]] [--quick] [--no-redis] [--write-docs [PATH]]
 
 Scenarios (``--only`` takes their names):
@@ -14,6 +14,7 @@ Scenarios (``--only`` takes their names):
 - ``query``: compiled filters against plain dict lookups;
 - ``fanout``: 1 to 1,000 watchers of one oplog: delivered events/s, threads,
   memory per idle watcher;
+- ``backpressure``: a 1,000 events/s consumer under a 50,000 events/s producer;
 - ``redis``: RedisOplog appends and catch-up against redis-py doing the same.
 
 Redis scenarios start a redis-server on a free loopback port and are skipped,
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import structlog
 
-from benchmarks import appends, catchup, fanout, latency, query, redis_backend, targets
+from benchmarks import appends, backpressure, catchup, fanout, latency, query, redis_backend, targets
 from benchmarks.common import ROOT, Bench, Report, machine, render
 
 SCENARIOS: dict[str, Callable[[Bench, Report], None]] = {
@@ -40,6 +41,7 @@ SCENARIOS: dict[str, Callable[[Bench, Report], None]] = {
     "appends": appends.run,
     "query": query.run,
     "fanout": fanout.run,
+    "backpressure": backpressure.run,
     "redis": redis_backend.run,
 }
 DOCS = ROOT / "docs" / "performance.md"
@@ -50,6 +52,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--events", type=int, help="catch-up size (default 1,000,000; 20,000 with --quick)")
     parser.add_argument("--repeat", type=int, help="runs per measurement, the median is kept (default 3)")
     parser.add_argument("--latency-samples", type=int, help="events per latency case (default 5,000)")
+    parser.add_argument("--soak-seconds", type=float, help="backpressure soak (default 30)")
     parser.add_argument("--only", type=scenario_names, help=f"some of: {','.join(SCENARIOS)}")
     parser.add_argument("--quick", action="store_true", help="small sizes and one run each: a smoke test")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis scenarios and references")
@@ -60,6 +63,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args.events = args.events or (20_000 if quick else 1_000_000)
     args.repeat = args.repeat or (1 if quick else 3)
     args.latency_samples = args.latency_samples or (300 if quick else 5_000)
+    args.soak_seconds = args.soak_seconds or (3.0 if quick else 30.0)
     args.only = args.only or list(SCENARIOS)
     return args
 
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(["python -m benchmarks", *argv])
     report = Report()
     with tempfile.TemporaryDirectory(prefix="rxcs-bench-") as tmp:
-        bench = Bench(args.events, args.repeat, args.latency_samples, 0.0, args.quick, Path(tmp),
+        bench = Bench(args.events, args.repeat, args.latency_samples, args.soak_seconds, args.quick, Path(tmp),
                       use_redis=not args.no_redis)
         try:
             for name in args.only:
