@@ -15,6 +15,7 @@ Scenarios (``--only`` takes their names):
 - ``fanout``: 1 to 1,000 watchers of one oplog: delivered events/s, threads,
   memory per idle watcher;
 - ``backpressure``: a 1,000 events/s consumer under a 50,000 events/s producer;
+- ``scaling``: catch-up rate and seek time at 10^4, 10^5, 10^6 entries;
 - ``redis``: RedisOplog appends and catch-up against redis-py doing the same.
 
 Redis scenarios start a redis-server on a free loopback port and are skipped,
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import structlog
 
-from benchmarks import appends, backpressure, catchup, fanout, latency, query, redis_backend, targets
+from benchmarks import appends, backpressure, catchup, fanout, latency, query, redis_backend, scaling, targets
 from benchmarks.common import ROOT, Bench, Report, machine, render
 
 SCENARIOS: dict[str, Callable[[Bench, Report], None]] = {
@@ -42,6 +43,7 @@ SCENARIOS: dict[str, Callable[[Bench, Report], None]] = {
     "query": query.run,
     "fanout": fanout.run,
     "backpressure": backpressure.run,
+    "scaling": scaling.run,
     "redis": redis_backend.run,
 }
 DOCS = ROOT / "docs" / "performance.md"
