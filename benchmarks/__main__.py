@@ -1,7 +1,7 @@
 """rxcs benchmarks: every figure measured in one run, next to its reference, as a ratio.
 
 Run: python -m benchmarks [--events N] [--repeat K] [--latency-samples N] [--soak-seconds S]
-                          [--only NAME[,NAME]] [--quick] [--no-redis] [--write-docs [PATH]]
+                          [--only NAME[,NAME]] [--quick] [--no-redis] [--write-docs [PATH]] [--profile NAME]
 
 Scenarios (``--only`` takes their names):
 
@@ -20,7 +20,8 @@ Scenarios (``--only`` takes their names):
 
 Redis scenarios start a redis-server on a free loopback port and are skipped,
 with a note, when there is none. ``--write-docs`` replaces the "Results"
-section of docs/performance.md.
+section of docs/performance.md; ``--profile NAME`` runs one scenario under
+pyinstrument (every thread) and prints and saves the report.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -60,13 +64,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis scenarios and references")
     parser.add_argument("--write-docs", nargs="?", const=DOCS, type=Path, metavar="PATH",
                         help="replace the Results section of PATH (default docs/performance.md)")
+    parser.add_argument("--profile", choices=SCENARIOS, metavar="NAME",
+                        help="run one scenario under pyinstrument and print/save the report")
     args = parser.parse_args(argv)
+    if args.profile and args.write_docs:
+        parser.error("--profile distorts the figures: it cannot be used with --write-docs")
     quick = args.quick
     args.events = args.events or (20_000 if quick else 1_000_000)
     args.repeat = args.repeat or (1 if quick else 3)
     args.latency_samples = args.latency_samples or (300 if quick else 5_000)
     args.soak_seconds = args.soak_seconds or (3.0 if quick else 30.0)
-    args.only = args.only or list(SCENARIOS)
+    args.only = [args.profile] if args.profile else args.only or list(SCENARIOS)
     return args
 
 
@@ -76,6 +84,50 @@ def scenario_names(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown scenario {', '.join(unknown)!r}; choose from {', '.join(SCENARIOS)}")
     return names
+
+
+@contextmanager
+def profiled(name: str) -> Iterator[None]:
+    """Profile the main thread and every thread started meanwhile (the tailers do the work), then report."""
+    from pyinstrument import Profiler
+    from pyinstrument.session import Session
+
+    sessions: list[tuple[str, Any]] = []
+    original = threading.Thread.run
+
+    def run(self: threading.Thread) -> None:
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+        try:
+            original(self)
+        finally:
+            sessions.append((self.name, profiler.stop()))
+
+    threading.Thread.run = run  # type: ignore[method-assign]
+    main = Profiler(interval=0.0005)
+    main.start()
+    try:
+        yield
+    finally:
+        sessions.append(("main", main.stop()))
+        threading.Thread.run = original  # type: ignore[method-assign]
+    by_thread: dict[str, Any] = {}
+    for thread, session in sessions:  # the runs of a scenario start their tailer threads anew: one report each name
+        by_thread[thread] = Session.combine(by_thread[thread], session) if thread in by_thread else session
+    busy = sorted(by_thread.items(), key=lambda item: -item[1].sample_count)
+    text = "\n".join(
+        f"## thread {thread} ({session.sample_count} samples)\n" + profiler_text(session)
+        for thread, session in busy[:6] if session.sample_count
+    )
+    path = Path(f"profile-{name}.txt")
+    path.write_text(text)
+    sys.stdout.write(text + f"\nprofile saved to {path.resolve()}\n")
+
+
+def profiler_text(session: Any) -> str:
+    from pyinstrument.renderers import ConsoleRenderer
+
+    return str(ConsoleRenderer(unicode=True, color=False, show_all=False, short_mode=False).render(session))
 
 
 def write_docs(path: Path, text: str) -> Path:
@@ -102,7 +154,11 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for name in args.only:
                 sys.stderr.write(f"running {name}...\n")
-                SCENARIOS[name](bench, report)
+                if args.profile:
+                    with profiled(name):
+                        SCENARIOS[name](bench, report)
+                else:
+                    SCENARIOS[name](bench, report)
             redis = bench.redis_description
         finally:
             bench.close()
