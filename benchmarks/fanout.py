@@ -33,8 +33,8 @@ def events_for(watchers: int, quick: bool) -> int:
     return max(1000, min(50_000, budget // watchers))
 
 
-def level(bench: Bench, watchers: int) -> tuple[float, int, float, int, int]:
-    """Memory per idle watcher (bytes), threads the watchers added, delivered events/s, entries, events delivered."""
+def level(bench: Bench, watchers: int) -> tuple[float, int, float, float, int]:
+    """Memory per idle watcher (bytes), threads the watchers added, events/s delivered, entries/s, events."""
     total = events_for(watchers, bench.quick)
     per_collection: list[Counter[int]] = [Counter() for _ in range(COLLECTIONS)]
     for j in range(total):
@@ -85,7 +85,7 @@ def level(bench: Bench, watchers: int) -> tuple[float, int, float, int, int]:
         for subscription in [warm, *subscriptions]:
             subscription.dispose()
     delivered = sum(expected)
-    return memory, threads, delivered / elapsed, total, delivered
+    return memory, threads, delivered / elapsed, total / elapsed, delivered
 
 
 def run(bench: Bench, report: Report) -> None:
@@ -95,7 +95,7 @@ def run(bench: Bench, report: Report) -> None:
         who = f"{watchers:,} watcher{'s' if watchers > 1 else ''}"
         section.rows += [
             Row(f"{who}: events delivered, all watchers together", rate, "events/s",
-                f"{delivered:,} events from {entries:,} entries appended in the same process"),
+                f"{delivered:,} events; {entries:,.0f} entries/s appended and tailed"),
             Row(f"{who}: threads used (the first watcher's included)", threads, "threads"),
             Row(f"{who}: memory per idle watcher (tracemalloc)", memory / 1024, "KiB",
                 "original design: about 10 KiB"),
