@@ -42,9 +42,11 @@ def observed(path: Path, n: int, make: Callable[[rxcs.Oplog], Any], expected: in
 
             began = time.perf_counter()
             subscription = make(reader).subscribe(on_event)
-            done.wait()
+            arrived = done.wait(600)
             elapsed = time.perf_counter() - began
             subscription.dispose()
+            if not arrived:
+                raise TimeoutError(f"{seen[0]:,} of {expected:,} events arrived in 600 s")
             return n / elapsed
 
     return run

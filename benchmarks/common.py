@@ -102,8 +102,13 @@ class Bench:
         if url is None:
             assert binary is not None
             self._server = RedisServer(binary, self.directory / "redis")
-            self._server.start()
             self._redis_stack.callback(self._server.stop)
+            try:
+                self._server.start()
+            except RuntimeError as exc:
+                report.notes.append(f"Redis scenarios skipped: {exc}.")
+                sys.stderr.write(report.notes[-1] + "\n")
+                return None
             url = self._server.url
         client = self._redis_stack.enter_context(redis.Redis.from_url(url))
         version = client.info("server")["redis_version"]
