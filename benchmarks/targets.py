@@ -56,7 +56,7 @@ TARGETS = [
            _below("latency.redis.process.p99", 1.0, "ms"), ("latency.redis.process.p99",)),
     Target("memory per idle watcher (1,000 watchers)", "< 2 KiB", _below("fanout.1000.memory_kib", 2.0, "KiB"),
            ("fanout.1000.memory_kib",)),
-    Target("threads for 1,000 watchers", "a handful (≤ 5)", _below("fanout.1000.threads", 5.5, "threads"),
+    Target("threads for 1,000 watchers", "a handful (≤ 5)", _below("fanout.1000.threads", 5.5, "thread(s)"),
            ("fanout.1000.threads",)),
     Target("append_many(1000) with group commit", "≥ 150,000 entries/s", _at_least("append.many.group", 150_000, "/s"),
            ("append.many.group",)),
