@@ -1,0 +1,132 @@
+"""The benchmark harness, run as ``python -m benchmarks`` at tiny sizes so it cannot rot.
+
+Nothing here is timed: the tests check that every scenario runs and that
+the tables, ratios and the docs rewrite have their shape, never the figures.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HAND_WRITTEN = """# Performance
+
+Intro.
+
+## Targets
+
+A hand-written table.
+
+## What bounds the figures today
+
+Hand-written text.
+
+## Results
+
+Stale figures.
+"""
+
+
+def benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def table_rows(text: str, title_start: str) -> dict[str, list[str]]:
+    """The rows of the table under the first "### " heading starting with ``title_start``: name -> other cells."""
+    section = text.split(f"### {title_start}", 1)[1].split("\n### ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")][2:]  # no header, no |---|
+    rows = {}
+    for line in lines:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    docs = tmp_path_factory.mktemp("docs") / "performance.md"
+    docs.write_text(HAND_WRITTEN)
+    done = benchmarks("--quick", "--events", "2000", "--no-redis", "--only", "catchup,appends,query",
+                      "--write-docs", str(docs))
+    return done, docs
+
+
+class TestSmokeRun:
+    def test_it_exits_cleanly(self, smoke_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+        """A quick run of the cheap scenarios exits 0."""
+        done, _ = smoke_run
+        assert done.returncode == 0, done.stderr
+
+    def test_catchup_rows_carry_ratios_to_the_limit(
+        self, smoke_run: tuple[subprocess.CompletedProcess[str], Path]
+    ) -> None:
+        """The catch-up table has the raw msgpack limit at 1.00 and every rxcs path with a ratio to it."""
+        rows = table_rows(smoke_run[0].stdout, "Catch-up")
+        assert rows["raw msgpack.Unpacker over the same documents (the limit)"][-1] == "1.00"
+        for name in ("FileOplog cursor.read(1000), read only", "oplog_entries() source", "watch() with scope",
+                     "watch() with scope + $match (a third pass; entries/s)", "watch() through iterate()",
+                     "watch() through aiterate()"):
+            value, unit, note = rows[name]
+            assert unit == "events/s"
+            assert float(value.replace(",", "")) > 0
+            assert re.fullmatch(r"\d+\.\d\d", note), note
+
+    def test_append_rows_compare_every_durability_mode_with_sqlite(
+        self, smoke_run: tuple[subprocess.CompletedProcess[str], Path]
+    ) -> None:
+        """The append table has SQLite WAL as the reference and both append styles for each durability mode."""
+        rows = table_rows(smoke_run[0].stdout, "Append rate")
+        assert rows["SQLite WAL, 1,000 inserts per transaction (reference)"][-1] == "1.00"
+        for durability in ("group", "fsync", "none"):
+            for name in (f"FileOplog append_many(1,000), durability={durability}",
+                         f"FileOplog insert() one by one, durability={durability}"):
+                assert re.fullmatch(r"\d+\.\d\d", rows[name][-1])
+
+    def test_targets_are_judged_or_marked_unmeasured(
+        self, smoke_run: tuple[subprocess.CompletedProcess[str], Path]
+    ) -> None:
+        """Each target gets a verdict: met or missed when its figures were measured, "not measured" otherwise."""
+        rows = table_rows(smoke_run[0].stdout, "Targets")
+        verdicts = [cells[-1] for cells in rows.values()]
+        assert len(verdicts) >= 10
+        assert rows["catch-up rate at the largest size"][-1] == "not measured in this run"
+        assert rows["threads for 1,000 watchers"][-1] == "not measured in this run"
+        judged = [verdict for verdict in verdicts if verdict != "not measured in this run"]
+        assert judged
+        assert set(judged) <= {"met", "**missed**"}
+
+    def test_skipped_redis_is_said_plainly(self, smoke_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+        """With --no-redis the output says the Redis scenarios were skipped and has no Redis rows."""
+        out = smoke_run[0].stdout
+        assert "Redis scenarios skipped" in out
+        assert "XREAD" not in "".join(table_rows(out, "Catch-up"))
+
+    def test_write_docs_replaces_only_the_results(
+        self, smoke_run: tuple[subprocess.CompletedProcess[str], Path]
+    ) -> None:
+        """--write-docs keeps the hand-written sections and replaces Results with the machine, command and tables."""
+        text = smoke_run[1].read_text()
+        head, results = text.split("\n## Results\n")
+        assert head == HAND_WRITTEN.split("\n## Results\n", maxsplit=1)[0]
+        assert "Stale figures." not in results
+        assert results.lstrip().startswith("Measured on ")
+        assert "python -m benchmarks --quick" in results
+        for heading in ("### Targets", "### Catch-up", "### Append rate", "### Query engine"):
+            assert heading in results
+
+
+def test_unknown_scenario_is_refused() -> None:
+    """--only with a name that is no scenario exits 2 and names the choices."""
+    done = benchmarks("--only", "catchup,nonsense")
+    assert done.returncode == 2
+    assert "nonsense" in done.stderr
+    assert "backpressure" in done.stderr
