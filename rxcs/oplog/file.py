@@ -658,9 +658,11 @@ class FileOplog(Oplog):
 
     def _index(self, first: int) -> SegmentIndex:
         index = self._indexes.get(first)
-        if index is None or (first == self._segments[-1] and self._write_fd is None):
+        if index is None:
             index = SegmentIndex.load(index_path(self._dir, first))
-            self._indexes[first] = index
+        elif first == self._segments[-1] and self._write_fd is None:
+            index = index.refreshed()  # a reader: the writer may have indexed more of this segment
+        self._indexes[first] = index
         return index
 
     # -- waiting ----------------------------------------------------------------------------

@@ -181,24 +181,54 @@ class SegmentIndex:
         self.path = path
         self.op_ids: list[int] = []
         self.offsets: list[int] = []
+        self._file: tuple[int, int] | None = None  # (inode, bytes read) of what was loaded
 
     @classmethod
     def load(cls, path: Path, *, max_offset: int | None = None) -> SegmentIndex:
         """Read an index file; records past ``max_offset`` (a torn tail) are left out."""
         index = cls(path)
         try:
-            raw = path.read_bytes()
+            with path.open("rb") as file:
+                inode = os.fstat(file.fileno()).st_ino
+                raw = file.read()
         except FileNotFoundError:
             return index
         usable = len(raw) - len(raw) % INDEX_RECORD.size
-        for op_id, offset in INDEX_RECORD.iter_unpack(raw[:usable]):
-            if max_offset is not None and offset >= max_offset:
-                break
-            if index.op_ids and (op_id <= index.op_ids[-1] or offset <= index.offsets[-1]):
-                break
-            index.op_ids.append(op_id)
-            index.offsets.append(offset)
+        index._take(raw[:usable], max_offset)
+        index._file = (inode, usable)
         return index
+
+    def _take(self, raw: bytes, max_offset: int | None) -> bool:
+        """Append records in order; False at the first that does not follow (or lies past ``max_offset``)."""
+        for op_id, offset in INDEX_RECORD.iter_unpack(raw):
+            if max_offset is not None and offset >= max_offset:
+                return False
+            if self.op_ids and (op_id <= self.op_ids[-1] or offset <= self.offsets[-1]):
+                return False
+            self.op_ids.append(op_id)
+            self.offsets.append(offset)
+        return True
+
+    def refreshed(self) -> SegmentIndex:
+        """The index with what the writer appended since it was read: only the new records are read.
+
+        A reader calls this for the segment being written. An index file that
+        was replaced (a recovery rewrote it) or shrank is read again whole.
+        """
+        try:
+            with self.path.open("rb") as file:
+                status = os.fstat(file.fileno())
+                if self._file is None or status.st_ino != self._file[0] or status.st_size < self._file[1]:
+                    return SegmentIndex.load(self.path)
+                file.seek(self._file[1])
+                raw = file.read()
+        except FileNotFoundError:
+            return SegmentIndex(self.path)
+        usable = len(raw) - len(raw) % INDEX_RECORD.size
+        if not self._take(raw[:usable], None):
+            return SegmentIndex.load(self.path)
+        self._file = (self._file[0], self._file[1] + usable)
+        return self
 
     def start_for(self, op_id: int) -> tuple[int, int] | None:
         """The indexed (op_id, offset) closest at or before ``op_id``."""

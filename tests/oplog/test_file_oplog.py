@@ -276,3 +276,34 @@ def test_seek_in_a_million_entries_reads_a_few_frames(tmp_path: Path) -> None:
     assert last.op_id == 1_000_000
     assert after.frames_decoded - before.frames_decoded == 1
     assert after.bytes_read - before.bytes_read < 512 * 1024
+
+
+class TestReaderIndex:
+    def test_a_reader_seeks_exactly_while_the_writer_indexes_more(self, tmp_path: Path) -> None:
+        """A reader's cursor lands right after any op_id while the segment it seeks in keeps growing."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path) as writer, rxcs.open_oplog(path, readonly=True) as reader:
+            rng = random.Random(5)
+            for round_ in range(20):
+                padded = [{"_id": f"{round_}-{i}", "pad": "x" * 200} for i in range(300)]
+                writer.append_many([rxcs.Change.insert("shop", "users", document) for document in padded])
+                for after in rng.sample(range(writer.last_op_id), 5):
+                    (entry,) = reader.read(after, 1)
+                    assert entry.op_id == after + 1
+
+    def test_the_index_is_read_incrementally_and_again_when_replaced(self, tmp_path: Path) -> None:
+        """refreshed() reads only appended records; a replaced (rewritten) index file is read whole."""
+        from rxcs.oplog.segments import INDEX_RECORD, SegmentIndex
+
+        path = tmp_path / "seg.idx"
+        path.write_bytes(b"".join(INDEX_RECORD.pack(op_id, op_id * 100) for op_id in (1, 5, 9)))
+        index = SegmentIndex.load(path)
+        with path.open("ab") as file:
+            file.write(INDEX_RECORD.pack(13, 1300) + INDEX_RECORD.pack(17, 1700)[:7])  # a record half written
+        index = index.refreshed()
+        assert index.op_ids == [1, 5, 9, 13]
+        assert index.start_for(16) == (13, 1300)
+        replacement = tmp_path / "seg.idx.tmp"
+        replacement.write_bytes(INDEX_RECORD.pack(1, 100) + INDEX_RECORD.pack(5, 500))
+        os.replace(replacement, path)
+        assert index.refreshed().op_ids == [1, 5]
