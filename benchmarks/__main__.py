@@ -17,7 +17,8 @@ Scenarios (``--only`` takes their names):
   memory per idle watcher;
 - ``backpressure``: a 1,000 events/s consumer under a 50,000 events/s producer;
 - ``scaling``: catch-up rate and seek time at 10^4, 10^5, 10^6 entries;
-- ``redis``: RedisOplog appends and catch-up against redis-py doing the same.
+- ``redis``: RedisOplog appends and catch-up against redis-py doing the same;
+- ``http``: 100 SSE watchers of ``rxcs serve``: a 10,000-event burst, and latency at a steady rate.
 
 Redis scenarios start a redis-server on a free loopback port and are skipped,
 with a note, when there is none. ``--write-docs`` replaces the "Results"
@@ -38,7 +39,18 @@ from typing import Any
 
 import structlog
 
-from benchmarks import appends, backpressure, catchup, fanout, latency, query, redis_backend, scaling, targets
+from benchmarks import (
+    appends,
+    backpressure,
+    catchup,
+    fanout,
+    http_fanout,
+    latency,
+    query,
+    redis_backend,
+    scaling,
+    targets,
+)
 from benchmarks.common import ROOT, Bench, Report, machine, render
 
 SCENARIOS: dict[str, Callable[[Bench, Report], None]] = {
@@ -50,6 +62,7 @@ SCENARIOS: dict[str, Callable[[Bench, Report], None]] = {
     "backpressure": backpressure.run,
     "scaling": scaling.run,
     "redis": redis_backend.run,
+    "http": http_fanout.run,
 }
 DOCS = ROOT / "docs" / "performance.md"
 

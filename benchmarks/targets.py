@@ -70,6 +70,9 @@ TARGETS = [
            _below("backpressure.errors", 0.5, "events"), ("backpressure.errors",)),
     Target("catch-up rate at the largest size", "does not fall: ≥ 0.8 x the smallest size's",
            _at_least("scaling.rate_ratio", 0.8, "x the smallest size's"), ("scaling.rate_ratio",)),
+    Target("rxcs serve: a 10,000-event burst to 100 SSE watchers", "every event at every watcher, in order",
+           lambda f: ("all, in order" if f["http_complete"] else "some missing", f["http_complete"] == 1.0),
+           ("http_complete",)),
 ]
 
 
