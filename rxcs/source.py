@@ -74,7 +74,8 @@ class Lane:
     """One subscription's place in the oplog and its observer."""
 
     __slots__ = (
-        "_after_feed", "_resume", "attached", "disposed", "entries_seen", "observer", "oplog", "paused", "position",
+        "_after_feed", "_resume", "attached", "disposed", "entries_seen", "leftover", "observer", "oplog", "paused",
+        "position",
     )
 
     def __init__(self, oplog: Oplog, observer: abc.ObserverBase[OplogEntry], position: int) -> None:
@@ -87,6 +88,9 @@ class Lane:
         self.entries_seen = 0
         self._resume: Callable[[Lane], None] = _noop
         self._after_feed: list[Callable[[], None]] = []
+        # Entries read for this lane but not fed because it paused: fed first when it resumes, so
+        # a pause costs no second read and a cursor that moved past them loses nothing.
+        self.leftover: list[OplogEntry] = []
 
     def pause(self) -> None:
         """Stop feeding this lane after the entry being delivered; idempotent."""
@@ -129,6 +133,9 @@ class Lane:
                 observer.on_next(entry)
                 self.position = entry.op_id
                 self.entries_seen += 1
+            if self.paused and not self.disposed:
+                fed = self.position - entries[0].op_id + 1  # op_ids are consecutive
+                self.leftover = entries[max(fed, 0):]
         except Exception as exc:  # noqa: BLE001 - routed to the observer, never lost
             self.fail(exc)
             return False
@@ -394,7 +401,12 @@ class _Tailer:
                     given.close()
                 continue
             try:
-                cursor = given if given is not None else self._oplog.cursor(lane.position)
+                if given is not None:
+                    cursor = given
+                elif lane.leftover:
+                    cursor, lane.leftover = _LeftoverCursor(self._oplog, lane.leftover), []
+                else:
+                    cursor = self._oplog.cursor(lane.position)
             except Exception as exc:  # noqa: BLE001 - e.g. history trimmed while paused
                 lane.fail(exc)
                 continue
@@ -455,6 +467,31 @@ class _Tailer:
 
 
 @final
+class _LeftoverCursor(OplogCursor):
+    """A resumed lane's cursor: the entries it was not fed when it paused, then the oplog after them."""
+
+    def __init__(self, oplog: Oplog, leftover: list[OplogEntry]) -> None:
+        self._oplog = oplog
+        self._leftover = leftover
+        self._cursor: OplogCursor | None = None
+        self.position = leftover[0].op_id - 1
+
+    def read(self, limit: int) -> list[OplogEntry]:
+        if self._leftover:
+            batch, self._leftover = self._leftover[:limit], self._leftover[limit:]
+            self.position = batch[-1].op_id
+            return batch
+        if self._cursor is None:
+            self._cursor = self._oplog.cursor(self.position)
+        batch = self._cursor.read(limit)
+        self.position = self._cursor.position
+        return batch
+
+    def close(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+
+
 class _ScheduledTailer:
     """A lane's own tailer, run as a chain of actions on a scheduler."""
 
@@ -512,7 +549,7 @@ class _ScheduledTailer:
         if lane.disposed or self._halted():
             return
         try:
-            entries = self._cursor.read(self._batch_size)
+            entries, lane.leftover = lane.leftover or self._cursor.read(self._batch_size), []
         except Exception as exc:  # noqa: BLE001 - the lane's observer gets on_error
             lane.fail(exc)
             self._cursor.close()

@@ -133,3 +133,30 @@ class TestBufferOperator:
         assert eventually(lambda: got == [1])
         sub.dispose()
         assert not [t for t in threading.enumerate() if t.name == "rxcs-buffer"]
+
+    def test_a_scheduled_source_paused_mid_batch_loses_nothing(self, oplog: rxcs.Oplog) -> None:
+        """A buffer smaller than the source's batch pauses it mid-batch; resumed, it goes on from there."""
+        scheduler = TestScheduler()
+        got: list[int] = []
+        oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(100)])
+        source = rxcs.oplog_entries(oplog, after=0, batch_size=40, scheduler=scheduler)
+        source.pipe(cso.buffer(8, scheduler=scheduler)).subscribe(lambda e: got.append(e.op_id))
+        for tick in range(1, 200):
+            scheduler.advance_to(tick)
+        assert got == list(range(1, 101))
+
+
+class TestPausedMidBatch:
+    def test_a_stream_whose_buffer_fills_mid_batch_gets_every_entry_once(self, oplog: rxcs.Oplog) -> None:
+        """A consumer slower than one batch pauses the stream mid-batch again and again: no gap, no repeat."""
+        oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(3000)])
+        got = []
+        with rxcs.watch(oplog, start_at_operation_time=rxcs.BEGINNING, buffer_size=10, batch_size=64).iterate() as cs:
+            for event in cs:
+                got.append(event.document_key["_id"])
+                if len(got) % 100 == 0:
+                    time.sleep(0.002)
+                if len(got) == 3000:
+                    break
+            assert cs.statistics().pauses > 10
+        assert got == list(range(3000))

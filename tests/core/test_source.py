@@ -202,8 +202,31 @@ class TestErrors:
         good.dispose()
         assert [e.op_id for e in healthy.items] == [1, 2]
 
+    def test_entries_read_before_a_pause_survive_a_trim(self, memory_oplog: rxcs.Oplog) -> None:
+        """A lane paused mid-batch keeps the entries it had read: a trim meanwhile loses none of them."""
+        insert(memory_oplog, 5)
+        got: list[int] = []
+        lanes: list[Any] = []
+        from rxcs.source import current_lane
+
+        def first_pauses(entry: OplogEntry) -> None:
+            got.append(entry.op_id)
+            if entry.op_id == 1:
+                lane = current_lane()
+                assert lane is not None
+                lane.pause()
+                lanes.append(lane)
+
+        sub = rxcs.oplog_entries(memory_oplog, after=0).subscribe(first_pauses)
+        assert eventually(lambda: bool(lanes))
+        memory_oplog.trim(before_op_id=5)  # 2 to 4 go, but the lane read them already
+        memory_oplog.insert("shop", "users", {"_id": "sixth"})
+        lanes[0].resume()
+        assert eventually(lambda: got == [1, 2, 3, 4, 5, 6])
+        sub.dispose()
+
     def test_trim_under_a_paused_lane_is_history_lost(self, memory_oplog: rxcs.Oplog) -> None:
-        """A lane whose next entry is trimmed while it waits fails with ChangeStreamHistoryLost."""
+        """A lane whose next entry is trimmed while it waits, not read yet, fails with ChangeStreamHistoryLost."""
         insert(memory_oplog, 5)
         got = Collector()
         gate = threading.Event()
@@ -222,7 +245,8 @@ class TestErrors:
             paused_lane.append(current_lane())
             slow(entry)
 
-        sub = rxcs.oplog_entries(memory_oplog, after=0).subscribe(capture, got.on_error)
+        # One entry a batch: the lane holds nothing beyond what it was fed when it pauses.
+        sub = rxcs.oplog_entries(memory_oplog, after=0, batch_size=1).subscribe(capture, got.on_error)
         assert gate.wait(10)
         memory_oplog.trim(before_op_id=4)
         paused_lane[0].resume()
