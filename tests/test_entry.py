@@ -77,6 +77,9 @@ class TestCodec:
         change = Change.insert("shop", "users", {"_id": 1, "v": value})
         with pytest.raises(rxcs.InvalidChangeError, match=r"insert on shop\.users"):
             encode_entry(1, ClusterTime(1, 1), 1, change)
+        # The thread's packer is reused: a refused value leaves nothing behind in it.
+        good = Change.insert("shop", "users", {"_id": 2, "v": [1, {"a": "b"}]})
+        assert decode_entry(encode_entry(2, ClusterTime(1, 2), 1, good)) == OplogEntry(2, ClusterTime(1, 2), 1, *good)
 
     @given(st.binary(max_size=64))
     def test_arbitrary_bytes_decode_or_raise_entry_decode_error(self, data: bytes) -> None:

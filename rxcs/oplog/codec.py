@@ -11,6 +11,7 @@ with trailing nulls left off. Aware datetimes travel as msgpack Timestamps.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -33,8 +34,15 @@ class EntryDecodeError(ValueError):
     """A record decoded from msgpack is not an entry; the backend adds where it was."""
 
 
+_packers = threading.local()
+
+
 def _packer() -> msgpack.Packer:
-    return msgpack.Packer(datetime=True, use_bin_type=True)
+    """This thread's packer: making one per entry costs as much as packing the entry."""
+    packer: msgpack.Packer | None = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(datetime=True, use_bin_type=True)
+    return packer
 
 
 def encode_entry(op_id: int, cluster_time: ClusterTime, wall_time_ms: int, change: Change) -> bytes:

@@ -244,7 +244,7 @@ def _check_ns(db: object, coll: object, db_what: str = "db", coll_what: str = "c
 
 def _check_document(document: object, path: str) -> dict[str, Any]:
     """Return ``document`` as a dict after checking every key is a string."""
-    if not isinstance(document, Mapping):
+    if type(document) is not dict and not isinstance(document, Mapping):
         raise InvalidChangeError(f"{path}: expected a document (mapping), got {type(document).__name__}")
     _check_keys(document, path)
     return document if type(document) is dict else dict(document)
@@ -255,17 +255,20 @@ def _check_document(document: object, path: str) -> dict[str, Any]:
 _LEAVES = frozenset({str, int, float, bool, type(None), bytes, datetime})
 
 
+_CONTAINERS = (dict, list, tuple, Mapping)  # the exact types first: isinstance tries them in order
+
+
 def _check_keys(value: object, path: str) -> None:
     leaves = _LEAVES
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         for key, item in value.items():
             if type(key) is not str:
                 raise InvalidChangeError(f"{path}: field name {key!r} is not a string")
-            if type(item) not in leaves and isinstance(item, (Mapping, list, tuple)):
+            if type(item) not in leaves and isinstance(item, _CONTAINERS):
                 _check_keys(item, f"{path}.{key}")
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            if type(item) not in leaves and isinstance(item, (Mapping, list, tuple)):
+            if type(item) not in leaves and isinstance(item, _CONTAINERS):
                 _check_keys(item, f"{path}.{index}")
 
 
