@@ -123,6 +123,8 @@ def scope(
     def operator(source: reactivex.Observable[OplogEntry]) -> reactivex.Observable[OplogEntry]:
         if db is None:
             return source
+        if isinstance(source, EntrySource):  # the shared tailer then feeds it only this namespace
+            source = source.within(db, collection)
 
         def subscribe(
             observer: abc.ObserverBase[OplogEntry], scheduler: abc.SchedulerBase | None = None
@@ -370,6 +372,9 @@ def changes(
     fit = event_limit(max_event_bytes, stages is not None and stages.split)
 
     def operator(source: reactivex.Observable[OplogEntry]) -> reactivex.Observable[Any]:
+        if db is not None and isinstance(source, EntrySource):  # fed only this namespace's entries
+            source = source.within(db, collection)
+
         def subscribe(
             observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:

@@ -37,7 +37,7 @@ from rxcs.log import log
 from rxcs.oplog.base import Oplog, OplogCursor
 from rxcs.oplog.entry import OplogEntry
 
-__all__ = ["BEGINNING", "Beginning", "EntrySource", "Lane", "current_lane", "oplog_entries"]
+__all__ = ["BEGINNING", "Beginning", "EntrySource", "Lane", "Scope", "current_lane", "oplog_entries"]
 
 
 
@@ -62,6 +62,17 @@ StartAt = Beginning | datetime | ClusterTime
 
 _delivery = threading.local()
 
+Scope = tuple[str, str | None]
+"""A lane's namespace: ``(db, None)`` takes the database's entries, ``(db, coll)`` the collection's
+and its database's ``dropDatabase``. A lane with a scope is fed only those entries of a batch."""
+
+
+def _in_scope(entries: list[OplogEntry], scope: Scope) -> list[OplogEntry]:
+    db, coll = scope
+    if coll is None:
+        return [entry for entry in entries if entry.db == db]
+    return [entry for entry in entries if entry.db == db and (entry.coll == coll or entry.op == "dropDatabase")]
+
 
 def current_lane() -> Lane | None:
     """The lane being fed on this thread right now, if any (for backpressure)."""
@@ -75,11 +86,14 @@ class Lane:
 
     __slots__ = (
         "_after_feed", "_resume", "attached", "disposed", "entries_seen", "leftover", "observer", "oplog", "paused",
-        "position",
+        "position", "scope",
     )
 
-    def __init__(self, oplog: Oplog, observer: abc.ObserverBase[OplogEntry], position: int) -> None:
+    def __init__(
+        self, oplog: Oplog, observer: abc.ObserverBase[OplogEntry], position: int, scope: Scope | None = None
+    ) -> None:
         self.oplog = oplog
+        self.scope = scope
         self.observer = observer
         self.position = position
         self.paused = False
@@ -129,13 +143,13 @@ class Lane:
         try:
             for entry in entries:
                 if self.paused or self.disposed:
+                    if not self.disposed:  # stopped short: keep the rest for when it resumes
+                        position = self.position
+                        self.leftover = [entry for entry in entries if entry.op_id > position]
                     break
                 observer.on_next(entry)
                 self.position = entry.op_id
                 self.entries_seen += 1
-            if self.paused and not self.disposed:
-                fed = self.position - entries[0].op_id + 1  # op_ids are consecutive
-                self.leftover = entries[max(fed, 0):]
         except Exception as exc:  # noqa: BLE001 - routed to the observer, never lost
             self.fail(exc)
             return False
@@ -179,6 +193,7 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         batch_size: int,
         max_await_time: float,
         scheduler: abc.SchedulerBase | None,
+        scope: Scope | None = None,
     ) -> None:
         super().__init__(self._subscribe)
         self.oplog = oplog
@@ -188,12 +203,27 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         self.batch_size = batch_size
         self.max_await_time = max_await_time
         self.scheduler = scheduler
+        self.scope = scope
 
     def starting_after(self, op_id: int) -> EntrySource:
         """The same source, starting after ``op_id``."""
         return EntrySource(
             self.oplog, after=op_id, start=None, batch_size=self.batch_size,
-            max_await_time=self.max_await_time, scheduler=self.scheduler,
+            max_await_time=self.max_await_time, scheduler=self.scheduler, scope=self.scope,
+        )
+
+    def within(self, db: str, collection: str | None = None) -> EntrySource:
+        """The same source, giving only the entries of a database or a collection.
+
+        A collection's source also gives its database's ``dropDatabase``. The
+        shared tailer then hands each subscription only its namespace's
+        entries of a batch: a thousand streams on different collections cost
+        one pass over the batch per namespace, not one call per stream per
+        entry. ``scope()`` applied to a source does this.
+        """
+        return EntrySource(
+            self.oplog, after=self.after, start=self.start, batch_size=self.batch_size,
+            max_await_time=self.max_await_time, scheduler=self.scheduler, scope=(db, collection),
         )
 
     def start_position(self) -> int:
@@ -218,7 +248,7 @@ class EntrySource(reactivex.Observable[OplogEntry]):
     ) -> abc.DisposableBase:
         position = self.start_position()
         cursor = self.oplog.cursor(position)  # raises ChangeStreamHistoryLost now, not later
-        lane = Lane(self.oplog, observer, position)
+        lane = Lane(self.oplog, observer, position, self.scope)
         chosen = self.scheduler
         if chosen is not None:
             return _ScheduledTailer(lane, cursor, self.batch_size, self.max_await_time, chosen).start()
@@ -395,7 +425,8 @@ class _Tailer:
                     given.close()
                 continue
             group = groups.get(lane.position)
-            if group is not None:
+            if group is not None:  # that group reads on from here: what the lane held is read again
+                lane.leftover = []
                 group.lanes.append(lane)
                 if given is not None:
                     given.close()
@@ -432,7 +463,8 @@ class _Tailer:
                 continue
             progressed = True
             new_position = entries[-1].op_id
-            fed = [lane for lane in group.lanes if lane.disposed or lane.paused or lane.feed(entries)]
+            scoped: dict[Scope, list[OplogEntry]] = {}
+            fed = [lane for lane in group.lanes if self._feed(lane, entries, new_position, scoped)]
             kept = []
             with self._lock:  # decided against resume(), which runs on the consumer's thread
                 for lane in fed:
@@ -455,6 +487,27 @@ class _Tailer:
             else:
                 group.cursor.close()
         return progressed
+
+    @staticmethod
+    def _feed(lane: Lane, entries: list[OplogEntry], new_position: int, scoped: dict[Scope, list[OplogEntry]]) -> bool:
+        """Feed a lane its entries of the batch; False when it failed."""
+        if lane.disposed or lane.paused:
+            return True
+        scope = lane.scope
+        if scope is None:
+            return lane.feed(entries)
+        mine = scoped.get(scope)
+        if mine is None:
+            mine = scoped[scope] = _in_scope(entries, scope)
+        if mine:
+            if not lane.feed(mine):
+                return False
+            if lane.position != mine[-1].op_id:
+                return True  # it stopped short (paused): it goes on from there when resumed
+        if not lane.disposed:  # it had all of its namespace: the rest of the batch is behind it too
+            lane.entries_seen += len(entries) - len(mine)
+            lane.position = new_position
+        return True
 
     def _wait(self, groups: dict[int, _Group]) -> None:
         if groups:

@@ -1,0 +1,88 @@
+"""The shared tailer feeds each scoped stream only its namespace's entries, and loses nothing doing so."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import rxcs
+
+from .conftest import eventually
+
+
+def write_mixed(oplog: rxcs.Oplog, count: int, collections: int, seed: int = 3) -> list[tuple[str, str, int]]:
+    """Inserts spread at random over shop.c0.. and other.c0..; returns (db, coll, _id) in order."""
+    rng = random.Random(seed)
+    written = []
+    batch = []
+    for i in range(count):
+        db, coll = rng.choice(["shop", "other"]), f"c{rng.randrange(collections)}"
+        batch.append(rxcs.Change.insert(db, coll, {"_id": i}))
+        written.append((db, coll, i))
+        if len(batch) == 97:
+            oplog.append_many(batch)
+            batch = []
+    oplog.append_many(batch)
+    return written
+
+
+class TestScopedDispatch:
+    def test_many_streams_each_get_exactly_their_namespace(self, oplog: rxcs.Oplog) -> None:
+        """Collection, database and deployment streams on one tailer each see their events, in order."""
+        scopes: list[tuple[str | None, str | None]] = [
+            *[("shop", f"c{i}") for i in range(8)], ("shop", None), ("other", None), (None, None),
+        ]
+        got: dict[Any, list[int]] = {scope: [] for scope in scopes}
+        subscriptions = [
+            rxcs.watch(oplog, db, coll).subscribe(lambda e, scope=(db, coll): got[scope].append(e.document_key["_id"]))
+            for db, coll in scopes
+        ]
+        written = write_mixed(oplog, 3000, 8)
+        expected = {
+            scope: [i for db, coll, i in written if scope[0] in (None, db) and scope[1] in (None, coll)]
+            for scope in scopes
+        }
+        assert eventually(lambda: got == expected), {s: (len(got[s]), len(expected[s])) for s in scopes}
+        for subscription in subscriptions:
+            subscription.dispose()
+
+    def test_a_dropped_database_ends_its_collection_streams(self, oplog: rxcs.Oplog) -> None:
+        """dropDatabase, outside any collection, still reaches the collection streams of that database."""
+        ends: list[list[str]] = [[], []]
+        subscriptions = [
+            rxcs.watch(oplog, "shop", coll).subscribe(
+                lambda e, n=n: ends[n].append(str(e.operation_type)), on_completed=lambda n=n: ends[n].append("end")
+            )
+            for n, coll in enumerate(["users", "orders"])
+        ]
+        oplog.insert("shop", "users", {"_id": 1})
+        oplog.insert("other", "users", {"_id": 1})
+        oplog.drop_database("shop")
+        assert eventually(lambda: ends == [["insert", "drop", "invalidate", "end"], ["drop", "invalidate", "end"]])
+        for subscription in subscriptions:
+            subscription.dispose()
+
+    def test_other_namespaces_count_as_filtered_out(self, oplog: rxcs.Oplog) -> None:
+        """A scoped stream's statistics count the entries of other namespaces it read past."""
+        with rxcs.watch(oplog, "shop", "c0").iterate() as stream:
+            written = write_mixed(oplog, 500, 4)
+            mine = [i for db, coll, i in written if (db, coll) == ("shop", "c0")]
+            assert [stream.next(timeout=10).document_key["_id"] for _ in mine] == mine
+            assert eventually(lambda: stream.statistics().filtered_out == 500 - len(mine))
+
+    def test_a_scoped_stream_paused_again_and_again_loses_nothing(self, oplog: rxcs.Oplog) -> None:
+        """A slow collection stream, its buffer full mid-batch over and over, gets all its events once."""
+        written = write_mixed(oplog, 4000, 3)
+        mine = [i for db, coll, i in written if (db, coll) == ("shop", "c1")]
+        got = []
+        with rxcs.watch(oplog, "shop", "c1", start_at_operation_time=rxcs.BEGINNING,
+                        buffer_size=7, batch_size=50).iterate() as stream:
+            for event in stream:
+                got.append(event.document_key["_id"])
+                if len(got) % 50 == 0:
+                    time.sleep(0.002)
+                if len(got) == len(mine):
+                    break
+            assert stream.statistics().pauses > 5
+        assert got == mine
