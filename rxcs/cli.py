@@ -321,31 +321,13 @@ def _oplog(args: argparse.Namespace) -> int:
     readonly = args.action != "trim"
     with _open_oplog(args.location, readonly=readonly) as oplog:
         if args.action == "info":
-            _say(extjson.dumps(_info_document(oplog), indent=2), sys.stdout)
+            _say(extjson.dumps(oplog.describe(), indent=2), sys.stdout)
             return 0
         if args.action == "dump":
             return _dump(oplog, args.from_op_id, args.limit)
         if args.action == "verify":
             return _verify(oplog)
         return _trim(oplog, args.before, args.keep_bytes)
-
-
-def _info_document(oplog: Any) -> dict[str, Any]:
-    info = oplog.info()
-    fields = getattr(info, "__dataclass_fields__", None)
-    if fields is None:
-        return dict(info)
-    return {name: _plain(getattr(info, name)) for name in fields}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return str(value)
 
 
 def _dump(oplog: rxcs.Oplog, from_op_id: int | None, limit: int | None) -> int:

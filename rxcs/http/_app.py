@@ -18,7 +18,7 @@ import contextlib
 import hmac
 import importlib.resources
 import math
-from collections.abc import Awaitable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, final
 
@@ -475,7 +475,7 @@ class ChangeStreamApp(Starlette):
         if refusal is not None:
             return refusal.response()
         return JSONResponse(
-            {**oplog_info(self.oplog), "watchers": len(self._sessions), "maxWatchers": self.max_watchers},
+            {**self.oplog.describe(), "watchers": len(self._sessions), "maxWatchers": self.max_watchers},
             headers=self._cors_headers(request),
         )
 
@@ -556,35 +556,6 @@ def _host_name(host_header: str) -> str:
 def _client_name(connection: HTTPConnection) -> str:
     client = connection.client
     return "?" if client is None else f"{client.host}:{client.port}"
-
-
-def oplog_info(oplog: Oplog) -> dict[str, Any]:
-    """What ``GET /oplog`` answers: the oplog's identity and range, and its backend's own details."""
-    document: dict[str, Any] = {
-        "backend": type(oplog).__name__, "oplog_id": str(oplog.oplog_id),
-        "first_op_id": oplog.first_op_id, "last_op_id": oplog.last_op_id,
-    }
-    info = getattr(oplog, "info", None)
-    if callable(info):
-        details = info()
-        fields = getattr(details, "__dataclass_fields__", None)
-        items: Iterable[tuple[str, Any]] = (
-            ((name, getattr(details, name)) for name in fields) if fields is not None else dict(details).items()
-        )
-        document.update((str(name), _plain(value)) for name, value in items)
-    return document
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return str(value)
 
 
 def create_app(

@@ -8,6 +8,7 @@ the newest ever appended; an empty oplog has ``first_op_id == last_op_id + 1``.
 from __future__ import annotations
 
 import abc
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -178,6 +179,31 @@ class Oplog(abc.ABC):
                 high = mid
         return low - 1
 
+    def describe(self) -> dict[str, Any]:
+        """The oplog as a plain JSON-able document: backend, identity, range, and the backend's ``info()``.
+
+        What ``rxcs oplog info`` prints and ``rxcs serve`` answers at ``GET /oplog``.
+
+        Examples:
+            >>> import rxcs
+            >>> with rxcs.open_oplog(":memory:") as oplog:
+            ...     _ = oplog.insert("shop", "users", {"_id": 1})
+            ...     description = oplog.describe()
+            >>> description["backend"], description["first_op_id"], description["last_op_id"]
+            ('MemoryOplog', 1, 1)
+        """
+        document: dict[str, Any] = {
+            "backend": type(self).__name__, "oplog_id": str(self.oplog_id),
+            "first_op_id": self.first_op_id, "last_op_id": self.last_op_id,
+        }
+        info = getattr(self, "info", None)
+        if callable(info):
+            details = info()
+            fields = getattr(details, "__dataclass_fields__", None)
+            items = ((name, getattr(details, name)) for name in fields) if fields is not None else dict(details).items()
+            document.update((str(name), _plain(value)) for name, value in items)
+        return document
+
     def verify(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Read every retained entry and check it; return how many were checked.
 
@@ -307,3 +333,16 @@ class Oplog(abc.ABC):
     def drop_index(self, db: str, coll: str, index_name: str) -> int:
         """Record a dropped index; return its op_id."""
         return self.append(Change.drop_index(db, coll, index_name))
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON can carry it: containers of plain values, other things as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
