@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar, get_args
@@ -280,7 +281,9 @@ def entry_converter(
     no_nulls: frozenset[str] = frozenset()
     update_op = OperationType.UPDATE
     invalidate_op = OperationType.INVALIDATE
-    last_wall: list[Any] = [None, None]  # the last wall time converted, and its datetime
+    # The last wall time converted and its datetime, as one tuple: read and replaced whole, so a
+    # converter shared by streams on several threads never pairs one entry's time with another's.
+    last_wall: list[tuple[int, datetime]] = [(-1, datetime.fromtimestamp(0, UTC))]
 
     def convert(entry: OplogEntry) -> ChangeEvent | None:
         op = op_types.get(entry.op)
@@ -310,13 +313,14 @@ def entry_converter(
         if ns is None:
             ns = namespaces[key] = Namespace(*key)
         wall_ms = entry.wall_time_ms
-        if wall_ms != last_wall[0]:  # entries of one commit share their millisecond: one datetime
-            last_wall[:] = [wall_ms, from_timestamp(wall_ms / 1000, utc)]
+        wall = last_wall[0]
+        if wall[0] != wall_ms:  # entries of one commit share their millisecond: one datetime
+            wall = last_wall[0] = (wall_ms, from_timestamp(wall_ms / 1000, utc))
         return make_event(
             make_token(oplog_id, entry.op_id, op is invalidate_op),
             op,
             entry.cluster_time,
-            last_wall[1],
+            wall[1],
             ns,
             entry.document_key,
             document,
@@ -331,6 +335,58 @@ def entry_converter(
         )
 
     return convert
+
+
+_SHARED_CONVERTERS: weakref.WeakValueDictionary[tuple[Any, ...], Callable[[OplogEntry], ChangeEvent | None]] = (
+    weakref.WeakValueDictionary()
+)
+_SHARED_CONVERTERS_LOCK = threading.Lock()
+_REMEMBERED: Final = 1024  # conversions a shared converter keeps: a batch's worth, for the next stream
+
+
+def shared_entry_converter(
+    oplog_id: uuid.UUID,
+    full_document: str,
+    full_document_before_change: str,
+    show_expanded_events: bool,
+    lookup: Lookup | None,
+) -> Callable[[OplogEntry], ChangeEvent | None]:
+    """``entry_converter`` shared by the streams of an oplog with the same options.
+
+    The shared tailer feeds one batch of entries to each stream in turn, so
+    the converter remembers the events of the latest entries it converted:
+    the next stream fed the same entry gets the same (immutable) event instead
+    of building its own, and a thousand streams hold one converter, not a
+    thousand. A stream with a ``lookup`` gets its own converter: the lookup
+    may answer differently each time it is asked.
+    """
+    if lookup is not None:
+        return entry_converter(oplog_id, full_document, full_document_before_change, show_expanded_events, lookup)
+    key = (oplog_id, full_document, full_document_before_change, show_expanded_events)
+    with _SHARED_CONVERTERS_LOCK:
+        convert = _SHARED_CONVERTERS.get(key)
+        if convert is None:
+            convert = _remembering(
+                entry_converter(oplog_id, full_document, full_document_before_change, show_expanded_events, None)
+            )
+            _SHARED_CONVERTERS[key] = convert
+    return convert
+
+
+def _remembering(convert: Callable[[OplogEntry], ChangeEvent | None]) -> Callable[[OplogEntry], ChangeEvent | None]:
+    remembered: dict[int, tuple[OplogEntry, ChangeEvent | None]] = {}
+
+    def convert_once(entry: OplogEntry) -> ChangeEvent | None:
+        seen = remembered.get(entry.op_id)
+        if seen is not None and seen[0] is entry:  # the very entry another stream was fed
+            return seen[1]
+        event = convert(entry)
+        if len(remembered) >= _REMEMBERED:
+            remembered.clear()
+        remembered[entry.op_id] = (entry, event)
+        return event
+
+    return convert_once
 
 
 def _post_image(entry: OplogEntry, mode: str, lookup: Lookup | None) -> Mapping[str, Any] | None:

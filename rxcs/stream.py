@@ -549,7 +549,7 @@ def watch(
     resume = _check_token(oplog, resume_after, start_after)
     cso.scope(db, collection)  # validates the namespace
     cso.check_image_modes(full_document, full_document_before_change, lookup)
-    convert = cso.entry_converter(
+    convert = cso.shared_entry_converter(
         oplog.oplog_id, full_document, full_document_before_change, show_expanded_events, lookup
     )
     stages = compile_pipeline(pipeline) if pipeline is not None else None

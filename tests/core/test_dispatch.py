@@ -86,3 +86,40 @@ class TestScopedDispatch:
                     break
             assert stream.statistics().pauses > 5
         assert got == mine
+
+
+class TestSharedConversion:
+    def test_streams_with_the_same_options_get_the_same_event_objects(self, oplog: rxcs.Oplog) -> None:
+        """Two streams with equal options are given one event per entry, built once, equal to a lone stream's."""
+        firsts: list[Any] = []
+        seconds: list[Any] = []
+        with_lookup: list[Any] = []
+        subscriptions = [
+            rxcs.watch(oplog, "shop").subscribe(firsts.append),
+            rxcs.watch(oplog, "shop", pipeline=[{"$match": {"operationType": "insert"}}]).subscribe(seconds.append),
+            rxcs.watch(oplog, "shop", lookup=lambda ns, key: None).subscribe(with_lookup.append),
+        ]
+        for i in range(300):
+            oplog.insert("shop", "users", {"_id": i})
+        oplog.update("shop", "users", 1, updated_fields={"a": 1})
+        assert eventually(lambda: len(firsts) == 301 and len(seconds) == 300 and len(with_lookup) == 301)
+        assert all(a is b for a, b in zip(firsts, seconds, strict=False))
+        assert [e.id for e in with_lookup] == [e.id for e in firsts]
+        assert not any(a is b for a, b in zip(firsts, with_lookup, strict=True))  # a lookup is never shared
+        for subscription in subscriptions:
+            subscription.dispose()
+
+    def test_different_options_never_share(self, oplog: rxcs.Oplog) -> None:
+        """A stream asking for post-images sees them; one with the default options, on the same tailer, does not."""
+        plain: list[Any] = []
+        images: list[Any] = []
+        subscriptions = [
+            rxcs.watch(oplog, "shop").subscribe(plain.append),
+            rxcs.watch(oplog, "shop", full_document="whenAvailable").subscribe(images.append),
+        ]
+        oplog.update("shop", "users", 1, updated_fields={"a": 1}, full_document={"_id": 1, "a": 1})
+        assert eventually(lambda: len(plain) == 1 and len(images) == 1)
+        assert plain[0].full_document is None
+        assert images[0].full_document == {"_id": 1, "a": 1}
+        for subscription in subscriptions:
+            subscription.dispose()
