@@ -402,12 +402,15 @@ class TestFaults:
         url = f"{server.url}?stream=survivor"
         total = 600
         acknowledged: list[int] = []
+        killed = threading.Event()
         try:
             with structlog.testing.capture_logs() as logs, rxcs.open_oplog(url) as oplog:
 
                 def produce() -> None:
                     with rxcs.open_oplog(url) as producer:
                         for i in range(total):
+                            if i == 300:  # however slow the machine, half the writes meet the outage
+                                killed.wait(30)
                             acknowledged.append(producer.insert("shop", "users", {"_id": i}))
                             time.sleep(0.001)
 
@@ -416,6 +419,7 @@ class TestFaults:
                     writer.start()
                     received = [stream.next(timeout=30) for _ in range(150)]
                     server.kill()
+                    killed.set()
                     time.sleep(0.5)
                     server.restart()
                     while len(received) < total:
