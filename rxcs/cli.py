@@ -207,16 +207,10 @@ def _watch(args: argparse.Namespace) -> int:
         raise UsageError("--collection needs --db")
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be positive")
-    location = args.location
-    if not location.startswith(_REDIS_SCHEMES) and not Path(location).is_dir():
-        raise UsageError(f"{location}: no oplog directory there")
+    location = _checked_location(args.location)
     options = _watch_options(args)
     resume_file = Path(args.resume_file) if args.resume_file else None
-    try:
-        oplog = _open_for_reading(location)
-    except RxcsError as exc:
-        raise UsageError(f"{location}: {exc}") from None
-    with oplog:
+    with _open_oplog(location, readonly=True) as oplog:
         try:
             stream = rxcs.watch(oplog, args.db, args.collection, **options).iterate()
         except (RxcsError, ValueError, TypeError) as exc:
@@ -244,10 +238,21 @@ def _watch(args: argparse.Namespace) -> int:
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def _open_for_reading(location: str) -> rxcs.Oplog:
-    if location.startswith(_REDIS_SCHEMES):
-        return rxcs.open_oplog(location)
-    return rxcs.open_oplog(location, readonly=True)
+def _checked_location(location: str) -> str:
+    """The location, once it is a Redis URL or an existing directory."""
+    if not location.startswith(_REDIS_SCHEMES) and not Path(location).is_dir():
+        raise UsageError(f"{location}: no oplog directory there")
+    return location
+
+
+def _open_oplog(location: str, *, readonly: bool) -> rxcs.Oplog:
+    """A FileOplog directory (readonly unless writing) or a Redis URL; failing to open is a usage error."""
+    try:
+        if location.startswith(_REDIS_SCHEMES):
+            return rxcs.open_oplog(location)
+        return rxcs.open_oplog(location, readonly=readonly)
+    except RxcsError as exc:
+        raise UsageError(f"{location}: {exc}") from None
 
 
 def _print_event(event: Any, form: str, out: TextIO) -> None:
@@ -283,14 +288,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.token_file is None and not is_loopback(args.host):
         raise UsageError(f"--host {args.host} is not loopback: give --token-file so that clients must authenticate")
     token = _read_token(args.token_file) if args.token_file is not None else None
-    location = args.location
-    if not location.startswith(("redis://", "rediss://", "unix://")) and not Path(location).is_dir():
-        raise UsageError(f"{location}: no oplog directory there")
-    try:
-        oplog = _open_for_reading(location)
-    except RxcsError as exc:
-        raise UsageError(f"{location}: {exc}") from None
-    with oplog:
+    with _open_oplog(_checked_location(args.location), readonly=True) as oplog:
         try:
             http.serve(
                 oplog, host=args.host, port=args.port, token=token, allowed_origins=args.allow_origin,
@@ -305,21 +303,9 @@ def _serve(args: argparse.Namespace) -> int:
 # -- oplog maintenance ------------------------------------------------------------
 
 
-def _open_oplog(location: str, *, readonly: bool) -> Any:
-    """A FileOplog directory (readonly unless writing) or a Redis URL."""
-    if not location.startswith(_REDIS_SCHEMES) and not Path(location).is_dir():
-        raise UsageError(f"{location}: no oplog directory there")
-    try:
-        if location.startswith(_REDIS_SCHEMES):
-            return rxcs.open_oplog(location)
-        return rxcs.open_oplog(location, readonly=readonly)
-    except RxcsError as exc:
-        raise UsageError(f"{location}: {exc}") from None
-
-
 def _oplog(args: argparse.Namespace) -> int:
     readonly = args.action != "trim"
-    with _open_oplog(args.location, readonly=readonly) as oplog:
+    with _open_oplog(_checked_location(args.location), readonly=readonly) as oplog:
         if args.action == "info":
             _say(extjson.dumps(oplog.describe(), indent=2), sys.stdout)
             return 0

@@ -545,6 +545,7 @@ class _LeftoverCursor(OplogCursor):
             self._cursor.close()
 
 
+@final
 class _ScheduledTailer:
     """A lane's own tailer, run as a chain of actions on a scheduler."""
 
