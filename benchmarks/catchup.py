@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 
 import rxcs
-from benchmarks.common import Bench, Report, Row, document, medians, populate, ratio
+from benchmarks.common import Bench, Report, Row, cursor_rate, document, medians, populate, ratio
 
 BATCH = 1000
 MATCH = [{"$match": {"fullDocument.status": "paid"}}]
@@ -69,14 +69,7 @@ def run(bench: Bench, report: Report) -> None:
         return n / (time.perf_counter() - began)
 
     def read_only() -> float:
-        with rxcs.open_oplog(path, readonly=True) as reader:
-            began = time.perf_counter()
-            count = 0
-            with reader.cursor(0) as cursor:
-                while batch := cursor.read(BATCH):
-                    count += len(batch)
-            assert count == n
-            return n / (time.perf_counter() - began)
+        return cursor_rate(lambda: rxcs.open_oplog(path, readonly=True), n, BATCH)
 
     # Both stop the clock at the n-th event, as observed() does: closing the stream is not catch-up.
     def iterate() -> float:

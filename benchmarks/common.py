@@ -331,3 +331,15 @@ def go(process: subprocess.Popen[str]) -> None:
     assert process.stdin is not None
     process.stdin.write("go\n")
     process.stdin.flush()
+
+
+def cursor_rate(open_reader: Callable[[], rxcs.Oplog], n: int, batch: int) -> float:
+    """Entries per second read through a cursor from the start of an oplog of ``n`` entries."""
+    with open_reader() as reader:
+        began = time.perf_counter()
+        count = 0
+        with reader.cursor(0) as cursor:
+            while entries := cursor.read(batch):
+                count += len(entries)
+        assert count == n
+        return n / (time.perf_counter() - began)

@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 
 import rxcs
-from benchmarks.common import Bench, Report, Row, document, medians
+from benchmarks.common import Bench, Report, Row, cursor_rate, document, medians
 
 BATCH = 1000
 
@@ -125,14 +125,7 @@ def catch_up(url: str, client: Any, n: int, repeat: int) -> list[Row]:
         return n / (time.perf_counter() - began)
 
     def cursor() -> float:
-        with rxcs.open_oplog(f"{url}?stream={stream}") as reader:
-            began = time.perf_counter()
-            count = 0
-            with reader.cursor(0) as entries:
-                while batch := entries.read(BATCH):
-                    count += len(batch)
-            assert count == n
-            return n / (time.perf_counter() - began)
+        return cursor_rate(lambda: rxcs.open_oplog(f"{url}?stream={stream}"), n, BATCH)
 
     def watch() -> float:
         with rxcs.open_oplog(f"{url}?stream={stream}") as reader:
