@@ -31,6 +31,7 @@ from rxcs.buffer import EventBuffer, Overflow, check_buffer_args
 from rxcs.errors import InvalidResumeToken, MissingImageError, PipelineError, StreamClosedError
 from rxcs.events import ChangeEvent, Namespace, OperationType, UpdateDescription
 from rxcs.log import log
+from rxcs.oplog.base import Sift
 from rxcs.oplog.entry import OplogEntry
 from rxcs.pipeline import CompiledPipeline, compile_pipeline, event_limit
 from rxcs.prefilter import EntryFilter
@@ -412,6 +413,7 @@ def changes(
     oplog_id: uuid.UUID | None = None,
     max_event_bytes: int | None = None,
     prefilter: EntryFilter | None = None,
+    sift: Sift | None = None,
 ) -> Callable[[reactivex.Observable[OplogEntry]], reactivex.Observable[Any]]:
     """``scope`` + ``to_change_events`` + ``seek`` + ``pipeline`` in one step: what ``watch()`` runs.
 
@@ -421,6 +423,8 @@ def changes(
     naming a fragment of a split event resumes at the next fragment.
     ``prefilter`` (``rxcs.prefilter``) drops entries before they become
     events; it must give the answer the pipeline's leading ``$match`` stages would.
+    ``sift`` (``rxcs.prefilter.leading_match_sift``, for that same filter) lets
+    an ``oplog_entries`` source leave out undecoded the entries it fails.
     """
     rule = _scope_rule(db, collection)
     run = stages.run if stages is not None else None
@@ -430,6 +434,8 @@ def changes(
     def operator(source: reactivex.Observable[OplogEntry]) -> reactivex.Observable[Any]:
         if db is not None and isinstance(source, EntrySource):  # fed only this namespace's entries
             source = source.within(db, collection)
+        if sift is not None and isinstance(source, EntrySource):
+            source = source.sifted(sift)
 
         def subscribe(
             observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None

@@ -8,18 +8,29 @@ as evaluating it on the event's document, and an entry that fails it is
 never turned into an event, never given a resume token, never shaped into a
 document. Filters that read anything else (``_id``, ``wallTime``, a looked-up
 post-image, ``$expr``) are not pre-filtered: ``entry_filter`` says None.
+
+A filter that can be pre-filtered and asks for strings (``{"fullDocument.status":
+"paid"}``, ``$eq``, ``$in``, ``$all``) also gives a ``Sift`` for the cursor: an
+entry that holds such a string holds its UTF-8 bytes, so a record in which
+none of a required string's bytes occur cannot match, and the cursor leaves
+it undecoded. Only records of inserts, updates, replaces and deletes are left
+out that way: the records that end a stream (drop, rename, dropDatabase), and
+any the conversion would refuse, always reach it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from rxcs.events import OperationType
+from rxcs.oplog.base import Sift
+from rxcs.oplog.codec import DATA_CHANGE_HEAD
 from rxcs.oplog.entry import OplogEntry
 from rxcs.query import MISSING, compile_filter, rewrite_event_aliases, top_level_fields
 
-__all__ = ["EntryFilter", "entry_filter", "leading_match_filter"]
+__all__ = ["EntryFilter", "entry_filter", "leading_match_filter", "leading_match_sift"]
 
 EntryFilter = Callable[[OplogEntry], bool]
 Getter = Callable[[OplogEntry], Any]
@@ -156,7 +167,44 @@ def leading_match_filter(
         >>> covered
         2
     """
-    filters: list[EntryFilter] = []
+    filters = [check for _, check in _leading_matches(stages, full_document, full_document_before_change)]
+    if not filters:
+        return None, 0
+    if len(filters) == 1:
+        return filters[0], 1
+    return (lambda entry: all(check(entry) for check in filters)), len(filters)
+
+
+def leading_match_sift(
+    stages: Sequence[Mapping[str, Any]], *, full_document: str = "default", full_document_before_change: str = "off"
+) -> Sift | None:
+    """A cursor's ``Sift`` for the strings the leading ``$match`` stages require, or None if they require none.
+
+    It passes every record the stages' entry filter (``leading_match_filter``)
+    could pass, so leaving out what it fails changes no stream's events.
+
+    Examples:
+        >>> from rxcs.oplog.codec import encode_entry
+        >>> from rxcs.events import ClusterTime
+        >>> from rxcs.oplog import Change
+        >>> sift = leading_match_sift([{"$match": {"fullDocument.status": "paid"}}])
+        >>> def record(status):
+        ...     change = Change.insert("shop", "users", {"_id": 1, "status": status})
+        ...     return encode_entry(1, ClusterTime(1, 1), 0, change)
+        >>> [sift(data, 0, len(data)) for data in (record("paid"), record("new"))]
+        [True, False]
+    """
+    groups: list[tuple[bytes, ...]] = []
+    for spec, _ in _leading_matches(stages, full_document, full_document_before_change):
+        groups.extend(_required_strings(spec))
+    return _sift(tuple(groups)) if groups else None
+
+
+def _leading_matches(
+    stages: Sequence[Mapping[str, Any]], full_document: str, full_document_before_change: str
+) -> list[tuple[Mapping[str, Any], EntryFilter]]:
+    """The leading ``$match`` stages that entries can be filtered by: each spec (aliases rewritten) and its filter."""
+    matches: list[tuple[Mapping[str, Any], EntryFilter]] = []
     for stage in stages:
         spec = stage.get("$match") if len(stage) == 1 else None
         if not isinstance(spec, Mapping):
@@ -164,9 +212,67 @@ def leading_match_filter(
         check = entry_filter(spec, full_document=full_document, full_document_before_change=full_document_before_change)
         if check is None:
             break
-        filters.append(check)
-    if not filters:
-        return None, 0
-    if len(filters) == 1:
-        return filters[0], 1
-    return (lambda entry: all(check(entry) for check in filters)), len(filters)
+        matches.append((rewrite_event_aliases(spec), check))
+    return matches
+
+
+def _required_strings(spec: Mapping[str, Any]) -> list[tuple[bytes, ...]]:
+    """Groups of UTF-8 strings: a document matching ``spec`` holds at least one string of every group."""
+    groups: list[tuple[bytes, ...]] = []
+    for key, value in spec.items():
+        if key == "$and":
+            for clause in value:
+                groups.extend(_required_strings(clause))
+        elif not key.startswith("$"):  # $or, $nor, $expr, $comment...: nothing every match must hold
+            group = _strings_of_condition(value)
+            if group:
+                groups.append(group)
+    return groups
+
+
+def _strings_of_condition(condition: Any) -> tuple[bytes, ...] | None:
+    """The strings one of which a field's value (or an element of it) equals when ``condition`` holds."""
+    if isinstance(condition, str):
+        return _encoded((condition,))
+    if not (isinstance(condition, Mapping) and condition and all(str(op).startswith("$") for op in condition)):
+        return None  # a whole embedded document, a number, null...: no string to look for
+    for operator, argument in condition.items():
+        if operator == "$eq" and isinstance(argument, str):
+            return _encoded((argument,))
+        if (operator in ("$in", "$all") and isinstance(argument, (list, tuple)) and argument
+                and all(isinstance(item, str) for item in argument)):
+            # $in: the value equals one of them; $all: it holds each of them, so the first will do.
+            return _encoded(tuple(argument) if operator == "$in" else (argument[0],))
+    return None
+
+
+def _encoded(strings: tuple[str, ...]) -> tuple[bytes, ...] | None:
+    try:
+        needles = tuple(dict.fromkeys(string.encode("utf-8") for string in strings))
+    except UnicodeEncodeError:  # a lone surrogate: no entry can hold it, but say nothing rather than guess
+        return None
+    return None if b"" in needles else needles
+
+
+@functools.lru_cache(maxsize=256)
+def _sift(groups: tuple[tuple[bytes, ...], ...]) -> Sift:
+    """The sift for these groups; alike streams get the same one, so a shared cursor can use it."""
+    data_change = DATA_CHANGE_HEAD.match
+    if len(groups) == 1 and len(groups[0]) == 1:
+        needle = groups[0][0]
+
+        def sift_one(data: bytes, start: int, end: int) -> bool:
+            return data.find(needle, start, end) >= 0 or data_change(data, start, end) is None
+
+        return sift_one
+
+    def sift(data: bytes, start: int, end: int) -> bool:
+        for group in groups:
+            for needle in group:
+                if data.find(needle, start, end) >= 0:
+                    break
+            else:
+                return data_change(data, start, end) is None
+        return True
+
+    return sift

@@ -34,7 +34,7 @@ from reactivex.scheduler import VirtualTimeScheduler
 from rxcs.errors import InvalidResumeToken
 from rxcs.events import ClusterTime
 from rxcs.log import log
-from rxcs.oplog.base import Oplog, OplogCursor
+from rxcs.oplog.base import Oplog, OplogCursor, Sift
 from rxcs.oplog.entry import OplogEntry
 
 __all__ = ["BEGINNING", "Beginning", "EntrySource", "Lane", "Scope", "current_lane", "oplog_entries"]
@@ -86,20 +86,26 @@ class Lane:
 
     __slots__ = (
         "_after_feed", "_resume", "attached", "disposed", "entries_seen", "leftover", "observer", "oplog", "paused",
-        "position", "scope",
+        "position", "scope", "sift",
     )
 
     def __init__(
-        self, oplog: Oplog, observer: abc.ObserverBase[OplogEntry], position: int, scope: Scope | None = None
+        self,
+        oplog: Oplog,
+        observer: abc.ObserverBase[OplogEntry],
+        position: int,
+        scope: Scope | None = None,
+        sift: Sift | None = None,
     ) -> None:
         self.oplog = oplog
         self.scope = scope
+        self.sift = sift  # the observer wants no entry whose record fails it (see rxcs.prefilter)
         self.observer = observer
         self.position = position
         self.paused = False
         self.disposed = False
         self.attached = True  # fed by its tailer; a paused lane is detached, and re-attached on resume
-        self.entries_seen = 0
+        self.entries_seen = 0  # entries read past: fed, out of scope or sifted out
         self._resume: Callable[[Lane], None] = _noop
         self._after_feed: list[Callable[[], None]] = []
         # Entries read for this lane but not fed because it paused: fed first when it resumes, so
@@ -148,8 +154,8 @@ class Lane:
                         self.leftover = [entry for entry in entries if entry.op_id > position]
                     break
                 observer.on_next(entry)
+                self.entries_seen += entry.op_id - self.position  # and those the cursor sifted out before it
                 self.position = entry.op_id
-                self.entries_seen += 1
         except Exception as exc:  # noqa: BLE001 - routed to the observer, never lost
             self.fail(exc)
             return False
@@ -194,6 +200,7 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         max_await_time: float,
         scheduler: abc.SchedulerBase | None,
         scope: Scope | None = None,
+        sift: Sift | None = None,
     ) -> None:
         super().__init__(self._subscribe)
         self.oplog = oplog
@@ -204,12 +211,13 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         self.max_await_time = max_await_time
         self.scheduler = scheduler
         self.scope = scope
+        self.sift = sift
 
     def starting_after(self, op_id: int) -> EntrySource:
         """The same source, starting after ``op_id``."""
         return EntrySource(
             self.oplog, after=op_id, start=None, batch_size=self.batch_size,
-            max_await_time=self.max_await_time, scheduler=self.scheduler, scope=self.scope,
+            max_await_time=self.max_await_time, scheduler=self.scheduler, scope=self.scope, sift=self.sift,
         )
 
     def within(self, db: str, collection: str | None = None) -> EntrySource:
@@ -223,7 +231,20 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         """
         return EntrySource(
             self.oplog, after=self.after, start=self.start, batch_size=self.batch_size,
-            max_await_time=self.max_await_time, scheduler=self.scheduler, scope=(db, collection),
+            max_await_time=self.max_await_time, scheduler=self.scheduler, scope=(db, collection), sift=self.sift,
+        )
+
+    def sifted(self, sift: Sift) -> EntrySource:
+        """The same source, free to leave out the entries whose records fail ``sift``.
+
+        The subscriber must want none of them: ``rxcs.prefilter.leading_match_sift``
+        gives such a test for a stream's leading ``$match``. The shared
+        tailer's cursor leaves an entry undecoded only when every subscription
+        reading it sifts it out.
+        """
+        return EntrySource(
+            self.oplog, after=self.after, start=self.start, batch_size=self.batch_size,
+            max_await_time=self.max_await_time, scheduler=self.scheduler, scope=self.scope, sift=sift,
         )
 
     def start_position(self) -> int:
@@ -248,7 +269,7 @@ class EntrySource(reactivex.Observable[OplogEntry]):
     ) -> abc.DisposableBase:
         position = self.start_position()
         cursor = self.oplog.cursor(position)  # raises ChangeStreamHistoryLost now, not later
-        lane = Lane(self.oplog, observer, position, self.scope)
+        lane = Lane(self.oplog, observer, position, self.scope, self.sift)
         chosen = self.scheduler
         if chosen is not None:
             return _ScheduledTailer(lane, cursor, self.batch_size, self.max_await_time, chosen).start()
@@ -448,21 +469,21 @@ class _Tailer:
         progressed = False
         for position, group in list(groups.items()):
             try:
-                entries = group.cursor.read(self._batch_size)
+                entries = group.cursor.read(self._batch_size, _group_sift(group.lanes))
             except Exception as exc:  # noqa: BLE001 - the group's lanes get on_error
                 del groups[position]
                 group.cursor.close()
                 for lane in group.lanes:
                     lane.fail(exc)
                 continue
-            if not entries:
+            new_position = group.cursor.position  # past the entries, and any it sifted out after them
+            if new_position == position:
                 group.lanes = [lane for lane in group.lanes if not lane.disposed]
                 if not group.lanes:
                     del groups[position]
                     group.cursor.close()
                 continue
             progressed = True
-            new_position = entries[-1].op_id
             scoped: dict[Scope, list[OplogEntry]] = {}
             fed = [lane for lane in group.lanes if self._feed(lane, entries, new_position, scoped)]
             kept = []
@@ -494,18 +515,18 @@ class _Tailer:
         if lane.disposed or lane.paused:
             return True
         scope = lane.scope
-        if scope is None:
-            return lane.feed(entries)
-        mine = scoped.get(scope)
-        if mine is None:
-            mine = scoped[scope] = _in_scope(entries, scope)
+        mine: list[OplogEntry] | None = entries
+        if scope is not None:
+            mine = scoped.get(scope)
+            if mine is None:
+                mine = scoped[scope] = _in_scope(entries, scope)
         if mine:
             if not lane.feed(mine):
                 return False
             if lane.position != mine[-1].op_id:
                 return True  # it stopped short (paused): it goes on from there when resumed
-        if not lane.disposed:  # it had all of its namespace: the rest of the batch is behind it too
-            lane.entries_seen += len(entries) - len(mine)
+        if not lane.disposed:  # it had all it wants of the batch: the rest is behind it too
+            lane.entries_seen += new_position - lane.position
             lane.position = new_position
         return True
 
@@ -519,6 +540,22 @@ class _Tailer:
                 self._idle.wait(self._max_await_time)
 
 
+def _group_sift(lanes: list[Lane]) -> Sift | None:
+    """The sift a group's cursor may use: one its every lane would apply, else none.
+
+    Streams with the same leading ``$match`` share one sift (``rxcs.prefilter``
+    keeps them), so a crowd of alike streams still sifts.
+    """
+    sift: Sift | None = None
+    for lane in lanes:
+        if lane.disposed:
+            continue
+        if lane.sift is None or (sift is not None and lane.sift is not sift):
+            return None
+        sift = lane.sift
+    return sift
+
+
 @final
 class _LeftoverCursor(OplogCursor):
     """A resumed lane's cursor: the entries it was not fed when it paused, then the oplog after them."""
@@ -529,14 +566,14 @@ class _LeftoverCursor(OplogCursor):
         self._cursor: OplogCursor | None = None
         self.position = leftover[0].op_id - 1
 
-    def read(self, limit: int) -> list[OplogEntry]:
+    def read(self, limit: int, sift: Sift | None = None) -> list[OplogEntry]:
         if self._leftover:
             batch, self._leftover = self._leftover[:limit], self._leftover[limit:]
             self.position = batch[-1].op_id
             return batch
         if self._cursor is None:
             self._cursor = self._oplog.cursor(self.position)
-        batch = self._cursor.read(limit)
+        batch = self._cursor.read(limit, sift)
         self.position = self._cursor.position
         return batch
 

@@ -27,7 +27,7 @@ from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
 from rxcs.pipeline import check_max_event_bytes, compile_pipeline
-from rxcs.prefilter import leading_match_filter
+from rxcs.prefilter import leading_match_filter, leading_match_sift
 from rxcs.source import Beginning, Lane, current_lane, oplog_entries
 from rxcs.tokens import ResumeToken
 
@@ -558,13 +558,16 @@ def watch(
     prefilter, covered = (None, 0) if pipeline is None else leading_match_filter(
         pipeline, full_document=full_document, full_document_before_change=full_document_before_change
     )
+    sift = None if pipeline is None else leading_match_sift(
+        pipeline, full_document=full_document, full_document_before_change=full_document_before_change
+    )
     if pipeline is not None and covered == len(pipeline):
         stages = None  # the entry filter is the whole pipeline
 
     def changes(skip_through: ResumeToken | None) -> Callable[[Any], Any]:
         return cso.changes(
             db, collection, convert, skip_through=skip_through, stages=stages, oplog_id=oplog.oplog_id,
-            max_event_bytes=max_event_bytes, prefilter=prefilter,
+            max_event_bytes=max_event_bytes, prefilter=prefilter, sift=sift,
         )
     # Checks the buffer and timing arguments now rather than at subscribe.
     oplog_entries(oplog, after=0, batch_size=batch_size, max_await_time=max_await_time)

@@ -20,9 +20,17 @@ from rxcs.errors import ChangeStreamHistoryLost, OplogCorruptedError
 from rxcs.events import ClusterTime
 from rxcs.oplog.entry import Change, OplogEntry
 
-__all__ = ["Clock", "Oplog", "OplogCursor"]
+__all__ = ["Clock", "Oplog", "OplogCursor", "Sift"]
 
 Document = Mapping[str, Any]
+
+Sift = Callable[[bytes, int, int], bool]
+"""A test on an entry's encoded form, ``data[start:end]``: False when no reader wants that entry.
+
+A stream's leading ``$match`` gives one (``rxcs.prefilter``): a cursor that
+holds entries encoded may leave out those failing it without decoding them.
+It is a necessary condition only: whatever passes is still filtered exactly.
+"""
 _EPOCH = ClusterTime(0, 0)
 
 
@@ -51,15 +59,21 @@ class Clock:
 class OplogCursor(abc.ABC):
     """Reads entries in op_id order from a position, batch by batch.
 
-    ``position`` is the op_id of the last entry returned (or the start).
+    ``position`` is the op_id of the last entry read past (or the start).
     A cursor whose next entry was trimmed away raises ``ChangeStreamHistoryLost``.
     """
 
     position: int
 
     @abc.abstractmethod
-    def read(self, limit: int) -> list[OplogEntry]:
-        """Return up to ``limit`` entries after ``position`` (none when caught up)."""
+    def read(self, limit: int, sift: Sift | None = None) -> list[OplogEntry]:
+        """Read up to ``limit`` entries after ``position`` and return them; caught up when it does not move.
+
+        With ``sift``, a cursor may leave out, undecoded, the entries whose
+        encoded form fails it: ``position`` still moves past them, so a read
+        can return nothing and yet have made progress. A cursor is free to
+        ignore ``sift`` and return every entry.
+        """
 
     def close(self) -> None:  # noqa: B027 - cursors without resources need nothing
         """Release what the cursor holds open."""

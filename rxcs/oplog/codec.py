@@ -11,8 +11,9 @@ with trailing nulls left off. Aware datetimes travel as msgpack Timestamps.
 
 from __future__ import annotations
 
+import re
 import threading
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -20,7 +21,7 @@ from rxcs.errors import InvalidChangeError
 from rxcs.events import ClusterTime, Namespace
 from rxcs.oplog.entry import Change, OplogEntry
 
-__all__ = ["decode_entry", "encode_entry", "EntryDecodeError"]
+__all__ = ["DATA_CHANGE_HEAD", "decode_entry", "encode_entry", "EntryDecodeError"]
 
 _FIXED_FIELDS = 7  # op_id .. coll: always present
 _ALL_FIELDS = 14
@@ -28,6 +29,17 @@ _ALL_FIELDS = 14
 _TO = 11
 _NONES = (None,) * _ALL_FIELDS
 _new_tuple = tuple.__new__
+
+_UINT = rb"(?:[\x00-\x7f]|\xcc.|\xcd..|\xce.{4}|\xcf.{8})"  # each of msgpack's unsigned int forms
+DATA_CHANGE_HEAD: Final = re.compile(
+    rb"[\x97-\x9e]" + _UINT * 4 + rb"(?:\xa6(?:insert|update|delete)|\xa7replace)", re.DOTALL
+)
+"""Matches the start of a record of an insert, update, replace or delete, and nothing else.
+
+A record is a fixarray of 7 to 14 fields led by four unsigned ints (op_id,
+time, inc, wall_ms) and the operation's name; a msgpack value's first byte
+fixes its length, so the head parses one way only.
+"""
 
 
 class EntryDecodeError(ValueError):

@@ -37,7 +37,7 @@ from rxcs.errors import (
 )
 from rxcs.events import ClusterTime
 from rxcs.log import log
-from rxcs.oplog.base import Clock, Oplog, OplogCursor
+from rxcs.oplog.base import Clock, Oplog, OplogCursor, Sift
 from rxcs.oplog.codec import EntryDecodeError, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.segments import (
@@ -805,7 +805,8 @@ class _FileCursor(OplogCursor):
         self._segment: int | None = None
         self._handle: int | None = None
         self._offset = 0
-        self._buffer = memoryview(b"")
+        self._data = b""  # the block last read; _buffer views it
+        self._buffer = memoryview(self._data)
         self._buffer_base = 0
         self._placed = False
 
@@ -837,7 +838,8 @@ class _FileCursor(OplogCursor):
             raise ChangeStreamHistoryLost(f"op_id {target} was trimmed while being read") from None
         self.close()
         self._handle, self._segment = handle, first
-        self._offset, self._buffer, self._buffer_base = start[1], memoryview(b""), start[1]
+        self._offset, self._data, self._buffer_base = start[1], b"", start[1]
+        self._buffer = memoryview(self._data)
         # Walk frame headers from the indexed point to the target: nothing is decoded.
         skip_to = start[0]
         while skip_to < target:
@@ -854,15 +856,16 @@ class _FileCursor(OplogCursor):
         self._placed = True
         return True
 
-    def read(self, limit: int) -> list[OplogEntry]:
+    def read(self, limit: int, sift: Sift | None = None) -> list[OplogEntry]:
         oplog = self._oplog
         oplog._check_open()
         if not self._placed and not self._place():
             return []
         entries: list[OplogEntry] = []
-        while len(entries) < limit:
-            self._read_whole_frames(entries, limit)
-            if len(entries) >= limit:
+        stop = self.position + limit  # op_ids rise by one: the last op_id this read may pass
+        while self.position < stop:
+            self._read_whole_frames(entries, stop, sift)
+            if self.position >= stop:
                 break
             # The edges, one frame at a time: a frame across the buffer's end, the tail, damage.
             frame = self._next_frame()
@@ -875,13 +878,14 @@ class _FileCursor(OplogCursor):
             self.position = frame.op_id
         return entries
 
-    def _read_whole_frames(self, entries: list[OplogEntry], limit: int) -> None:
-        """The hot path: decode the frames that lie wholly in the buffer and pass every check.
+    def _read_whole_frames(self, entries: list[OplogEntry], stop: int, sift: Sift | None) -> None:
+        """The hot path: take the frames, up to op_id ``stop``, that lie wholly in the buffer and pass every check.
 
         Anything unusual (a partial frame, a bad checksum, an unexpected op_id,
-        an undecodable payload) stops it; ``_next_frame`` then handles that frame.
+        an undecodable payload) stops it; ``_next_frame`` then handles that
+        frame. A frame whose payload fails ``sift`` is checked but not decoded.
         """
-        buffer, base = self._buffer, self._buffer_base
+        data, buffer, base = self._data, self._buffer, self._buffer_base  # sift searches data in place
         size = len(buffer)
         position = self._offset - base
         expected = self.position + 1
@@ -891,9 +895,9 @@ class _FileCursor(OplogCursor):
         unpackb = msgpack.unpackb
         make_entry = entry_from_record
         append = entries.append
-        count = len(entries)
-        start = count
-        while count < limit and size - position >= header_size:
+        first = expected
+        decoded = 0
+        while expected <= stop and size - position >= header_size:
             length, crc, op_id = unpack_header(buffer, position)
             body = position + header_size
             end = body + length
@@ -901,20 +905,21 @@ class _FileCursor(OplogCursor):
                 break
             if crc32(buffer[position + 8 : end]) != crc:  # op_id and payload lie side by side: one call
                 break
-            try:
-                entry = make_entry(unpackb(buffer[body:end], raw=False, timestamp=3, strict_map_key=False))
-            except (ValueError, TypeError, EntryDecodeError, msgpack.UnpackException):
-                break
-            if entry.op_id != op_id:
-                break
-            append(entry)
+            if sift is None or sift(data, body, end):
+                try:
+                    entry = make_entry(unpackb(buffer[body:end], raw=False, timestamp=3, strict_map_key=False))
+                except (ValueError, TypeError, EntryDecodeError, msgpack.UnpackException):
+                    break
+                if entry.op_id != op_id:
+                    break
+                append(entry)
+                decoded += 1
             position = end
             expected += 1
-            count += 1
-        if count > start:
+        if expected > first:
             self._offset = base + position
             self.position = expected - 1
-            self._oplog._frames_decoded += count - start
+            self._oplog._frames_decoded += decoded
 
     def _next_frame(self) -> Any:
         while True:
@@ -945,7 +950,7 @@ class _FileCursor(OplogCursor):
         self._oplog._bytes_read += len(data)
         if len(data) <= len(self._buffer) - pending:
             return False
-        self._buffer, self._buffer_base = memoryview(data), self._offset
+        self._data, self._buffer, self._buffer_base = data, memoryview(data), self._offset
         return True
 
     def _is_tail(self, offset: int) -> bool:

@@ -14,7 +14,7 @@ from typing import final
 
 from rxcs.errors import ChangeStreamHistoryLost, OplogClosedError
 from rxcs.log import log
-from rxcs.oplog.base import Clock, Oplog, OplogCursor
+from rxcs.oplog.base import Clock, Oplog, OplogCursor, Sift
 from rxcs.oplog.codec import decode_entry, encode_entry
 from rxcs.oplog.entry import Change, OplogEntry
 
@@ -150,8 +150,11 @@ class _MemoryCursor(OplogCursor):
     def check_retained(self) -> None:
         self._oplog._frames_after(self.position, 0)
 
-    def read(self, limit: int) -> list[OplogEntry]:
-        entries = [decode_entry(frame) for frame in self._oplog._frames_after(self.position, limit)]
-        if entries:
-            self.position = entries[-1].op_id
+    def read(self, limit: int, sift: Sift | None = None) -> list[OplogEntry]:
+        frames = self._oplog._frames_after(self.position, limit)
+        if sift is None:
+            entries = [decode_entry(frame) for frame in frames]
+        else:
+            entries = [decode_entry(frame) for frame in frames if sift(frame, 0, len(frame))]
+        self.position += len(frames)  # op_ids rise by one: the last frame's is this
         return entries

@@ -41,7 +41,7 @@ from rxcs.errors import (
 )
 from rxcs.events import ClusterTime
 from rxcs.log import log
-from rxcs.oplog.base import Oplog, OplogCursor
+from rxcs.oplog.base import Oplog, OplogCursor, Sift
 from rxcs.oplog.codec import EntryDecodeError, decode_entry, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 
@@ -713,7 +713,7 @@ class _RedisCursor(OplogCursor):
         self._start = start  # the XRANGE start ("(id" exclusive, "id" inclusive); None: seek again
         self.position = after
 
-    def read(self, limit: int) -> list[OplogEntry]:
+    def read(self, limit: int, sift: Sift | None = None) -> list[OplogEntry]:
         oplog = self._oplog
         oplog._check_open()
         if limit <= 0:
