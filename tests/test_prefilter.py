@@ -12,8 +12,9 @@ from hypothesis import given, settings
 import rxcs
 from rxcs.events import ClusterTime, Namespace
 from rxcs.operators import entry_converter
+from rxcs.oplog.codec import DATA_CHANGE_HEAD, encode_entry
 from rxcs.oplog.entry import OplogEntry
-from rxcs.prefilter import entry_filter, leading_match_filter
+from rxcs.prefilter import entry_filter, leading_match_filter, leading_match_sift
 from rxcs.query import compile_filter, rewrite_event_aliases
 
 OPLOG_ID = uuid.UUID(int=7)
@@ -145,3 +146,127 @@ class TestThroughWatch:
                     results.append([event.id for event in stream])
             assert results[0] == results[1]
             assert len(results[0]) == 30
+
+
+# Strings that share bytes with one another and with the record's own names, accents included.
+WORDS = ["paid", "pai", "paidé", "new", "users", "shop", "insert", "é", "日本", "update"]
+values = st.recursive(
+    st.one_of(st.none(), st.integers(-3, 3), st.sampled_from(WORDS), st.binary(max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(WORDS), inner, max_size=3)),
+    max_leaves=6,
+)
+PATHS = ["fullDocument.status", "fullDocument.tags", "fullDocumentBeforeChange.status", "documentKey._id",
+         "updateDescription.updatedFields.status", "operationType", "ns.coll", "db", "to.coll",
+         "operationDescription.indexes.name"]
+
+
+@st.composite
+def string_conditions(draw: st.DrawFn) -> Any:
+    """A condition on one field that a sift can use: a string, $eq, $in or $all of strings, maybe with more."""
+    word = draw(st.sampled_from(WORDS))
+    words = draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=3))
+    return draw(st.sampled_from([
+        word, {"$eq": word}, {"$in": words}, {"$all": words}, {"$in": words, "$ne": word},
+        {"$gte": word, "$eq": word},
+    ]))
+
+
+@st.composite
+def sifting_specs(draw: st.DrawFn) -> dict[str, Any]:
+    """A filter with one or two string conditions, maybe inside $and, maybe beside conditions that require nothing."""
+    spec: dict[str, Any] = {}
+    for path in draw(st.lists(st.sampled_from(PATHS), min_size=1, max_size=2, unique=True)):
+        spec[path] = draw(string_conditions())
+    if draw(st.booleans()):
+        spec = {"$and": [spec, {"fullDocument": {"$exists": draw(st.booleans())}}]}
+    if draw(st.booleans()):
+        spec["$or"] = [{"operationType": "delete"}, {"fullDocument.status": {"$in": ["new", None]}}]
+    return spec
+
+
+@st.composite
+def stored_entries(draw: st.DrawFn) -> OplogEntry:
+    """An entry of any operation, known or not, at any op_id and time, holding values of every kind."""
+    op = draw(st.one_of(st.sampled_from(OPERATIONS), st.sampled_from(["teleport", "inserts", "updated", "Insert"])))
+    return OplogEntry(
+        op_id=draw(st.integers(1, 2**63)),
+        cluster_time=ClusterTime(draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1))),
+        wall_time_ms=draw(st.integers(0, 2**63)),
+        op=op,
+        db=draw(st.sampled_from(["shop", "other"])),
+        coll=draw(st.sampled_from(["users", "orders", "paid", None])),
+        document_key=draw(st.one_of(st.none(), st.fixed_dictionaries({"_id": values}))),
+        full_document=draw(st.one_of(st.none(), st.fixed_dictionaries({"_id": values}, optional={
+            "status": values, "tags": st.lists(st.sampled_from(WORDS), max_size=3)}))),
+        full_document_before_change=draw(st.one_of(st.none(), st.fixed_dictionaries({"status": values}))),
+        update_description=draw(st.one_of(st.none(), st.builds(
+            lambda status: {"updatedFields": {"status": status}, "removedFields": [], "truncatedArrays": []}, values))),
+        to=draw(st.one_of(st.none(), st.sampled_from([Namespace("shop", "paid"), Namespace("shop", "archive")]))),
+        operation_description=draw(st.one_of(st.none(), st.just({"indexes": [{"name": "paid_1"}]}))),
+        txn_number=draw(st.one_of(st.none(), st.integers(0, 2))),
+    )
+
+
+def record_of(entry: OplogEntry) -> bytes:
+    return encode_entry(entry.op_id, entry.cluster_time, entry.wall_time_ms, entry.change)
+
+
+class TestSift:
+    @settings(max_examples=400)
+    @given(entry=stored_entries(), spec=sifting_specs(), padding=st.binary(max_size=3))
+    def test_sifts_out_only_data_changes_no_filter_could_keep(self, entry: OplogEntry, spec: dict[str, Any],
+                                                               padding: bytes) -> None:
+        """A record the sift fails is an insert, update, replace or delete that the exact entry filter drops."""
+        data = padding + record_of(entry) + padding
+        for full_document in ("default", "whenAvailable"):
+            for before in ("off", "whenAvailable"):
+                modes = {"full_document": full_document, "full_document_before_change": before}
+                sift = leading_match_sift([{"$match": spec}], **modes)
+                assert sift is not None, spec
+                if not sift(data, len(padding), len(data) - len(padding)):
+                    check, covered = leading_match_filter([{"$match": spec}], **modes)
+                    assert covered == 1
+                    assert check is not None
+                    assert entry.op in ("insert", "update", "replace", "delete")
+                    assert check(entry) is False, (spec, modes)
+
+    @settings(max_examples=300)
+    @given(entry=stored_entries())
+    def test_the_data_change_head_names_exactly_the_four_data_operations(self, entry: OplogEntry) -> None:
+        """The record head pattern matches inserts, updates, replaces and deletes, at any op_id and time, only."""
+        data = record_of(entry)
+        matched = DATA_CHANGE_HEAD.match(data, 0, len(data)) is not None
+        assert matched == (entry.op in ("insert", "update", "replace", "delete"))
+
+    def test_it_leaves_out_the_records_without_the_string(self) -> None:
+        """A record without the required bytes fails; one with them, or a drop, passes."""
+        sift = leading_match_sift([{"$match": {"fullDocument.status": {"$in": ["paid", "shipped"]}}}])
+        assert sift is not None
+        insert = OplogEntry(9, ClusterTime(1_700_000_000, 1), 1_700_000_000_000, "insert", "shop", "users",
+                            {"_id": 1}, {"_id": 1, "status": "new"})
+        drop = OplogEntry(10, ClusterTime(1_700_000_000, 2), 1_700_000_000_000, "drop", "shop", "users")
+        for entry, kept in [(insert, False), (insert._replace(full_document={"_id": 1, "status": "shipped"}), True),
+                            (drop, True)]:
+            data = record_of(entry)
+            assert sift(data, 0, len(data)) is kept
+
+    @pytest.mark.parametrize(
+        "stages",
+        [
+            [{"$match": {"fullDocument.age": {"$gt": 3}}}],
+            [{"$match": {"$or": [{"fullDocument.status": "paid"}, {"operationType": "delete"}]}}],
+            [{"$match": {"fullDocument": {"status": "paid"}}}],
+            [{"$match": {"fullDocument.status": {"$regex": "^pa"}}}],
+            [{"$match": {"fullDocument.status": {"$in": ["paid", None]}}}],
+            [{"$match": {"_id": {"$exists": True}}}, {"$match": {"fullDocument.status": "paid"}}],
+            [{"$match": {"fullDocument.status": ""}}],
+        ],
+    )
+    def test_no_sift_where_no_string_is_required(self, stages: list[dict[str, Any]]) -> None:
+        """Numbers, $or, whole documents, regexes, null, filters the entries cannot answer: nothing to sift by."""
+        assert leading_match_sift(stages) is None
+
+    def test_alike_filters_share_one_sift(self) -> None:
+        """Two streams with the same filter get the same sift object, so one cursor can sift for both."""
+        stages = [{"$match": {"fullDocument.status": "paid", "ns.coll": "users"}}]
+        assert leading_match_sift(stages) is leading_match_sift([dict(stage) for stage in stages])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import rxcs
@@ -123,3 +124,106 @@ class TestSharedConversion:
         assert images[0].full_document == {"_id": 1, "a": 1}
         for subscription in subscriptions:
             subscription.dispose()
+
+
+def write_orders(oplog: rxcs.Oplog, count: int) -> list[int]:
+    """Inserts into shop.orders, a third of them paid, with updates and deletes among them; the paid _ids."""
+    paid = []
+    for first in range(0, count, 100):
+        batch = []
+        for i in range(first, min(count, first + 100)):
+            status = ("new", "paid", "shipped")[i % 3]
+            note = {"note": "unpaid"} if i % 4 == 0 else {}  # holds "paid"'s bytes: passes the sift, fails the filter
+            batch.append(rxcs.Change.insert("shop", "orders", {"_id": i, "status": status, **note}))
+            if status == "paid":
+                paid.append(i)
+            if i % 10 == 0:
+                batch.append(rxcs.Change.update("shop", "orders", i, updated_fields={"status": "paid"}))
+            if i % 25 == 0:
+                batch.append(rxcs.Change.delete("shop", "orders", i))
+        oplog.append_many(batch)
+    return paid
+
+
+PAID = [{"$match": {"fullDocument.status": "paid"}}]
+# The same filter behind a stage that reads _id: no sift, no entry filter, whole event documents.
+PAID_ON_EVENTS = [{"$match": {"_id": {"$exists": True}}}, *PAID]
+
+
+class TestSiftedStreams:
+    def test_a_sifted_stream_gives_what_a_full_evaluation_gives(self, oplog: rxcs.Oplog) -> None:
+        """Entries left out undecoded are exactly ones the filter drops; the drop still ends the stream."""
+        paid = write_orders(oplog, 2000)
+        oplog.insert("shop", "orders", {"_id": "last", "status": "paid"})
+        oplog.drop_collection("shop", "orders")
+        results = []
+        for pipeline in (PAID, PAID_ON_EVENTS, [{"$match": {"operationType": {"$in": ["drop", "invalidate"]}}}]):
+            with rxcs.watch(oplog, "shop", "orders", pipeline, batch_size=64,
+                            start_at_operation_time=rxcs.BEGINNING).iterate() as stream:
+                results.append([(str(e.operation_type), e.document_key) for e in stream])
+        assert results[0] == results[1]
+        assert [key["_id"] for _, key in results[0]] == [*paid, "last"]
+        assert results[2] == [("drop", None), ("invalidate", None)]
+
+    def test_sifted_entries_count_as_filtered_out(self, oplog: rxcs.Oplog) -> None:
+        """A stream's statistics count the entries its cursor passed over; its lag reaches zero."""
+        total = oplog.last_op_id
+        paid = write_orders(oplog, 600)
+        total = oplog.last_op_id - total
+        with rxcs.watch(oplog, "shop", "orders", PAID, batch_size=50,
+                        start_at_operation_time=rxcs.BEGINNING).iterate() as stream:
+            assert [stream.next(timeout=10).document_key["_id"] for _ in paid] == paid
+            assert eventually(lambda: stream.statistics().filtered_out == total - len(paid))
+            assert stream.statistics().lag == 0
+            oplog.insert("shop", "orders", {"_id": "late", "status": "paid"})
+            assert stream.next(timeout=10).document_key == {"_id": "late"}
+
+    def test_a_sifted_stream_paused_again_and_again_loses_nothing(self, oplog: rxcs.Oplog) -> None:
+        """A slow sifted stream, its buffer full mid-batch over and over, gets all its events once, in order."""
+        paid = write_orders(oplog, 3000)
+        got = []
+        with rxcs.watch(oplog, "shop", "orders", PAID, start_at_operation_time=rxcs.BEGINNING,
+                        buffer_size=7, batch_size=50).iterate() as stream:
+            for event in stream:
+                got.append(event.document_key["_id"])
+                if len(got) % 50 == 0:
+                    time.sleep(0.002)
+                if len(got) == len(paid):
+                    break
+            assert stream.statistics().pauses > 5
+        assert got == paid
+
+    def test_streams_that_do_not_sift_alike_share_a_cursor_and_lose_nothing(self, oplog: rxcs.Oplog) -> None:
+        """Streams with and without a sift, on one tailer, each get their own events in full."""
+        pipelines: list[list[dict[str, Any]] | None] = [
+            PAID, PAID, None, [{"$match": {"fullDocument.status": "shipped"}}],
+        ]
+        got: list[list[Any]] = [[] for _ in pipelines]
+        subscriptions = [
+            rxcs.watch(oplog, "shop", "orders", pipeline).subscribe(lambda e, n=n: got[n].append(e.id))
+            for n, pipeline in enumerate(pipelines)
+        ]
+        paid = write_orders(oplog, 1500)
+        shipped = sum(1 for i in range(1500) if i % 3 == 2)
+        assert eventually(lambda: [len(g) for g in got[:2]] == [len(paid)] * 2 and len(got[3]) == shipped)
+        everything = oplog.last_op_id
+        assert eventually(lambda: len(got[2]) == everything)
+        assert got[0] == got[1]
+        for subscription in subscriptions:
+            subscription.dispose()
+
+    def test_a_file_cursor_leaves_sifted_out_entries_undecoded(self, tmp_path: Path) -> None:
+        """Catching up with a selective filter, a FileOplog reader decodes few more frames than it delivers."""
+        with rxcs.open_oplog(tmp_path / "oplog") as writer:
+            for first in range(0, 3000, 500):
+                writer.append_many([
+                    rxcs.Change.insert("shop", "orders", {"_id": i, "status": ("new", "paid")[i % 10 == 0]})
+                    for i in range(first, first + 500)
+                ])
+        with rxcs.open_oplog(tmp_path / "oplog", readonly=True) as reader:
+            with rxcs.watch(reader, "shop", "orders", PAID, start_at_operation_time=rxcs.BEGINNING).iterate() as stream:
+                assert [stream.next(timeout=10).document_key["_id"] for _ in range(300)] == list(range(0, 3000, 10))
+            assert reader.statistics().frames_decoded < 400
+            with rxcs.watch(reader, "shop", "orders", start_at_operation_time=rxcs.BEGINNING).iterate() as stream:
+                assert len([stream.next(timeout=10) for _ in range(3000)]) == 3000
+            assert reader.statistics().frames_decoded >= 3300
