@@ -28,6 +28,20 @@ def write_mixed(oplog: rxcs.Oplog, count: int, collections: int, seed: int = 3) 
     return written
 
 
+def slowly(stream: rxcs.ChangeStreamObservable[Any], count: int) -> list[Any]:
+    """The documentKey _ids of ``count`` events, taken slowly enough that the stream's small buffer fills often."""
+    got = []
+    with stream.iterate() as events:
+        for event in events:
+            got.append(event.document_key["_id"])
+            if len(got) % 50 == 0:
+                time.sleep(0.002)
+            if len(got) == count:
+                break
+        assert events.statistics().pauses > 5
+    return got
+
+
 class TestScopedDispatch:
     def test_many_streams_each_get_exactly_their_namespace(self, oplog: rxcs.Oplog) -> None:
         """Collection, database and deployment streams on one tailer each see their events, in order."""
@@ -76,17 +90,8 @@ class TestScopedDispatch:
         """A slow collection stream, its buffer full mid-batch over and over, gets all its events once."""
         written = write_mixed(oplog, 4000, 3)
         mine = [i for db, coll, i in written if (db, coll) == ("shop", "c1")]
-        got = []
-        with rxcs.watch(oplog, "shop", "c1", start_at_operation_time=rxcs.BEGINNING,
-                        buffer_size=7, batch_size=50).iterate() as stream:
-            for event in stream:
-                got.append(event.document_key["_id"])
-                if len(got) % 50 == 0:
-                    time.sleep(0.002)
-                if len(got) == len(mine):
-                    break
-            assert stream.statistics().pauses > 5
-        assert got == mine
+        assert slowly(rxcs.watch(oplog, "shop", "c1", start_at_operation_time=rxcs.BEGINNING,
+                                 buffer_size=7, batch_size=50), len(mine)) == mine
 
 
 class TestSharedConversion:
@@ -181,17 +186,8 @@ class TestSiftedStreams:
     def test_a_sifted_stream_paused_again_and_again_loses_nothing(self, oplog: rxcs.Oplog) -> None:
         """A slow sifted stream, its buffer full mid-batch over and over, gets all its events once, in order."""
         paid = write_orders(oplog, 3000)
-        got = []
-        with rxcs.watch(oplog, "shop", "orders", PAID, start_at_operation_time=rxcs.BEGINNING,
-                        buffer_size=7, batch_size=50).iterate() as stream:
-            for event in stream:
-                got.append(event.document_key["_id"])
-                if len(got) % 50 == 0:
-                    time.sleep(0.002)
-                if len(got) == len(paid):
-                    break
-            assert stream.statistics().pauses > 5
-        assert got == paid
+        assert slowly(rxcs.watch(oplog, "shop", "orders", PAID, start_at_operation_time=rxcs.BEGINNING,
+                                 buffer_size=7, batch_size=50), len(paid)) == paid
 
     def test_streams_that_do_not_sift_alike_share_a_cursor_and_lose_nothing(self, oplog: rxcs.Oplog) -> None:
         """Streams with and without a sift, on one tailer, each get their own events in full."""
