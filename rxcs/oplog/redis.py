@@ -315,6 +315,8 @@ class RedisOplog(Oplog):
         self._wakes = 0
         self._waiters: dict[object, int] = {}
         self._tail_hint: tuple[int, bytes] | None = None
+        # What the last XREAD BLOCK brought, for the cursor at that position: (after, stream ID, record).
+        self._arrival: tuple[int, bytes, bytes] | None = None
         self._range_seen = (1, 0)
         self._producer = uuid.uuid4().hex
         self._producer_fields: set[str] = set()
@@ -531,7 +533,7 @@ class RedisOplog(Oplog):
                 elif remaining is not None and remaining <= 0:
                     arrived = False
                 else:
-                    arrived = self._block(start, remaining, generation)
+                    arrived = self._block(after, start, remaining, generation)
             except redis.ResponseError as exc:
                 raise self._refused("waiting for entries", exc) from None
             except _FAULTS as exc:
@@ -565,18 +567,25 @@ class RedisOplog(Oplog):
             return None
         return tail[0][0] if tail else b"0-0"
 
-    def _block(self, start: bytes, remaining: float | None, generation: int) -> bool:
-        """One XREAD BLOCK after ``start``; True when entries arrived, False on timeout or wake-up."""
+    def _block(self, after: int, start: bytes, remaining: float | None, generation: int) -> bool:
+        """One XREAD BLOCK after ``start`` (op_id ``after``); True when entries arrived, False on timeout or wake-up.
+
+        The entry that ends the wait is kept for the cursor at ``after``
+        (``_take_arrival``), with the oplog's identity read right after it on
+        the same connection: a live stream's next entry costs no second round trip.
+        """
         longest = _BLOCK_SLICE if self._can_unblock else _BLOCK_POLL
         block_s = longest if remaining is None else min(remaining, longest)
         block_ms = max(1, int(block_s * 1000))  # BLOCK 0 would mean forever
         xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self._stream, start)
+        # Redis runs a connection's commands in order: this one runs once the XREAD returns.
+        identity = ("HGET", self._keys[1], "oplog_id")
         pool = self._client.connection_pool
         connection: Any = pool.get_connection()  # used as PubSub does: held for one blocking command
         token = object()
         try:
             if self._can_unblock:
-                connection.send_packed_command(connection.pack_commands([("CLIENT", "ID"), xread]))
+                connection.send_packed_command(connection.pack_commands([("CLIENT", "ID"), xread, identity]))
                 client_id = int(connection.read_response())
                 with self._lock:
                     self._waiters[token] = client_id
@@ -584,10 +593,11 @@ class RedisOplog(Oplog):
                 if woken:
                     self._unblock([client_id])
             else:
-                connection.send_command(*xread)
+                connection.send_packed_command(connection.pack_commands([xread, identity]))
             if not connection.can_read(timeout=block_ms / 1000 + _READ_MARGIN):
                 raise redis.TimeoutError(f"no reply from {self._where} to a blocked read")
             reply = connection.read_response()
+            owner = connection.read_response()
         except BaseException:
             connection.disconnect()  # a reply may still be on its way: the connection is spent
             raise
@@ -597,7 +607,17 @@ class RedisOplog(Oplog):
             pool.release(connection)
             if self._closed and self._owns_client:
                 connection.disconnect()  # close() left this one alone, in use
+        if reply and owner == self._owner:
+            self._arrival = _arrived_entry(after, reply)
         return bool(reply)
+
+    def _take_arrival(self, after: int) -> tuple[bytes, bytes] | None:
+        """The stream ID and record of the entry after op_id ``after`` that the last wait brought, if it did."""
+        arrival = self._arrival
+        if arrival is None or arrival[0] != after:
+            return None
+        self._arrival = None
+        return arrival[1], arrival[2]
 
     def wake_waiters(self) -> None:
         with self._lock:
@@ -718,6 +738,14 @@ class _RedisCursor(OplogCursor):
         oplog._check_open()
         if limit <= 0:
             return []
+        arrival = oplog._take_arrival(self.position)
+        if arrival is not None:  # the entry that ended the wait: no round trip for it
+            entry = _arrived(arrival[1], self.position + 1)
+            if entry is not None:
+                self._start = b"(" + arrival[0]
+                self.position = entry.op_id
+                oplog._tail_hint = (self.position, arrival[0])
+                return [entry]
         if self._start is None:
             self._start = oplog._seek(self.position)
             if self._start is None:
@@ -764,6 +792,27 @@ class _RedisCursor(OplogCursor):
                 entry_id, reason = row_id, str(error)
                 break
         return OplogCorruptedError(reason, path=f"{oplog._where} entry {entry_id.decode()}", offset=0)
+
+
+def _arrived_entry(after: int, reply: Any) -> tuple[int, bytes, bytes] | None:
+    """``(after, stream ID, record)`` from an ``XREAD COUNT 1`` reply of rxcs's fields, else None."""
+    try:
+        ((_, rows),) = reply.items() if isinstance(reply, dict) else reply  # RESP3 gives a map
+        ((entry_id, fields),) = rows
+        if list(fields[0::2]) == [b"op_id", b"entry"] and isinstance(entry_id, bytes):
+            return after, entry_id, fields[3]
+    except (TypeError, ValueError, IndexError):
+        pass  # not the shape expected: the cursor reads the entry as usual
+    return None
+
+
+def _arrived(record: bytes, expected: int) -> OplogEntry | None:
+    """The entry a wait brought, if it decodes and is op_id ``expected``; else the cursor reads as usual."""
+    try:
+        entry = decode_entry(record)
+    except EntryDecodeError:
+        return None  # the read script's path names the damage
+    return entry if entry.op_id == expected else None
 
 
 def _decode_batch(records: bytes, count: int) -> list[OplogEntry]:

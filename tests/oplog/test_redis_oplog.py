@@ -52,6 +52,12 @@ def stream_name(url: str) -> str:
     return url.rpartition("stream=")[2]
 
 
+def scripts_run(client: redis.Redis) -> int:
+    """How many scripts the server has run (EVALSHA and EVAL), from INFO commandstats."""
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+
+
 class TestOpen:
     def test_the_url_names_the_stream_and_the_keys_share_a_slot(self, stream_url: str, client: redis.Redis) -> None:
         """?stream=NAME is the stream key itself; the metadata sits in {NAME}:meta, the same cluster slot."""
@@ -312,6 +318,43 @@ class TestWait:
             appended.start()
             assert oplog.wait(0, timeout=10)
             appended.join()
+
+    def test_the_entry_that_ends_a_wait_is_read_without_another_round_trip(
+        self, stream_url: str, client: redis.Redis
+    ) -> None:
+        """After wait() returns for an append, the cursor's next read takes that entry from the XREAD reply."""
+        with rxcs.open_oplog(stream_url) as oplog, rxcs.open_oplog(stream_url) as producer:
+            producer.append_many(inserts(3))
+            assert len(oplog.cursor(after=0).read(10)) == 3  # the read script is loaded: one call a read from now
+            with oplog.cursor(after=3) as cursor:
+                appended = threading.Timer(0.2, lambda: producer.insert("shop", "users", {"_id": "live"}))
+                appended.start()
+                assert oplog.wait(3, timeout=10)
+                appended.join()
+                producer.append_many(inserts(2, start=10))  # appended after the wait: read the usual way
+                scripts = scripts_run(client)
+                assert [e.document_key for e in cursor.read(10)] == [{"_id": "live"}]
+                assert scripts_run(client) == scripts  # no read script for it
+                assert [e.op_id for e in cursor.read(10)] == [5, 6]
+                assert scripts_run(client) == scripts + 1
+                assert cursor.read(10) == []
+
+    def test_a_wait_that_meets_another_oplog_hands_nothing_over(self, stream_url: str, client: redis.Redis) -> None:
+        """If the stream was deleted and made anew meanwhile, the entry a wait saw is not taken: history is lost."""
+        with rxcs.open_oplog(stream_url) as oplog:
+            oplog.append_many(inserts(3))
+            with oplog.cursor(after=3) as cursor:
+                def replace() -> None:
+                    client.delete(*oplog._keys)  # type: ignore[attr-defined]
+                    with rxcs.open_oplog(stream_url) as other:
+                        other.append_many(inserts(4))
+
+                replaced = threading.Timer(0.2, replace)
+                replaced.start()
+                assert oplog.wait(3, timeout=10)
+                replaced.join()
+                with pytest.raises(rxcs.ChangeStreamHistoryLost, match="no longer there"):
+                    cursor.read(10)
 
     def test_a_watch_receives_live_events(self, stream_url: str) -> None:
         """rxcs.watch over a RedisOplog delivers events appended after it started, in order, from another client."""
