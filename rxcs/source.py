@@ -238,9 +238,9 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         """The same source, free to leave out the entries whose records fail ``sift``.
 
         The subscriber must want none of them: ``rxcs.prefilter.leading_match_sift``
-        gives such a test for a stream's leading ``$match``. The shared
-        tailer's cursor leaves an entry undecoded only when every subscription
-        reading it sifts it out.
+        gives such a test for a stream's leading ``$match``. A cursor the
+        shared tailer reads for several subscriptions sifts only when they
+        all carry this same sift.
         """
         return EntrySource(
             self.oplog, after=self.after, start=self.start, batch_size=self.batch_size,
