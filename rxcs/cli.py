@@ -30,6 +30,7 @@ from rxcs.events import ChangeEvent
 __all__ = ["main"]
 
 USAGE_ERROR = 2
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a command the shell sees killed by a closed pipe exits with
 
 
 def _say(text: str, out: TextIO) -> None:
@@ -151,6 +152,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:  # the reader of stdout went away (`rxcs watch ... | head`): end quietly
+        _silence_stdout()
+        return BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of it does not fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 # -- watch ------------------------------------------------------------------------
@@ -216,22 +228,28 @@ def _watch(args: argparse.Namespace) -> int:
         except (RxcsError, ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
         printed = 0
+        last = stream.resume_token  # of the last event written out: what a new run resumes after
         try:
             with stream:
                 for event in stream:
                     _print_event(event, args.format, sys.stdout)
+                    last = stream.resume_token
                     if resume_file is not None:
-                        _save_token(resume_file, stream.resume_token)
+                        _save_token(resume_file, last)
                     printed += 1
                     if args.count is not None and printed >= args.count:
                         break
         except KeyboardInterrupt:
             pass
+        except BrokenPipeError:
+            _silence_stdout()
+            _say(f"resume token: {last}", sys.stderr)
+            return BROKEN_PIPE
         except RxcsError as exc:
             _say(f"rxcs watch: {type(exc).__name__}: {exc}", sys.stderr)
-            _say(f"resume token: {stream.resume_token}", sys.stderr)
+            _say(f"resume token: {last}", sys.stderr)
             return 1
-        _say(f"resume token: {stream.resume_token}", sys.stderr)
+        _say(f"resume token: {last}", sys.stderr)
     return 0
 
 

@@ -93,6 +93,28 @@ class TestWatch:
         token = err.strip().splitlines()[-1].removeprefix("resume token: ")
         assert rxcs.ResumeToken.parse(token) == rxcs.ResumeToken.parse(json.loads(lines[-1])["_id"])
 
+    def test_a_reader_that_goes_away_ends_it_quietly_at_the_last_token(self, oplog_dir: Path, tmp_path: Path) -> None:
+        """`rxcs watch | head`: when the pipe closes, it exits 141 without a traceback, its token the last event's."""
+        with rxcs.open_oplog(oplog_dir) as oplog:
+            oplog.append_many([rxcs.Change.insert("shop", "orders", {"_id": i, "pad": "x" * 200}) for i in range(3000)])
+        token_file = tmp_path / "token"
+        process = subprocess.Popen(
+            [*RXCS, "watch", str(oplog_dir), "--from-beginning", "--resume-file", str(token_file)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert process.stdout is not None
+        first = [process.stdout.readline() for _ in range(3)]
+        process.stdout.close()  # the pipe's buffer is full long before 3,000 events: the next write fails
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 141
+        assert "Traceback" not in err
+        saved = rxcs.ResumeToken.parse(token_file.read_text().strip())
+        assert err.strip().splitlines()[-1] == f"resume token: {saved}"
+        assert rxcs.ResumeToken.parse(json.loads(first[-1])["_id"]).op_id <= saved.op_id < 3002
+        again = run("watch", str(oplog_dir), "--resume-file", str(token_file), "--count", "1")
+        assert again.returncode == 0, again.stderr
+        assert rxcs.ResumeToken.parse(json.loads(again.stdout)["_id"]).op_id == saved.op_id + 1
+
     def test_live_events_from_another_process(self, oplog_dir: Path) -> None:
         """A watcher sees what a writer process appends after it started, line by line."""
         process = subprocess.Popen(
@@ -228,6 +250,20 @@ class TestDemo:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
         assert process.returncode == 0
+
+
+    def test_demo_into_a_pipe_that_closes(self) -> None:
+        """`rxcs demo | head` ends quietly when head has had enough: status 141, no traceback."""
+        process = subprocess.Popen(
+            [*RXCS, "demo", "--interval", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(3)]
+        assert "create" in lines[1]
+        process.stdout.close()
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 141
+        assert "Traceback" not in err
 
 
 def test_python_dash_m_and_console_script_agree() -> None:
