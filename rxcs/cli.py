@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -157,6 +158,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return BROKEN_PIPE
 
 
+class _CtrlC:
+    """While active, Ctrl-C raises KeyboardInterrupt as usual, except inside ``held()``: there it waits for the end."""
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._pending = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            self._previous = signal.signal(signal.SIGINT, self._interrupted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _interrupted(self, signum: int, frame: object) -> None:
+        if self._holding:
+            self._pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null, so the interpreter's last flush of it does not fail again."""
     with contextlib.suppress(OSError, ValueError):
@@ -230,12 +266,14 @@ def _watch(args: argparse.Namespace) -> int:
         printed = 0
         last = stream.resume_token  # of the last event written out: what a new run resumes after
         try:
-            with stream:
+            with stream, _CtrlC() as ctrl_c:
                 for event in stream:
-                    _print_event(event, args.format, sys.stdout)
-                    last = stream.resume_token
-                    if resume_file is not None:
-                        _save_token(resume_file, last)
+                    token = stream.resume_token
+                    with ctrl_c.held():  # an event written out is one whose token is reported and saved
+                        _print_event(event, args.format, sys.stdout)
+                        last = token
+                        if resume_file is not None:
+                            _save_token(resume_file, last)
                     printed += 1
                     if args.count is not None and printed >= args.count:
                         break
