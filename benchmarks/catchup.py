@@ -13,7 +13,18 @@ from typing import Any
 import msgpack
 
 import rxcs
-from benchmarks.common import Bench, Report, Row, cursor_rate, document, medians, populate, ratio
+from benchmarks.common import (
+    Bench,
+    Report,
+    Row,
+    cursor_rate,
+    document,
+    fill_raw_stream,
+    medians,
+    populate,
+    ratio,
+    xread_rate,
+)
 
 BATCH = 1000
 # The target's filter: a third of the entries pass. The cursor leaves the others undecoded (rxcs.prefilter's sift).
@@ -136,24 +147,7 @@ def redis_xread(bench: Bench, report: Report, n: int) -> Callable[[], float] | N
         return None
     client = redis.client
     stream = f"bench-catchup-raw-{n}"
-
-    def xread() -> float:
-        began = time.perf_counter()
-        count, last = 0, b"0-0"
-        while reply := client.xread({stream: last}, count=BATCH):
-            entries = reply[0][1]
-            for _, fields in entries:
-                msgpack.unpackb(fields[b"entry"], raw=False)
-            count += len(entries)
-            last = entries[-1][0]
-        assert count == n
-        return n / (time.perf_counter() - began)
-
     if client.xlen(stream) != n:
         client.delete(stream)
-        for start in range(0, n, BATCH):
-            pipe = client.pipeline(transaction=False)
-            for i in range(start, min(n, start + BATCH)):
-                pipe.xadd(stream, {"entry": msgpack.packb(document(i))})
-            pipe.execute()
-    return xread
+        fill_raw_stream(client, stream, n, BATCH)
+    return lambda: xread_rate(client, stream, n, BATCH)

@@ -343,3 +343,26 @@ def cursor_rate(open_reader: Callable[[], rxcs.Oplog], n: int, batch: int) -> fl
                 count += len(entries)
         assert count == n
         return n / (time.perf_counter() - began)
+
+
+def fill_raw_stream(client: Any, stream: str, n: int, batch: int) -> None:
+    """Add ``document(i)`` for i in [0, n) to a Redis stream as plain redis-py would: one msgpack field each."""
+    for start in range(0, n, batch):
+        pipe = client.pipeline(transaction=False)
+        for i in range(start, min(n, start + batch)):
+            pipe.xadd(stream, {"entry": msgpack.packb(document(i))})
+        pipe.execute()
+
+
+def xread_rate(client: Any, stream: str, n: int, batch: int) -> float:
+    """Entries per second read from a stream of ``fill_raw_stream`` by plain XREAD COUNT ``batch``, each decoded."""
+    began = time.perf_counter()
+    count, last = 0, b"0-0"
+    while reply := client.xread({stream: last}, count=batch):
+        rows = reply[0][1]
+        for _, fields in rows:
+            msgpack.unpackb(fields[b"entry"], raw=False)
+        count += len(rows)
+        last = rows[-1][0]
+    assert count == n
+    return n / (time.perf_counter() - began)

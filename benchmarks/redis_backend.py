@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 
 import rxcs
-from benchmarks.common import Bench, Report, Row, cursor_rate, document, medians
+from benchmarks.common import Bench, Report, Row, cursor_rate, document, fill_raw_stream, medians, xread_rate
 
 BATCH = 1000
 
@@ -103,26 +103,10 @@ def catch_up(url: str, client: Any, n: int, repeat: int) -> list[Row]:
         for start in range(0, n, BATCH):
             chunk = range(start, min(n, start + BATCH))
             oplog.append_many([rxcs.Change.insert("shop", "users", document(i)) for i in chunk])
-    for start in range(0, n, BATCH):
-        pipe = client.pipeline(transaction=False)
-        for i in range(start, min(n, start + BATCH)):
-            pipe.xadd(raw_stream, {"entry": msgpack.packb(document(i))})
-        pipe.execute()
+    fill_raw_stream(client, raw_stream, n, BATCH)
 
     def raw_xread() -> float:
-        began = time.perf_counter()
-        count, last = 0, b"0-0"
-        while True:
-            reply = client.xread({raw_stream: last}, count=BATCH)
-            if not reply:
-                break
-            rows = reply[0][1]
-            for _, fields in rows:
-                msgpack.unpackb(fields[b"entry"], raw=False)
-            count += len(rows)
-            last = rows[-1][0]
-        assert count == n
-        return n / (time.perf_counter() - began)
+        return xread_rate(client, raw_stream, n, BATCH)
 
     def cursor() -> float:
         return cursor_rate(lambda: rxcs.open_oplog(f"{url}?stream={stream}"), n, BATCH)
