@@ -85,7 +85,7 @@ class Lane:
     """One subscription's place in the oplog and its observer."""
 
     __slots__ = (
-        "_after_feed", "_resume", "attached", "disposed", "entries_seen", "leftover", "observer", "oplog", "paused",
+        "_after_feed", "_resume", "_start", "attached", "disposed", "leftover", "observer", "oplog", "paused",
         "position", "scope", "sift",
     )
 
@@ -102,10 +102,10 @@ class Lane:
         self.sift = sift  # the observer wants no entry whose record fails it (see rxcs.prefilter)
         self.observer = observer
         self.position = position
+        self._start = position
         self.paused = False
         self.disposed = False
         self.attached = True  # fed by its tailer; a paused lane is detached, and re-attached on resume
-        self.entries_seen = 0  # entries read past: fed, out of scope or sifted out
         self._resume: Callable[[Lane], None] = _noop
         self._after_feed: list[Callable[[], None]] = []
         # Entries read for this lane but not fed because it paused: fed first when it resumes, so
@@ -135,6 +135,11 @@ class Lane:
             self._after_feed.append(callback)
 
     @property
+    def entries_seen(self) -> int:
+        """Entries this lane has read past: fed, out of its scope or sifted out (op_ids rise by one)."""
+        return self.position - self._start
+
+    @property
     def lag(self) -> int:
         """Entries in the oplog after this lane's position."""
         return max(0, self.oplog.last_op_id - self.position)
@@ -154,7 +159,6 @@ class Lane:
                         self.leftover = [entry for entry in entries if entry.op_id > position]
                     break
                 observer.on_next(entry)
-                self.entries_seen += entry.op_id - self.position  # and those the cursor sifted out before it
                 self.position = entry.op_id
         except Exception as exc:  # noqa: BLE001 - routed to the observer, never lost
             self.fail(exc)
@@ -526,7 +530,6 @@ class _Tailer:
             if lane.position != mine[-1].op_id:
                 return True  # it stopped short (paused): it goes on from there when resumed
         if not lane.disposed:  # it had all it wants of the batch: the rest is behind it too
-            lane.entries_seen += new_position - lane.position
             lane.position = new_position
         return True
 
