@@ -115,16 +115,12 @@ def entry_filter(
         True
     """
     spec = rewrite_event_aliases(spec)
-    fields = top_level_fields(spec)
-    if fields is None:
-        return None
-    available = _getters(full_document, full_document_before_change)
-    getters: list[tuple[str, Getter]] = []
-    for name in sorted(fields):
-        getter = available.get(name)
-        if getter is None:
-            return None
-        getters.append((name, getter))
+    getters = _entry_getters(spec, full_document, full_document_before_change)
+    return None if getters is None else _compiled(spec, getters)
+
+
+def _compiled(spec: Mapping[str, Any], getters: list[tuple[str, Getter]]) -> EntryFilter:
+    """The entry filter of ``spec`` (aliases rewritten), reading its fields with ``getters``."""
     predicate = compile_filter(spec)
     known = _KNOWN_OPERATIONS
 
@@ -152,6 +148,23 @@ def entry_filter(
     return fields_of
 
 
+def _entry_getters(
+    spec: Mapping[str, Any], full_document: str, full_document_before_change: str
+) -> list[tuple[str, Getter]] | None:
+    """How to read from an entry each top-level field ``spec`` (aliases rewritten) reads; None if one cannot be."""
+    fields = top_level_fields(spec)
+    if fields is None:
+        return None
+    available = _getters(full_document, full_document_before_change)
+    getters: list[tuple[str, Getter]] = []
+    for name in sorted(fields):
+        getter = available.get(name)
+        if getter is None:
+            return None
+        getters.append((name, getter))
+    return getters
+
+
 def leading_match_filter(
     stages: Sequence[Mapping[str, Any]], *, full_document: str = "default", full_document_before_change: str = "off"
 ) -> tuple[EntryFilter | None, int]:
@@ -167,7 +180,8 @@ def leading_match_filter(
         >>> covered
         2
     """
-    filters = [check for _, check in _leading_matches(stages, full_document, full_document_before_change)]
+    matches = _leading_matches(stages, full_document, full_document_before_change)
+    filters = [_compiled(spec, getters) for spec, getters in matches]
     if not filters:
         return None, 0
     if len(filters) == 1:
@@ -202,17 +216,18 @@ def leading_match_sift(
 
 def _leading_matches(
     stages: Sequence[Mapping[str, Any]], full_document: str, full_document_before_change: str
-) -> list[tuple[Mapping[str, Any], EntryFilter]]:
-    """The leading ``$match`` stages that entries can be filtered by: each spec (aliases rewritten) and its filter."""
-    matches: list[tuple[Mapping[str, Any], EntryFilter]] = []
+) -> list[tuple[Mapping[str, Any], list[tuple[str, Getter]]]]:
+    """The leading ``$match`` stages that entries can be filtered by: each spec (aliases rewritten), its getters."""
+    matches: list[tuple[Mapping[str, Any], list[tuple[str, Getter]]]] = []
     for stage in stages:
         spec = stage.get("$match") if len(stage) == 1 else None
         if not isinstance(spec, Mapping):
             break
-        check = entry_filter(spec, full_document=full_document, full_document_before_change=full_document_before_change)
-        if check is None:
+        spec = rewrite_event_aliases(spec)
+        getters = _entry_getters(spec, full_document, full_document_before_change)
+        if getters is None:
             break
-        matches.append((rewrite_event_aliases(spec), check))
+        matches.append((spec, getters))
     return matches
 
 
