@@ -608,7 +608,8 @@ class RedisOplog(Oplog):
             if self._closed and self._owns_client:
                 connection.disconnect()  # close() left this one alone, in use
         if reply and owner == self._owner:
-            self._arrival = _arrived_entry(after, reply)
+            found = _arrived_entry(reply)
+            self._arrival = None if found is None else (after, *found)
         return bool(reply)
 
     def _take_arrival(self, after: int) -> tuple[bytes, bytes] | None:
@@ -794,13 +795,13 @@ class _RedisCursor(OplogCursor):
         return OplogCorruptedError(reason, path=f"{oplog._where} entry {entry_id.decode()}", offset=0)
 
 
-def _arrived_entry(after: int, reply: Any) -> tuple[int, bytes, bytes] | None:
-    """``(after, stream ID, record)`` from an ``XREAD COUNT 1`` reply of rxcs's fields, else None."""
+def _arrived_entry(reply: Any) -> tuple[bytes, bytes] | None:
+    """``(stream ID, record)`` from an ``XREAD COUNT 1`` reply of rxcs's fields, else None."""
     try:
         ((_, rows),) = reply.items() if isinstance(reply, dict) else reply  # RESP3 gives a map
         ((entry_id, fields),) = rows
         if list(fields[0::2]) == [b"op_id", b"entry"] and isinstance(entry_id, bytes):
-            return after, entry_id, fields[3]
+            return entry_id, fields[3]
     except (TypeError, ValueError, IndexError):
         pass  # not the shape expected: the cursor reads the entry as usual
     return None
