@@ -21,8 +21,10 @@ from rxcs.errors import InvalidChangeError
 from rxcs.events import ClusterTime, Namespace
 from rxcs.oplog.entry import Change, OplogEntry
 
-__all__ = ["DATA_CHANGE_HEAD", "decode_entry", "encode_entry", "EntryDecodeError"]
+__all__ = ["DATA_CHANGE_HEAD", "MAX_ENTRY_BYTES", "decode_entry", "encode_entry", "EntryDecodeError"]
 
+MAX_ENTRY_BYTES: Final = 64 * 1024 * 1024
+"""The largest encoded entry any backend records; a reader refuses a larger frame before reading it."""
 _FIXED_FIELDS = 7  # op_id .. coll: always present
 _ALL_FIELDS = 14
 # Field positions inside the record.
@@ -58,17 +60,25 @@ def _packer() -> msgpack.Packer:
 
 
 def encode_entry(op_id: int, cluster_time: ClusterTime, wall_time_ms: int, change: Change) -> bytes:
-    """Encode one entry; a value msgpack cannot carry is an ``InvalidChangeError``."""
+    """Encode one entry.
+
+    A value msgpack cannot carry, or an entry over ``MAX_ENTRY_BYTES``, is an ``InvalidChangeError``.
+    """
     record: list[Any] = [op_id, cluster_time[0], cluster_time[1], wall_time_ms, *change]
     while len(record) > _FIXED_FIELDS and record[-1] is None:
         record.pop()
     try:
         packed: bytes = _packer().pack(record)
-        return packed
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidChangeError(
             f"{change.op} on {change.db}.{change.coll}: a value cannot be stored ({exc})"
         ) from None
+    if len(packed) > MAX_ENTRY_BYTES:
+        raise InvalidChangeError(
+            f"{change.op} on {change.db}.{change.coll}: the entry is {len(packed)} bytes encoded, "
+            f"over the limit of {MAX_ENTRY_BYTES} bytes (64 MiB)"
+        )
+    return packed
 
 
 def decode_entry(data: bytes) -> OplogEntry:

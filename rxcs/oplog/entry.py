@@ -19,6 +19,9 @@ __all__ = ["Change", "OplogEntry"]
 Document = Mapping[str, Any]
 
 _FORBIDDEN_IN_DB = frozenset('/\\. "$\x00')
+MAX_NESTING = 100
+"""How deep a recorded document may nest, as in MongoDB: the document is level 1, each document or array in it
+one more."""
 
 
 class OplogEntry(NamedTuple):
@@ -121,7 +124,7 @@ class Change(NamedTuple):
             for i, t in enumerate(truncated_arrays or ())
         ]
         description = {
-            "updatedFields": _check_document(updated_fields or {}, "updated_fields"),
+            "updatedFields": _check_updated_fields(updated_fields),
             "removedFields": removed,
             "truncatedArrays": truncated,
         }
@@ -258,18 +261,33 @@ _LEAVES = frozenset({str, int, float, bool, type(None), bytes, datetime})
 _CONTAINERS = (dict, list, tuple, Mapping)  # the exact types first: isinstance tries them in order
 
 
-def _check_keys(value: object, path: str) -> None:
+def _check_keys(value: object, path: str, level: int = 1) -> None:
+    """Check that every field name in ``value`` (a container at nesting ``level``) is a string."""
+    if level > MAX_NESTING:
+        raise InvalidChangeError(f"{path}: nested more than {MAX_NESTING} levels deep")
     leaves = _LEAVES
     if type(value) is dict or isinstance(value, Mapping):
         for key, item in value.items():
             if type(key) is not str:
                 raise InvalidChangeError(f"{path}: field name {key!r} is not a string")
             if type(item) not in leaves and isinstance(item, _CONTAINERS):
-                _check_keys(item, f"{path}.{key}")
+                _check_keys(item, f"{path}.{key}", level + 1)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             if type(item) not in leaves and isinstance(item, _CONTAINERS):
-                _check_keys(item, f"{path}.{index}")
+                _check_keys(item, f"{path}.{index}", level + 1)
+
+
+def _check_updated_fields(fields: Document | None) -> dict[str, Any]:
+    """Check ``updated_fields``: each value nests as deep in the document as its dotted path says."""
+    if fields is None:
+        return {}
+    updated = _check_document(fields, "updated_fields")
+    leaves = _LEAVES
+    for key, item in updated.items():
+        if type(item) not in leaves and isinstance(item, _CONTAINERS):
+            _check_keys(item, f"updated_fields.{key}", key.count(".") + 2)
+    return updated
 
 
 def _check_image(document: Document | None, path: str) -> dict[str, Any] | None:
@@ -285,7 +303,7 @@ def _document_key(value: Any) -> dict[str, Any]:
         return key
     if value is None:
         raise InvalidChangeError("document_key: must not be None")
-    _check_keys(value, "document_key._id")
+    _check_keys(value, "document_key._id", 2)
     return {"_id": value}
 
 

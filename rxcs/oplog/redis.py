@@ -34,6 +34,7 @@ from redis.retry import Retry
 
 from rxcs.errors import (
     ChangeStreamHistoryLost,
+    InvalidChangeError,
     OplogClosedError,
     OplogCorruptedError,
     OplogUnavailableError,
@@ -42,7 +43,7 @@ from rxcs.errors import (
 from rxcs.events import ClusterTime
 from rxcs.log import log
 from rxcs.oplog.base import Oplog, OplogCursor, Sift
-from rxcs.oplog.codec import EntryDecodeError, decode_entry, encode_entry, entry_from_record
+from rxcs.oplog.codec import MAX_ENTRY_BYTES, EntryDecodeError, decode_entry, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 
 __all__ = ["RedisOplog", "RedisOplogInfo"]
@@ -66,6 +67,8 @@ _READ_MARGIN = 10.0
 _PRODUCERS_TTL = 86_400
 _NO_SUCH_CLIENT = 2**63 - 1
 _ZERO_TIME = ClusterTime(0, 0)
+# The script's head (four uint64s, up to 9 bytes each) outgrows the zeroed one (1 byte each) by at most this.
+_HEAD_GROWTH = 4 * 8
 
 # Lua helpers shared by the scripts that read positions.
 _LUA_HELPERS = r"""
@@ -841,6 +844,11 @@ def _record(change: Change) -> bytes:
     record = encode_entry(0, _ZERO_TIME, 0, change)
     if record[0] & 0xF0 != 0x90 or record[1:5] != b"\x00\x00\x00\x00":  # pragma: no cover - the codec's layout
         raise RxcsError("the entry codec no longer packs the head the Redis append script expects")
+    if len(record) + _HEAD_GROWTH > MAX_ENTRY_BYTES:
+        raise InvalidChangeError(
+            f"{change.op} on {change.db}.{change.coll}: the entry is about {len(record) + _HEAD_GROWTH} bytes "
+            f"encoded, over the limit of {MAX_ENTRY_BYTES} bytes (64 MiB)"
+        )
     return record
 
 

@@ -10,12 +10,21 @@ import pytest
 
 import rxcs
 from rxcs.events import ClusterTime
+from rxcs.oplog.codec import MAX_ENTRY_BYTES
 
 from .conftest import OplogFactory
 
 
 def inserts(n: int, start: int = 0) -> list[rxcs.Change]:
     return [rxcs.Change.insert("shop", "users", {"_id": i, "name": f"user{i}"}) for i in range(start, start + n)]
+
+
+def nested(levels: int) -> dict[str, object]:
+    """A document ``levels`` deep counting itself: ``nested(1)`` is ``{"s": 1}``, ``nested(2)`` ``{"s": {"s": 1}}``."""
+    document: dict[str, object] = {"s": 1}
+    for _ in range(levels - 1):
+        document = {"s": document}
+    return document
 
 
 class TestAppend:
@@ -39,6 +48,44 @@ class TestAppend:
             oplog.append_many([*inserts(2, start=1), bad])
         assert oplog.last_op_id == 1
         assert oplog.insert("shop", "users", {"_id": 1}) == 2
+
+    def test_an_entry_over_the_size_limit_is_refused_and_appends_nothing(self, oplog_factory: OplogFactory) -> None:
+        """A change whose entry would be over 64 MiB encoded is refused at append: no poison entry is acknowledged."""
+        oplog = oplog_factory()
+        oplog.insert("shop", "users", {"_id": 0})
+        huge = rxcs.Change.insert("shop", "files", {"_id": 1, "blob": b"x" * MAX_ENTRY_BYTES})
+        with pytest.raises(rxcs.InvalidChangeError, match=r"insert on shop\.files: the entry is \d+ bytes.*64 MiB"):
+            oplog.append_many([*inserts(2, start=1), huge])
+        assert oplog.last_op_id == 1
+        assert oplog.insert("shop", "users", {"_id": 1}) == 2
+        assert [e.op_id for e in oplog.read(0, 10)] == [1, 2]
+        assert oplog.verify() == 2
+
+    def test_an_entry_just_under_the_size_limit_is_recorded_and_read_back(self, oplog_factory: OplogFactory) -> None:
+        """The limit refuses only what is over it: an entry of almost 64 MiB goes in and comes out whole."""
+        oplog = oplog_factory()
+        blob = b"y" * (MAX_ENTRY_BYTES - 1024)
+        assert oplog.insert("shop", "files", {"_id": 1, "blob": blob}) == 1
+        (entry,) = oplog.read(0, 10)
+        assert entry.full_document == {"_id": 1, "blob": blob}
+        assert oplog.verify() == 1
+
+    def test_documents_nest_at_most_100_levels(self, oplog_factory: OplogFactory) -> None:
+        """As in MongoDB, a document nests at most 100 levels: deeper is InvalidChangeError naming the path."""
+        oplog = oplog_factory()
+        deepest = nested(100)
+        assert oplog.insert("shop", "users", {"_id": 1, **deepest}) == 1
+        assert oplog.read(0, 1)[0].full_document == {"_id": 1, **deepest}
+        for change in (
+            lambda: rxcs.Change.insert("shop", "users", {"_id": 2, **nested(101)}),
+            lambda: rxcs.Change.insert("shop", "users", {"_id": 2, **nested(5000)}),
+            lambda: rxcs.Change.update("shop", "users", 1, updated_fields={"s" + ".s" * 99: {"s": 1}}),
+            lambda: rxcs.Change.delete("shop", "users", 1, full_document_before_change=nested(101)),
+        ):
+            message = r"(document|updated_fields|before_change)\.s.*\.s: nested more than 100 levels deep"
+            with pytest.raises(rxcs.InvalidChangeError, match=message):
+                oplog.append(change())
+        assert oplog.last_op_id == 1
 
     def test_every_entry_has_increasing_cluster_time_and_a_wall_time(self, oplog_factory: OplogFactory) -> None:
         """Cluster times strictly increase; wall times are aware UTC datetimes near now."""
