@@ -10,6 +10,7 @@ __all__ = [
     "ChangeStreamHistoryLost",
     "EventTooLargeError",
     "InvalidChangeError",
+    "InvalidLocationError",
     "InvalidResumeToken",
     "MissingImageError",
     "OplogClosedError",
@@ -57,6 +58,10 @@ class ChangeStreamHistoryLost(RxcsError):
 
 class InvalidChangeError(RxcsError, ValueError):
     """A producer tried to append a change that cannot be recorded as given."""
+
+
+class InvalidLocationError(RxcsError, ValueError):
+    """An oplog location (a path or URL) cannot be opened as given: an unknown parameter, a bad value."""
 
 
 class MissingImageError(RxcsError):

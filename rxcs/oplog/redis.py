@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -35,6 +36,7 @@ from redis.retry import Retry
 from rxcs.errors import (
     ChangeStreamHistoryLost,
     InvalidChangeError,
+    InvalidLocationError,
     OplogClosedError,
     OplogCorruptedError,
     OplogUnavailableError,
@@ -362,30 +364,33 @@ class RedisOplog(Oplog):
     ) -> RedisOplog:
         """Open the oplog at ``redis://[[user]:password@]host:port/db?stream=NAME``.
 
-        ``rediss://`` (TLS) and ``unix://`` work too. The ``stream`` query
-        parameter (or keyword) names the stream, ``"rxcs"`` by default; the
-        rest of the URL and ``redis_options`` go to ``redis.Redis.from_url``,
-        so passwords, TLS settings and timeouts are given as redis-py takes
-        them. rxcs does its own retrying, so redis-py's is off unless
+        ``rediss://`` (TLS) and ``unix://`` work too. rxcs's own options may
+        be given as query parameters or keywords, not both: ``stream`` (the
+        stream's name, ``"rxcs"`` by default), ``max_len`` and ``retry_for``
+        (seconds, or ``none``). The rest of the URL and ``redis_options`` go
+        to ``redis.Redis.from_url``, so passwords, TLS settings and timeouts
+        are given as redis-py takes them; a parameter neither rxcs nor
+        redis-py knows is an ``InvalidLocationError`` now, not an error at the
+        first command. rxcs does its own retrying, so redis-py's is off unless
         ``retry=`` is given; connecting times out after 5 s unless
         ``socket_connect_timeout=`` says otherwise. The oplog closes the
         client it made when it closes.
         """
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        named = [value for key, value in query if key == "stream"]
-        if len(named) > 1 or (named and stream is not None and named[0] != stream):
-            raise ValueError(f"{_redact(url)}: the stream is named more than once")
-        name = stream if stream is not None else named[0] if named else "rxcs"
-        rest = urlencode([(key, value) for key, value in query if key != "stream"])
         if redis_options.get("decode_responses"):
             raise ValueError("decode_responses must stay off: entries are bytes")
+        redis_url, options = _split_url(url, {"stream": stream, "max_len": max_len, "retry_for": retry_for})
         redis_options.setdefault("retry", Retry(NoBackoff(), 0))
         redis_options.setdefault("socket_connect_timeout", 5.0)
         redis_options.setdefault("socket_keepalive", True)
-        client = redis.Redis.from_url(urlunsplit(parts._replace(query=rest)), **redis_options)
         try:
-            oplog = cls(client, name, max_len=max_len, retry_for=retry_for)
+            client = redis.Redis.from_url(redis_url, **redis_options)
+        except ValueError as exc:
+            raise InvalidLocationError(f"{_redact(url)}: {exc}") from None
+        try:
+            _check_connection_options(client, url)
+            oplog = cls(
+                client, options["stream"] or "rxcs", max_len=options["max_len"], retry_for=options["retry_for"]
+            )
         except BaseException:
             client.close()
             raise
@@ -850,6 +855,59 @@ def _record(change: Change) -> bytes:
             f"encoded, over the limit of {MAX_ENTRY_BYTES} bytes (64 MiB)"
         )
     return record
+
+
+_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "stream": str,
+    "max_len": int,
+    "retry_for": lambda text: None if text.lower() == "none" else float(text),
+}
+
+
+def _split_url(url: str, given: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Take rxcs's own options out of a Redis URL's query; return the rest of the URL and the options.
+
+    ``given`` holds the options passed as keywords (None for not given, but
+    ``retry_for``'s default is a number): an option given both ways is refused.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = dict(given)
+    seen: set[str] = set()
+    for key, text in query:
+        parse = _URL_OPTIONS.get(key)
+        if parse is None:
+            continue
+        if key in seen or (key != "retry_for" and given[key] is not None):
+            raise InvalidLocationError(f"{_redact(url)}: the {key} is named more than once")
+        seen.add(key)
+        try:
+            options[key] = parse(text)
+        except ValueError:
+            raise InvalidLocationError(f"{_redact(url)}: {key}={text!r} is not a valid {key}") from None
+    stream, max_len, retry_for = options["stream"], options["max_len"], options["retry_for"]
+    if stream is not None and (not stream or "{" in stream or "}" in stream):
+        raise InvalidLocationError(f"{_redact(url)}: stream must be a non-empty name without braces, not {stream!r}")
+    if "max_len" in seen and max_len < 1:
+        raise InvalidLocationError(f"{_redact(url)}: max_len must be a positive number of entries, not {max_len}")
+    if "retry_for" in seen and retry_for is not None and not retry_for >= 0:
+        raise InvalidLocationError(f"{_redact(url)}: retry_for must be seconds >= 0 or none, not {retry_for}")
+    rest = urlencode([(key, text) for key, text in query if key not in _URL_OPTIONS])
+    return urlunsplit(parts._replace(query=rest)), options
+
+
+def _check_connection_options(client: redis.Redis, url: str) -> None:
+    """Make (without connecting) one connection of the client's pool, so an unknown option fails now."""
+    pool = client.connection_pool
+    try:
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as exc:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        name = unknown.group(1) if unknown else str(exc)
+        raise InvalidLocationError(
+            f"{_redact(url)}: unknown parameter {name!r}; rxcs takes {', '.join(_URL_OPTIONS)} "
+            "and redis-py its connection options (socket_timeout, db, ...)"
+        ) from None
 
 
 def _address(client: redis.Redis) -> str:

@@ -145,8 +145,51 @@ class TestOpen:
                 RedisOplog(plain, "{x}")
             with pytest.raises(ValueError, match="max_len"):
                 RedisOplog(plain, "x", max_len=0)
-        with pytest.raises(ValueError, match="more than once"):
-            RedisOplog.from_url(f"{redis_server.url}?stream=a&stream=b")
+
+
+class TestURL:
+    def test_rxcs_options_are_taken_from_the_url(self, redis_server: RedisServer, client: redis.Redis) -> None:
+        """stream, max_len and retry_for may be URL parameters: max_len=5 keeps the stream near 5 entries."""
+        url = f"{redis_server.url}?stream=url_options&max_len=5&retry_for=none&socket_timeout=30"
+        with rxcs.open_oplog(url) as oplog:
+            assert isinstance(oplog, RedisOplog)
+            assert oplog.stream == "url_options"
+            oplog.append_many(inserts(500))
+            assert oplog.last_op_id == 500
+        assert client.xlen("url_options") < 500
+
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("stream=s&max_lenn=5", r"unknown parameter 'max_lenn'; rxcs takes stream, max_len, retry_for"),
+            ("stream=s&colour=blue", r"unknown parameter 'colour'"),
+            ("stream=s&max_len=five", r"max_len='five' is not a valid max_len"),
+            ("stream=s&max_len=0", r"max_len must be a positive number of entries"),
+            ("stream=s&retry_for=-1", r"retry_for must be seconds >= 0 or none"),
+            ("stream={s}", r"stream must be a non-empty name without braces"),
+            ("stream=a&stream=b", r"the stream is named more than once"),
+            ("stream=s&socket_timeout=soon", r"socket_timeout"),
+        ],
+    )
+    def test_a_bad_url_parameter_is_refused_at_open(self, redis_server: RedisServer, query: str, message: str) -> None:
+        """A URL parameter neither rxcs nor redis-py takes, or a bad value, fails at open naming it, not later."""
+        with pytest.raises(rxcs.InvalidLocationError, match=message) as raised:
+            rxcs.open_oplog(f"{redis_server.url}?{query}")
+        assert isinstance(raised.value, ValueError)
+
+    def test_an_option_given_in_the_url_and_as_a_keyword_is_refused(self, redis_server: RedisServer) -> None:
+        """The URL and the keywords may not both name max_len (or the stream)."""
+        with pytest.raises(rxcs.InvalidLocationError, match="max_len is named more than once"):
+            rxcs.open_oplog(f"{redis_server.url}?stream=s&max_len=5", max_len=6)
+        with pytest.raises(rxcs.InvalidLocationError, match="stream is named more than once"):
+            rxcs.open_oplog(f"{redis_server.url}?stream=s", stream="t")
+
+    def test_a_password_never_appears_in_the_error(self, redis_server: RedisServer) -> None:
+        """The error names the URL with its password redacted."""
+        url = redis_server.url.replace("redis://", "redis://user:hunter2@")
+        with pytest.raises(rxcs.InvalidLocationError) as raised:
+            rxcs.open_oplog(f"{url}?stream=s&nope=1")
+        assert "hunter2" not in str(raised.value)
 
 
 class TestAppend:
