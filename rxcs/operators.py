@@ -318,7 +318,7 @@ def entry_converter(
         if wall[0] != wall_ms:  # entries of one commit share their millisecond: one datetime
             wall = last_wall[0] = (wall_ms, from_timestamp(wall_ms / 1000, utc))
         return make_event(
-            make_token(oplog_id, entry.op_id, op is invalidate_op),
+            make_token(oplog_id, entry.op_id, op is invalidate_op, entry.cluster_time, entry.wall_time_ms),
             op,
             entry.cluster_time,
             wall[1],
@@ -642,7 +642,7 @@ def seek(token: ResumeToken | str | Mapping[str, Any]) -> Callable[[reactivex.Ob
                 f"resume token {position} comes from oplog {position.oplog_id}, not from this one ({identity})"
             )
         if isinstance(source, EntrySource):
-            moved: reactivex.Observable[Any] = source.starting_after(position.op_id)
+            moved: reactivex.Observable[Any] = source.starting_after(position.op_id, position)
             return moved
 
         def subscribe(observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:

@@ -31,11 +31,12 @@ from reactivex import abc
 from reactivex.disposable import Disposable
 from reactivex.scheduler import VirtualTimeScheduler
 
-from rxcs.errors import InvalidResumeToken
+from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken
 from rxcs.events import ClusterTime
 from rxcs.log import log
 from rxcs.oplog.base import Oplog, OplogCursor, Sift
 from rxcs.oplog.entry import OplogEntry
+from rxcs.tokens import ResumeToken
 
 __all__ = ["BEGINNING", "Beginning", "EntrySource", "Lane", "Scope", "current_lane", "oplog_entries"]
 
@@ -187,6 +188,53 @@ def _noop(lane: Lane) -> None:
     lane.paused = False
 
 
+def high_water_token(oplog: Oplog, op_id: int) -> ResumeToken:
+    """The token of the position after every event of entry ``op_id``, stamped with that entry when it is retained."""
+    if op_id < oplog.first_op_id:
+        return ResumeToken(oplog.oplog_id, op_id, high_water=True)
+    entries = oplog.read(op_id - 1, 1)
+    if not entries or entries[0].op_id != op_id:
+        return ResumeToken(oplog.oplog_id, op_id, high_water=True)
+    entry = entries[0]
+    return ResumeToken(
+        oplog.oplog_id, op_id, high_water=True, cluster_time=entry.cluster_time, wall_time_ms=entry.wall_time_ms
+    )
+
+
+def check_token_history(oplog: Oplog, token: ResumeToken) -> None:
+    """Raise ``ChangeStreamHistoryLost`` when the oplog's history was rewritten under ``token``.
+
+    The oplog must still hold the entry the token was taken at, or have
+    trimmed it: a token past the end of the oplog, or an entry at its op_id
+    with another stamp (cluster time and wall time), means the history that
+    token belongs to is gone (a Redis restored from an older snapshot, a
+    failover to a lagging replica, a FileOplog copied back from a backup).
+    Resuming there would silently skip the entries written since.
+    """
+    last = oplog.last_op_id
+    if token.op_id > last:
+        raise ChangeStreamHistoryLost(
+            f"resume token {token} names op_id {token.op_id}, but this oplog ends at op_id {last}: "
+            "the history it was taken from was rewritten (restored from an older copy, or entries lost "
+            "in a crash or failover)"
+        )
+    stamp = token.stamp
+    if stamp is None or token.op_id < oplog.first_op_id:
+        return
+    entries = oplog.read(token.op_id - 1, 1)
+    if not entries or entries[0].op_id != token.op_id:
+        return  # trimmed meanwhile: the start position check says so
+    entry = entries[0]
+    found = (entry.cluster_time.time, entry.cluster_time.inc, entry.wall_time_ms)
+    if found != stamp:
+        raise ChangeStreamHistoryLost(
+            f"resume token {token} was taken at op_id {token.op_id} recorded at cluster time "
+            f"{stamp[0]}.{stamp[1]}, but op_id {token.op_id} is now an entry recorded at {found[0]}.{found[1]}: "
+            "the history it was taken from was rewritten (restored from an older copy, or entries lost "
+            "in a crash or failover), and the entries written since cannot be placed after it"
+        )
+
+
 class EntrySource(reactivex.Observable[OplogEntry]):
     """The Observable ``oplog_entries()`` returns; knows its oplog and start.
 
@@ -205,6 +253,7 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         scheduler: abc.SchedulerBase | None,
         scope: Scope | None = None,
         sift: Sift | None = None,
+        resume: ResumeToken | None = None,
     ) -> None:
         super().__init__(self._subscribe)
         self.oplog = oplog
@@ -216,12 +265,14 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         self.scheduler = scheduler
         self.scope = scope
         self.sift = sift
+        self.resume = resume  # the token ``after`` came from: checked against the oplog's history
 
-    def starting_after(self, op_id: int) -> EntrySource:
-        """The same source, starting after ``op_id``."""
+    def starting_after(self, op_id: int, resume: ResumeToken | None = None) -> EntrySource:
+        """The same source, starting after ``op_id``, which ``resume`` (when given) names."""
         return EntrySource(
             self.oplog, after=op_id, start=None, batch_size=self.batch_size,
             max_await_time=self.max_await_time, scheduler=self.scheduler, scope=self.scope, sift=self.sift,
+            resume=resume,
         )
 
     def within(self, db: str, collection: str | None = None) -> EntrySource:
@@ -236,6 +287,7 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         return EntrySource(
             self.oplog, after=self.after, start=self.start, batch_size=self.batch_size,
             max_await_time=self.max_await_time, scheduler=self.scheduler, scope=(db, collection), sift=self.sift,
+            resume=self.resume,
         )
 
     def sifted(self, sift: Sift) -> EntrySource:
@@ -249,6 +301,7 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         return EntrySource(
             self.oplog, after=self.after, start=self.start, batch_size=self.batch_size,
             max_await_time=self.max_await_time, scheduler=self.scheduler, scope=self.scope, sift=sift,
+            resume=self.resume,
         )
 
     def start_position(self) -> int:
@@ -256,7 +309,9 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         oplog = self.oplog
         if self.after is not None:
             position = self.after
-            if position > oplog.last_op_id:
+            if self.resume is not None:
+                check_token_history(oplog, self.resume)
+            elif position > oplog.last_op_id:
                 raise InvalidResumeToken(
                     f"position op_id {position} is ahead of the oplog, which ends at {oplog.last_op_id}"
                 )

@@ -28,7 +28,7 @@ from rxcs.log import log
 from rxcs.oplog.base import Oplog
 from rxcs.pipeline import check_max_event_bytes, compile_pipeline
 from rxcs.prefilter import leading_match_filter, leading_match_sift
-from rxcs.source import Beginning, Lane, current_lane, oplog_entries
+from rxcs.source import Beginning, Lane, check_token_history, current_lane, high_water_token, oplog_entries
 from rxcs.tokens import ResumeToken
 
 __all__ = ["AsyncChangeStream", "ChangeStream", "ChangeStreamObservable", "StreamStatistics", "watch"]
@@ -115,6 +115,10 @@ class ChangeStreamObservable(reactivex.Observable[EventT_co]):
         oplog = self.oplog
         token = self._resume
         if token is not None:
+            try:
+                check_token_history(oplog, token)
+            except ChangeStreamHistoryLost as exc:
+                raise ChangeStreamHistoryLost(f"{self.description}: {exc}") from None
             after_whole_entry = token.high_water or (self._start_after and token.invalidate)
             if token.fragment and token.op_id < oplog.first_op_id:
                 raise ChangeStreamHistoryLost(
@@ -133,16 +137,11 @@ class ChangeStreamObservable(reactivex.Observable[EventT_co]):
                 after = oplog.first_op_id - 1
             else:
                 after = oplog.op_id_at(self._start_at)
-            start = _Start(after, ResumeToken(oplog.oplog_id, after, high_water=True), None)
+            start = _Start(after, high_water_token(oplog, after), None)
         if start.after < oplog.first_op_id - 1:
             raise ChangeStreamHistoryLost(
                 f"{self.description}: the stream must start after op_id {start.after}, "
                 f"but the oldest retained entry is {oplog.first_op_id}"
-            )
-        if start.after > oplog.last_op_id:
-            raise InvalidResumeToken(
-                f"{self.description}: resume token {start.token} is ahead of the oplog, "
-                f"which ends at op_id {oplog.last_op_id}"
             )
         return start
 

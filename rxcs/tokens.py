@@ -2,10 +2,18 @@
 
 A token is a hex string, like the ``_data`` of MongoDB's tokens. Inside it:
 a format version, the identity (UUID) of the oplog it came from, the op_id of
-the entry, flags, the fragment index of a split event, and a CRC-32 of all
-of that so a mistyped token is refused rather than read as another position.
+the entry, flags, the fragment index of a split event, the entry's stamp (its
+cluster time and wall time, when the entry was read), and a CRC-32 of all of
+that so a mistyped token is refused rather than read as another position.
 Tokens of one oplog sort as their positions do, as strings too (fixed
-widths, big-endian).
+widths, big-endian, the stamp after the position).
+
+The stamp lets a stream tell, when it resumes, that the entry at the token's
+op_id is still the one the token was taken from: an oplog whose history was
+rewritten under a token (a Redis restored from an older snapshot, a failover
+to a lagging replica, a FileOplog copied back from a backup) holds another
+entry there, and resuming is ``ChangeStreamHistoryLost``, never a silent
+skip. Version-1 tokens (no stamp) are still read.
 
 One entry can give a stream more than one event: a dropped collection gives
 ``drop`` then ``invalidate``; a split event gives its fragments. An *event
@@ -21,22 +29,25 @@ import struct
 import uuid
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, final
 
 from rxcs.errors import InvalidResumeToken
 
 __all__ = ["ResumeToken"]
 
-TOKEN_VERSION = 1
+TOKEN_VERSION = 2
 _FLAG_INVALIDATE = 0x01
 _FLAG_HIGH_WATER = 0x02
 _KNOWN_FLAGS = _FLAG_INVALIDATE | _FLAG_HIGH_WATER
-# version, oplog uuid, op_id, flags, fragment; then the CRC-32 of those bytes.
-_BODY = struct.Struct(">B16sQBH")
+# version, oplog uuid, op_id, flags, fragment, then (version 2) the stamp: cluster time seconds and
+# increment, wall time in ms, all zero for none; then the CRC-32 of those bytes.
+_BODY_V1 = struct.Struct(">B16sQBH")
+_BODY = struct.Struct(">B16sQBHIIQ")
 _CRC = struct.Struct(">I")
-_TOKEN_BYTES = _BODY.size + _CRC.size
+_TOKEN_BYTES = {1: _BODY_V1.size + _CRC.size, 2: _BODY.size + _CRC.size}
 _MAX_OP_ID = 2**64 - 1
+_MAX_U32 = 2**32 - 1
 _MAX_FRAGMENT = 2**16 - 1
 _new = object.__new__
 _set = object.__setattr__
@@ -66,6 +77,10 @@ class ResumeToken:
     invalidate: bool = False
     fragment: int = 0
     high_water: bool = False
+    cluster_time: tuple[int, int] | None = field(default=None, compare=False)
+    """The cluster time ``(seconds, increment)`` of the entry at ``op_id`` when it was read (not the position)."""
+    wall_time_ms: int | None = field(default=None, compare=False)
+    """The wall time (ms) of the entry at ``op_id``, with ``cluster_time``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.oplog_id, uuid.UUID):
@@ -78,9 +93,26 @@ class ResumeToken:
             raise InvalidResumeToken(f"fragment {self.fragment} is out of range")
         if self.high_water and (self.invalidate or self.fragment):
             raise InvalidResumeToken("a high-water token names no single event (no invalidate, no fragment)")
+        if (self.cluster_time is None) != (self.wall_time_ms is None):
+            raise InvalidResumeToken("a stamp has both a cluster time and a wall time, or neither")
+        if self.cluster_time is not None:
+            time, inc = self.cluster_time
+            if not (_in_range(time, _MAX_U32) and _in_range(inc, _MAX_U32) and (time, inc) != (0, 0)):
+                raise InvalidResumeToken(f"cluster time {self.cluster_time!r} is out of range")
+            if not _in_range(self.wall_time_ms, _MAX_OP_ID):
+                raise InvalidResumeToken(f"wall time {self.wall_time_ms!r} is out of range")
+
+    @property
+    def stamp(self) -> tuple[int, int, int] | None:
+        """``(seconds, increment, wall ms)`` of the entry the token was taken at, or None when not known."""
+        if self.cluster_time is None or self.wall_time_ms is None:
+            return None
+        return (self.cluster_time[0], self.cluster_time[1], self.wall_time_ms)
 
     @classmethod
-    def _trusted(cls, oplog_id: uuid.UUID, op_id: int, invalidate: bool) -> ResumeToken:
+    def _trusted(
+        cls, oplog_id: uuid.UUID, op_id: int, invalidate: bool, cluster_time: tuple[int, int], wall_time_ms: int
+    ) -> ResumeToken:
         """An event token from values the oplog itself produced, without re-validating them."""
         token = _new(cls)
         _set(token, "oplog_id", oplog_id)
@@ -88,6 +120,8 @@ class ResumeToken:
         _set(token, "invalidate", invalidate)
         _set(token, "fragment", 0)
         _set(token, "high_water", False)
+        _set(token, "cluster_time", cluster_time)
+        _set(token, "wall_time_ms", wall_time_ms)
         return token
 
     @property
@@ -111,7 +145,10 @@ class ResumeToken:
         return self.sort_key() >= other.sort_key()
 
     def __str__(self) -> str:
-        body = _BODY.pack(TOKEN_VERSION, self.oplog_id.bytes, self.op_id, self._flags, self.fragment)
+        time, inc, wall_ms = self.stamp or (0, 0, 0)
+        body = _BODY.pack(
+            TOKEN_VERSION, self.oplog_id.bytes, self.op_id, self._flags, self.fragment, time, inc, wall_ms
+        )
         return (body + _CRC.pack(zlib.crc32(body))).hex()
 
     def to_document(self) -> dict[str, Any]:
@@ -141,25 +178,34 @@ class ResumeToken:
             raw = bytes.fromhex(value)
         except ValueError:
             raise InvalidResumeToken(f"resume token {shown!r} is not a hex string") from None
-        if len(raw) != _TOKEN_BYTES:
-            raise InvalidResumeToken(
-                f"resume token {shown!r} has {len(raw)} bytes, expected {_TOKEN_BYTES}"
-            )
-        body, (crc,) = raw[: _BODY.size], _CRC.unpack(raw[_BODY.size :])
+        if len(raw) not in _TOKEN_BYTES.values():
+            expected = " or ".join(str(size) for size in sorted(_TOKEN_BYTES.values()))
+            raise InvalidResumeToken(f"resume token {shown!r} has {len(raw)} bytes, expected {expected}")
+        body, (crc,) = raw[: -_CRC.size], _CRC.unpack(raw[-_CRC.size :])
         if zlib.crc32(body) != crc:
             raise InvalidResumeToken(f"resume token {shown!r} fails its checksum (mistyped?)")
-        version, oplog_bytes, op_id, flags, fragment = _BODY.unpack(body)
-        if version != TOKEN_VERSION:
+        version = body[0]
+        if _TOKEN_BYTES.get(version) != len(raw):
             raise InvalidResumeToken(
-                f"resume token {shown!r} has format version {version}, "
-                f"this rxcs reads version {TOKEN_VERSION}"
+                f"resume token {shown!r} has format version {version} in {len(raw)} bytes; "
+                f"this rxcs reads versions {', '.join(map(str, _TOKEN_BYTES))}"
             )
+        if version == 1:
+            _, oplog_bytes, op_id, flags, fragment = _BODY_V1.unpack(body)
+            time = inc = wall_ms = 0
+        else:
+            _, oplog_bytes, op_id, flags, fragment, time, inc, wall_ms = _BODY.unpack(body)
         if flags & ~_KNOWN_FLAGS:
             raise InvalidResumeToken(f"resume token {shown!r} has unknown flags {flags:#x}")
+        stamped = (time, inc, wall_ms) != (0, 0, 0)
         try:
             return cls(
                 uuid.UUID(bytes=oplog_bytes), op_id, bool(flags & _FLAG_INVALIDATE), fragment,
-                bool(flags & _FLAG_HIGH_WATER),
+                bool(flags & _FLAG_HIGH_WATER), (time, inc) if stamped else None, wall_ms if stamped else None,
             )
         except InvalidResumeToken as exc:
             raise InvalidResumeToken(f"resume token {shown!r}: {exc}") from None
+
+
+def _in_range(value: object, largest: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= largest

@@ -13,15 +13,21 @@ from hypothesis import given
 import rxcs
 from rxcs.tokens import ResumeToken
 
+stamps = st.one_of(
+    st.none(),
+    st.tuples(st.integers(1, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)),
+)
 tokens = st.builds(
-    lambda oplog_id, op_id, invalidate, fragment, high_water: ResumeToken(
-        oplog_id, op_id, invalidate and not high_water, 0 if high_water else fragment, high_water
+    lambda oplog_id, op_id, invalidate, fragment, high_water, stamp: ResumeToken(
+        oplog_id, op_id, invalidate and not high_water, 0 if high_water else fragment, high_water,
+        None if stamp is None else stamp[:2], None if stamp is None else stamp[2],
     ),
     st.uuids(),
     st.integers(0, 2**64 - 1),
     st.booleans(),
     st.integers(0, 2**16 - 1),
     st.booleans(),
+    stamps,
 )
 
 
@@ -30,7 +36,9 @@ class TestRoundTrip:
     def test_string_round_trip(self, token: ResumeToken) -> None:
         """str(token) parses back to an equal token, and is a printable hex string."""
         text = str(token)
-        assert ResumeToken.parse(text) == token
+        parsed = ResumeToken.parse(text)
+        assert parsed == token
+        assert parsed.stamp == token.stamp
         assert all(c in "0123456789abcdef" for c in text)
 
     @given(tokens)
@@ -41,8 +49,11 @@ class TestRoundTrip:
 
     @given(st.uuids(), st.lists(st.tuples(st.integers(0, 2**40), st.booleans(), st.integers(0, 9)), min_size=2))
     def test_string_order_is_position_order(self, oplog_id: uuid.UUID, positions: list[tuple[int, bool, int]]) -> None:
-        """Tokens of one oplog sort as strings in the order of their positions."""
-        made = [ResumeToken(oplog_id, op, inv, frag) for op, inv, frag in positions]
+        """Tokens of one oplog sort as strings in the order of their positions, whatever their stamps."""
+        made = [
+            ResumeToken(oplog_id, op, inv, frag, cluster_time=(2**32 - 1 - op % 7, 1), wall_time_ms=op % 5)
+            for op, inv, frag in positions
+        ]
         assert sorted(made) == sorted(made, key=str)
         assert sorted(made, key=str) == sorted(made, key=lambda t: (t.op_id, t.invalidate, t.fragment))
 
@@ -54,6 +65,24 @@ class TestRoundTrip:
         assert drop < invalidate < mark < following
         assert str(drop) < str(invalidate) < str(mark) < str(following)
 
+    def test_the_stamp_is_not_part_of_the_position(self) -> None:
+        """Two tokens of one position are equal (and hash alike) whether or not they carry a stamp."""
+        oplog_id = uuid.uuid4()
+        bare, stamped = ResumeToken(oplog_id, 5), ResumeToken(oplog_id, 5, cluster_time=(9, 1), wall_time_ms=9000)
+        assert bare == stamped
+        assert hash(bare) == hash(stamped)
+        assert stamped.stamp == (9, 1, 9000)
+        assert bare.stamp is None
+
+    def test_a_version_1_token_is_still_read(self) -> None:
+        """Tokens saved before stamps existed (format version 1) parse to their position, without a stamp."""
+        oplog_id = uuid.UUID("6f3c7b1e-2a4d-4f7e-9c1b-0d2e3f4a5b6c")
+        saved = "016f3c7b1e2a4d4f7e9c1b0d2e3f4a5b6c000000000000002a000000a31396e8"
+        token = ResumeToken.parse(saved)
+        assert (token.oplog_id, token.op_id, token.invalidate, token.fragment) == (oplog_id, 42, False, 0)
+        assert token.stamp is None
+        assert len(str(token)) == 96
+
 
 class TestRefusals:
     @given(st.text(max_size=80))
@@ -62,7 +91,7 @@ class TestRefusals:
         with contextlib.suppress(rxcs.InvalidResumeToken):
             ResumeToken.parse(text)
 
-    @given(tokens, st.integers(0, 63), st.sampled_from("0123456789abcdef"))
+    @given(tokens, st.integers(0, 95), st.sampled_from("0123456789abcdef"))
     def test_a_mistyped_digit_is_caught(self, token: ResumeToken, index: int, digit: str) -> None:
         """Changing any one hex digit makes the token fail its checksum (or another check)."""
         text = str(token)
@@ -101,6 +130,9 @@ class TestRefusals:
         [
             {"op_id": -1}, {"op_id": 2**64}, {"op_id": True}, {"fragment": 2**16},
             {"high_water": True, "invalidate": True},
+            {"cluster_time": (1, 1)}, {"wall_time_ms": 5}, {"cluster_time": (0, 0), "wall_time_ms": 5},
+            {"cluster_time": (2**32, 1), "wall_time_ms": 5}, {"cluster_time": (1, 1), "wall_time_ms": -1},
+            {"cluster_time": (1, True), "wall_time_ms": 5},
         ],
     )
     def test_constructor_validates(self, kwargs: dict[str, Any]) -> None:
