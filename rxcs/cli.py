@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
+import io
+import json
 import logging
 import os
 import random
 import signal
+import stat
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -211,7 +216,8 @@ def _parse_json(text: str, option: str) -> Any:
         raise UsageError(f"{option}: not valid JSON ({exc})") from None
 
 
-def _watch_options(args: argparse.Namespace) -> dict[str, Any]:
+def _watch_options(args: argparse.Namespace, oplog_id: uuid.UUID) -> dict[str, Any]:
+    """watch()'s options; the start: a token given, else where the last run stopped, else the beginning or now."""
     options: dict[str, Any] = {
         "full_document": args.full_document,
         "full_document_before_change": args.full_document_before_change,
@@ -223,18 +229,86 @@ def _watch_options(args: argparse.Namespace) -> dict[str, Any]:
         options["pipeline"] = _parse_json(args.pipeline, "--pipeline")
     if args.resume_after:
         options["resume_after"] = args.resume_after
-    elif args.start_after:
+        return options
+    if args.start_after:
         options["start_after"] = args.start_after
+        return options
+    stopped = _where_the_last_run_stopped(args, oplog_id)
+    if stopped is not None:
+        options["start_after" if stopped.invalidate else "resume_after"] = stopped
     elif args.from_beginning:
         options["start_at_operation_time"] = rxcs.BEGINNING
-    elif args.resume_file and Path(args.resume_file).exists():
-        saved = Path(args.resume_file).read_text().strip()
-        try:
-            token = rxcs.ResumeToken.parse(saved)
-        except rxcs.InvalidResumeToken as exc:
-            raise UsageError(f"--resume-file {args.resume_file}: {exc}") from None
-        options["start_after" if token.invalidate else "resume_after"] = token
     return options
+
+
+def _where_the_last_run_stopped(args: argparse.Namespace, oplog_id: uuid.UUID) -> rxcs.ResumeToken | None:
+    """The later of the --resume-file token and, when events go to a file, the token of its last line.
+
+    The token is saved after its event is written, so a run killed between
+    the two leaves the file one event ahead of the token: resuming from the
+    file's last line then writes every event exactly once.
+    """
+    if not args.resume_file:
+        return None
+    saved = None
+    path = Path(args.resume_file)
+    if path.exists():
+        try:
+            saved = rxcs.ResumeToken.parse(path.read_text().strip())
+        except (OSError, UnicodeDecodeError, rxcs.InvalidResumeToken) as exc:
+            raise UsageError(f"--resume-file {args.resume_file}: {exc}") from None
+    written = _last_written_token(sys.stdout, oplog_id) if args.format == "jsonl" else None
+    if saved is None or (written is not None and saved.oplog_id == written.oplog_id and written > saved):
+        return written or saved
+    return saved
+
+
+def _last_written_token(out: TextIO, oplog_id: uuid.UUID) -> rxcs.ResumeToken | None:
+    """The token of the last whole event line of ``out``, when it is a file opened for appending (``>>``).
+
+    A torn last line (a run killed while writing it) is cut off first: the
+    event is written again, whole. Anything else (a pipe, a terminal, a line
+    that is not an event of this oplog) gives None.
+    """
+    try:
+        fd = out.fileno()
+        status = os.fstat(fd)
+        appending = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(status.st_mode) or not appending or status.st_size == 0:
+        return None
+    try:  # the descriptor is write-only: read the same file through another (Linux names it in /proc)
+        reader = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if os.fstat(reader).st_ino != status.st_ino:
+            return None
+        line, torn = _last_line(reader, status.st_size)
+    finally:
+        os.close(reader)
+    if torn.startswith(b"{"):
+        os.ftruncate(fd, status.st_size - len(torn))
+        _say(f"rxcs watch: cut the torn last line ({len(torn)} bytes) the last run left in its output", sys.stderr)
+    try:
+        token = rxcs.ResumeToken.parse(json.loads(line)["_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return token if token.oplog_id == oplog_id else None
+
+
+def _last_line(fd: int, size: int) -> tuple[bytes, bytes]:
+    """The last newline-terminated line of a file (without its newline), and what follows it."""
+    chunk, start, data = 64 * 1024, size, b""
+    while start > 0:
+        begin = max(0, start - chunk)
+        data = os.pread(fd, start - begin, begin) + data
+        start, chunk = begin, chunk * 2
+        end = data.rfind(b"\n")
+        if end != -1 and (data.rfind(b"\n", 0, end) != -1 or start == 0):
+            return data[data.rfind(b"\n", 0, end) + 1 : end], data[end + 1 :]
+    return b"", data
 
 
 def _save_token(path: Path, token: rxcs.ResumeToken) -> None:
@@ -256,9 +330,9 @@ def _watch(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be positive")
     location = _checked_location(args.location)
-    options = _watch_options(args)
     resume_file = Path(args.resume_file) if args.resume_file else None
     with _open_oplog(location, readonly=True) as oplog:
+        options = _watch_options(args, oplog.oplog_id)
         try:
             stream = rxcs.watch(oplog, args.db, args.collection, **options).iterate()
         except (RxcsError, ValueError, TypeError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -143,6 +144,75 @@ class TestWatch:
         keys = [json.loads(line)["documentKey"]["_id"] for line in second.stdout.splitlines()]
         assert keys == [1, 2]  # the orders insert (op 3), then the new user (op 4)
         assert not [p for p in token_file.parent.iterdir() if p.name.startswith(".token.")]
+
+
+def watch_into(output: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``rxcs watch ARGS >> OUTPUT``: the watcher writes to a file it appends to, as a shell redirection does."""
+    with output.open("ab") as out:
+        return subprocess.Popen([*RXCS, "watch", *args], stdout=out, stderr=subprocess.PIPE)
+
+
+def op_ids_in(output: Path) -> list[int]:
+    return [rxcs.ResumeToken.parse(json.loads(line)["_id"]).op_id for line in output.read_text().splitlines()]
+
+
+class TestWatchExactlyOnceIntoAFile:
+    def test_a_run_killed_after_writing_an_event_but_before_saving_its_token(
+        self, oplog_dir: Path, tmp_path: Path
+    ) -> None:
+        """The next run resumes after the output file's last line, not the older saved token: nothing repeats."""
+        output, token_file = tmp_path / "events.jsonl", tmp_path / "token"
+        args = [str(oplog_dir), "--from-beginning", "--resume-file", str(token_file)]
+        assert watch_into(output, *args, "--count", "3").wait(60) == 0
+        second_line = output.read_text().splitlines()[1]
+        token_file.write_text(rxcs.ResumeToken.parse(json.loads(second_line)["_id"]).__str__() + "\n")
+        with rxcs.open_oplog(oplog_dir) as oplog:
+            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(10, 12)])
+        assert watch_into(output, *args, "--count", "2").wait(60) == 0
+        assert op_ids_in(output) == [1, 2, 3, 4, 5]
+        assert rxcs.ResumeToken.parse(token_file.read_text().strip()).op_id == 5
+
+    def test_a_torn_last_line_is_cut_and_its_event_written_whole(self, oplog_dir: Path, tmp_path: Path) -> None:
+        """A run killed while writing a line leaves half of it: the next run cuts it, says so, and writes it again."""
+        output, token_file = tmp_path / "events.jsonl", tmp_path / "token"
+        args = [str(oplog_dir), "--from-beginning", "--resume-file", str(token_file)]
+        assert watch_into(output, *args, "--count", "1").wait(60) == 0
+        whole = output.read_text()
+        with output.open("a") as out:
+            out.write('{"_id": {"_data": "02')  # the start of the second event's line
+        process = watch_into(output, *args, "--count", "2")
+        assert process.wait(60) == 0
+        assert process.stderr is not None
+        assert "cut the torn last line (21 bytes)" in process.stderr.read().decode()
+        assert output.read_text().startswith(whole)
+        assert op_ids_in(output) == [1, 2, 3]
+
+    def test_sigkilled_again_and_again_it_writes_every_event_exactly_once(
+        self, oplog_dir: Path, tmp_path: Path
+    ) -> None:
+        """kill -9 at random moments of a run that writes events into a file: once it is through, every event is
+        in the file exactly once, in order, whatever the kills cut."""
+        rng = random.Random(7)
+        total = 3 + 2000
+        with rxcs.open_oplog(oplog_dir) as oplog:
+            oplog.append_many([rxcs.Change.insert("shop", "items", {"_id": i, "pad": "x" * 300}) for i in range(2000)])
+        output, token_file = tmp_path / "events.jsonl", tmp_path / "token"
+        args = [str(oplog_dir), "--from-beginning", "--resume-file", str(token_file)]
+        kills = 0
+        while kills < 12:
+            process = watch_into(output, *args)
+            time.sleep(rng.uniform(0.3, 0.9))
+            process.send_signal(signal.SIGKILL)
+            process.wait(30)
+            kills += 1
+        rest = watch_into(output, *args)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and output.read_bytes().count(b"\n") < total:
+            time.sleep(0.05)
+        rest.send_signal(signal.SIGINT)
+        assert rest.wait(30) == 0
+        assert op_ids_in(output) == list(range(1, total + 1))
+
 
 
 class TestOplogCommands:
