@@ -41,6 +41,7 @@ from rxcs.http._sse import (
     sse_position,
     ws_end,
     ws_event,
+    ws_position,
 )
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
@@ -305,7 +306,7 @@ class _WebSocketSink:
         self._shape = ("ws", shape)
 
     async def open(self, token: str) -> None:
-        await self._websocket.send_text(f'{{"type": "started", "id": "{token}"}}')
+        await self._websocket.send_text(ws_position(token))
 
     async def events(self, batch: list[Any]) -> None:
         send, frame, shape = self._websocket.send_text, self._frames.frame, self._shape
