@@ -46,7 +46,7 @@ async def _watch_one(client: Any, url: str, events: int, ready: asyncio.Event, o
     """Read ``events`` SSE events from one stream; record document ids in order and receipt latencies."""
     received: list[int] = []
     latencies: list[float] = []
-    async with client.stream("GET", url) as response:
+    async with client.stream("GET", url, headers={"Rxcs-Client": "bench_http"}) as response:
         if response.status_code != 200:
             raise SystemExit(f"watcher got HTTP {response.status_code}: {await response.aread()!r}")
         pending = b""

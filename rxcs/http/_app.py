@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import importlib.resources
 import math
 from collections.abc import Awaitable, Hashable, Sequence
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, final
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -31,7 +31,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 
 from rxcs import extjson
 from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, RxcsError
-from rxcs.http._params import ACCESS_TOKEN_PARAMETER, BadRequest, WatchRequest, from_message, from_query
+from rxcs.http._access import AccessPolicy, Refusal
+from rxcs.http._headers import PAGE_POLICY, SecurityHeaders
+from rxcs.http._params import BadRequest, WatchRequest, from_message, from_query
 from rxcs.http._sse import (
     SSE_HEARTBEAT,
     FrameCache,
@@ -83,22 +85,6 @@ class _Sink(Protocol):
     async def events(self, batch: list[Any]) -> None: ...
     async def heartbeat(self) -> None: ...
     async def close(self, end: StreamEnd | None) -> None: ...
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class _Refusal:
-    """A request turned away: the HTTP status, an error code, a sentence, extra headers."""
-
-    status: int
-    code: str
-    message: str
-    headers: dict[str, str] | None = None
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(
-            {"error": self.code, "message": self.message}, status_code=self.status, headers=self.headers
-        )
 
 
 class _ClientGone(Exception):
@@ -345,26 +331,28 @@ class ChangeStreamApp(Starlette):
         super().__init__(
             routes=[
                 Route("/", self._page, methods=["GET"]),
+                Route("/page.js", self._page_script, methods=["GET"]),
+                Route("/page.css", self._page_style, methods=["GET"]),
                 Route("/oplog", self._oplog_info, methods=["GET"]),
                 Route("/watch", self._watch_sse, methods=["GET"]),
                 WebSocketRoute("/ws/watch", self._watch_ws),
-            ]
+            ],
+            middleware=[Middleware(SecurityHeaders)],
         )
         self.oplog = oplog
         self.max_watchers = max_watchers
         self.buffer_size = buffer_size
         self.heartbeat = heartbeat
         self.send_timeout = send_timeout
-        self._token = token
-        self._origins = frozenset(origin.rstrip("/") for origin in allowed_origins or ())
-        self._hosts = None if allowed_hosts is None else frozenset(host.lower() for host in allowed_hosts)
+        self.access = AccessPolicy(token=token, allowed_origins=allowed_origins, allowed_hosts=allowed_hosts)
         self._sessions: set[_Session] = set()
         self._closing = False
         self._served = 0
         self._refused = 0
         self._slow_clients = 0
         self.frames = FrameCache()
-        self._page_html = importlib.resources.files("rxcs.http").joinpath("_page.html").read_text(encoding="utf-8")
+        self._page_html = _asset("_page.html").replace("{{page_key}}", self.access.page_key)
+        self._page_assets = {"page.js": _asset("_page.js"), "page.css": _asset("_page.css")}
 
     def statistics(self) -> ServerStatistics:
         """A frozen record of the server's counters."""
@@ -388,35 +376,12 @@ class ChangeStreamApp(Starlette):
 
     # -- checks ------------------------------------------------------------------------
 
-    def _refusal(self, connection: HTTPConnection) -> _Refusal | None:
-        """The response refusing this connection (host, auth, origin), or None when it may proceed."""
-        if self._hosts is not None:
-            host = _host_name(connection.headers.get("host", ""))
-            if host not in self._hosts:
-                return self._refuse(421, "host_not_allowed", f"this server does not answer for host {host!r}")
-        if self._token is not None:
-            given = connection.query_params.get(ACCESS_TOKEN_PARAMETER)
-            scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
-            if scheme.lower() == "bearer":
-                given = credentials.strip()
-            if given is None or not hmac.compare_digest(given.encode(), self._token.encode()):
-                return self._refuse(
-                    401, "unauthorized",
-                    "a bearer token is required (Authorization: Bearer TOKEN, or access_token=TOKEN)",
-                    {"www-authenticate": 'Bearer realm="rxcs"'},
-                )
-        origin = connection.headers.get("origin")
-        if origin is not None and not self._origin_allowed(connection, origin):
-            return self._refuse(403, "origin_not_allowed", f"origin {origin} is not allowed")
-        return None
-
-    def _origin_allowed(self, connection: HTTPConnection, origin: str) -> bool:
-        origin = origin.rstrip("/")
-        if "*" in self._origins or origin in self._origins:
-            return True
-        host = connection.headers.get("host")
-        scheme = "https" if connection.url.scheme in ("https", "wss") else "http"
-        return host is not None and origin == f"{scheme}://{host}"
+    def _refusal(self, connection: HTTPConnection) -> Refusal | None:
+        """The response refusing this connection (host, token, origin, same-origin proof), or None."""
+        refusal = self.access.refusal(connection)
+        if refusal is not None:
+            self._refused += 1
+        return refusal
 
     def _cors_headers(self, connection: HTTPConnection) -> dict[str, str]:
         origin = connection.headers.get("origin")
@@ -426,11 +391,11 @@ class ChangeStreamApp(Starlette):
 
     def _refuse(
         self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> _Refusal:
+    ) -> Refusal:
         self._refused += 1
-        return _Refusal(status, code, message, headers)
+        return Refusal(status, code, message, headers)
 
-    def _open_stream(self, request: WatchRequest, client: str) -> _Session | _Refusal:
+    def _open_stream(self, request: WatchRequest, client: str) -> _Session | Refusal:
         """Open the change stream a request asks for, or the response saying why not."""
         if self._closing:
             return self._refuse(503, "shutting_down", "the server is shutting down", {"retry-after": "1"})
@@ -461,14 +426,18 @@ class ChangeStreamApp(Starlette):
 
     async def _page(self, request: Request) -> Response:
         return HTMLResponse(
-            self._page_html,
-            headers={
-                "content-security-policy": (
-                    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
-                ),
-                "x-content-type-options": "nosniff",
-                "cache-control": "no-cache",
-            },
+            self._page_html, headers={"content-security-policy": PAGE_POLICY, "cache-control": "no-cache"}
+        )
+
+    async def _page_script(self, request: Request) -> Response:
+        return Response(
+            self._page_assets["page.js"], media_type="text/javascript; charset=utf-8",
+            headers={"cache-control": "no-cache"},
+        )
+
+    async def _page_style(self, request: Request) -> Response:
+        return Response(
+            self._page_assets["page.css"], media_type="text/css; charset=utf-8", headers={"cache-control": "no-cache"}
         )
 
     async def _oplog_info(self, request: Request) -> Response:
@@ -495,7 +464,7 @@ class ChangeStreamApp(Starlette):
         if request.method == "HEAD":  # the headers a stream would have, and no stream
             return Response(media_type="text/event-stream", headers={"cache-control": "no-cache"})
         opened = self._open_stream(wanted, _client_name(request))
-        if isinstance(opened, _Refusal):
+        if isinstance(opened, Refusal):
             return opened.response()
         return _EventStreamResponse(opened, self._cors_headers(request))
 
@@ -520,7 +489,7 @@ class ChangeStreamApp(Starlette):
             await _ws_fail(websocket, "bad_request", str(exc))
             return
         opened = self._open_stream(wanted, _client_name(websocket))
-        if isinstance(opened, _Refusal):
+        if isinstance(opened, Refusal):
             await _ws_fail(websocket, opened.code, opened.message, resumable=opened.status == 503)
             return
         session = opened
@@ -546,12 +515,8 @@ async def _ws_fail(websocket: WebSocket, code: str, message: str, *, resumable: 
         await websocket.close(_WS_CLOSE_CODES.get(code, 1008))
 
 
-def _host_name(host_header: str) -> str:
-    """The host of a Host header, without its port: ``[::1]:8765`` -> ``::1``."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+def _asset(name: str) -> str:
+    return importlib.resources.files("rxcs.http").joinpath(name).read_text(encoding="utf-8")
 
 
 def _client_name(connection: HTTPConnection) -> str:

@@ -19,7 +19,7 @@ import rxcs
 from rxcs.events import OperationType
 from rxcs.http._sse import StreamEnd, sse_end, sse_event, ws_end, ws_event
 
-from .helpers import Served
+from .helpers import PROGRAM, Served
 
 TOKEN = "82ab01"
 OPERATION_TYPES = {kind.value for kind in OperationType}
@@ -96,7 +96,7 @@ class TestServedFrames:
         pipeline = json.dumps([{"$set": {"operationType": "$fullDocument.kind"}}])
         forged = "insert\nid: forged-id\nevent: error\ndata: {\"code\": \"invalidated\"}\n\nevent: insert"
         with httpx.Client(timeout=15) as client, httpx_sse.connect_sse(
-            client, "GET", f"{served.url}/watch", params={"pipeline": pipeline}, headers=_PROGRAM
+            client, "GET", f"{served.url}/watch", params={"pipeline": pipeline}, headers=PROGRAM
         ) as source:
             events = source.iter_sse()
             next(events)  # the opening position
@@ -108,5 +108,3 @@ class TestServedFrames:
         assert [event.event for event in received] == ["message", "insert"]
         assert json.loads(received[0].data)["operationType"] == forged
 
-
-_PROGRAM: dict[str, str] = {}

@@ -15,7 +15,7 @@ import rxcs
 from rxcs.http import create_app
 from rxcs.pipeline import compile_pipeline
 
-from .helpers import Served, running, sse, wait_for
+from .helpers import Served, get, head, running, sse, wait_for
 
 
 class TestEventStream:
@@ -223,7 +223,7 @@ class TestStreamEnds:
         for i in range(3):
             oplog.insert("shop", "users", {"_id": i + 2})
         oplog.trim(before_op_id=oplog.last_op_id)
-        response = httpx.get(f"{served.url}/watch", params={"resume_after": token}, timeout=10)
+        response = get(f"{served.url}/watch", params={"resume_after": token}, timeout=10)
         assert response.status_code == 410
         assert response.json()["error"] == "history_lost"
         assert "oldest retained" in response.json()["message"]
@@ -250,7 +250,7 @@ class TestBadRequests:
     ) -> None:
         """Malformed JSON, stages, modes, tokens or names: 400, an error code and a message naming the problem."""
         served = serve()
-        response = httpx.get(f"{served.url}/watch", params=params, timeout=10)
+        response = get(f"{served.url}/watch", params=params, timeout=10)
         assert response.status_code == 400
         body = response.json()
         assert body["error"] == code
@@ -260,17 +260,17 @@ class TestBadRequests:
     def test_a_repeated_parameter_is_refused(self, serve: Callable[..., Served]) -> None:
         """db=a&db=b is ambiguous: 400 rather than silently watching one of them."""
         served = serve()
-        response = httpx.get(f"{served.url}/watch?db=a&db=b", timeout=10)
+        response = get(f"{served.url}/watch?db=a&db=b", timeout=10)
         assert response.status_code == 400
         assert "'db' is given more than once" in response.json()["message"]
 
     def test_head_answers_the_headers_without_opening_a_stream(self, serve: Callable[..., Served]) -> None:
         """HEAD /watch checks a request (auth, parameters) and opens no stream."""
         served = serve()
-        response = httpx.head(f"{served.url}/watch", params={"db": "shop"}, timeout=10)
+        response = head(f"{served.url}/watch", params={"db": "shop"}, timeout=10)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        assert httpx.head(f"{served.url}/watch", params={"pipeline": "[x"}, timeout=10).status_code == 400
+        assert head(f"{served.url}/watch", params={"pipeline": "[x"}, timeout=10).status_code == 400
         assert served.app.statistics().served == 0
 
     def test_a_token_of_another_oplog_is_refused(self, serve: Callable[..., Served]) -> None:
@@ -279,7 +279,7 @@ class TestBadRequests:
         with rxcs.open_oplog(":memory:") as other, rxcs.watch(other).iterate() as stream:
             other.insert("a", "b", {"_id": 1})
             token = str(stream.next(timeout=5).id)
-        response = httpx.get(f"{served.url}/watch", headers={"Last-Event-ID": token}, timeout=10)
+        response = get(f"{served.url}/watch", headers={"Last-Event-ID": token}, timeout=10)
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_resume_token"
         assert "from oplog" in response.json()["message"]
@@ -291,7 +291,7 @@ class TestOplogAndPage:
         oplog.insert("shop", "users", {"_id": 1})
         oplog.insert("shop", "users", {"_id": 2})
         served = serve()
-        info = httpx.get(f"{served.url}/oplog", timeout=10).json()
+        info = get(f"{served.url}/oplog", timeout=10).json()
         assert info["oplog_id"] == str(oplog.oplog_id)
         assert (info["first_op_id"], info["last_op_id"]) == (1, 2)
         assert info["backend"] == "MemoryOplog"
@@ -302,19 +302,25 @@ class TestOplogAndPage:
         with rxcs.open_oplog(tmp_path / "oplog") as oplog:
             oplog.insert("shop", "users", {"_id": 1})
             with running(create_app(oplog)) as served:
-                info = httpx.get(f"{served.url}/oplog", timeout=10).json()
+                info = get(f"{served.url}/oplog", timeout=10).json()
         assert info["backend"] == "FileOplog"
         assert info["path"] == str(tmp_path / "oplog")
         assert info["segments"] >= 1
 
     def test_the_page_is_html_that_uses_the_sse_endpoint(self, serve: Callable[..., Served]) -> None:
-        """GET / is one self-contained HTML page that opens an EventSource on watch."""
+        """GET / is HTML whose script and style are this server's own files; the script opens an EventSource."""
         served = serve()
         response = httpx.get(f"{served.url}/", timeout=10)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/html")
-        assert "new EventSource(" in response.text
-        assert "<script src" not in response.text  # no build step, nothing else to fetch
+        assert '<script src="page.js">' in response.text
+        assert '<link rel="stylesheet" href="page.css">' in response.text
+        script = httpx.get(f"{served.url}/page.js", timeout=10)
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert "new EventSource(" in script.text
+        style = httpx.get(f"{served.url}/page.css", timeout=10)
+        assert style.headers["content-type"].startswith("text/css")
+        assert ".op-insert" in style.text
 
     def test_waiting_watchers_are_counted_and_released(
         self, serve: Callable[..., Served], oplog: rxcs.Oplog

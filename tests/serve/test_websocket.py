@@ -13,12 +13,12 @@ from websockets.sync.client import ClientConnection, connect
 
 import rxcs
 
-from .helpers import Served
+from .helpers import PROGRAM, Served
 
 
 @contextmanager
 def _open(served: Served, request: dict[str, Any] | str) -> Iterator[ClientConnection]:
-    with connect(f"{served.url.replace('http', 'ws')}/ws/watch", open_timeout=10) as ws:
+    with connect(f"{served.url.replace('http', 'ws')}/ws/watch", additional_headers=PROGRAM, open_timeout=10) as ws:
         ws.send(request if isinstance(request, str) else json.dumps(request))
         yield ws
 
