@@ -58,6 +58,7 @@ _WS_CLOSE_CODES: Final = {
     "invalidated": 1000, "shutting_down": 1001, "history_lost": 1011, "stream_failed": 1011,
     "slow_client": 1013, "too_many_watchers": 1013, "bad_request": 1008, "invalid_resume_token": 1008,
 }
+_MAX_CLOSE_REASON: Final = 123
 _GONE: Final = StreamEnd("client_gone", "the client went away", True, "")
 
 
@@ -305,7 +306,7 @@ class _WebSocketSink:
     async def close(self, end: StreamEnd | None) -> None:
         if end is not None:
             await self._websocket.send_text(ws_end(end))
-            await self._websocket.close(_WS_CLOSE_CODES.get(end.code, 1011))
+            await self._websocket.close(_WS_CLOSE_CODES.get(end.code, 1011), _close_reason(end.message))
 
 
 @final
@@ -327,6 +328,7 @@ class ChangeStreamApp(Starlette):
         buffer_size: int,
         heartbeat: float,
         send_timeout: float,
+        max_request_bytes: int,
     ) -> None:
         super().__init__(
             routes=[
@@ -341,6 +343,7 @@ class ChangeStreamApp(Starlette):
         )
         self.oplog = oplog
         self.max_watchers = max_watchers
+        self.max_request_bytes = max_request_bytes
         self.buffer_size = buffer_size
         self.heartbeat = heartbeat
         self.send_timeout = send_timeout
@@ -453,6 +456,11 @@ class ChangeStreamApp(Starlette):
         refusal = self._refusal(request)
         if refusal is not None:
             return refusal.response()
+        query_bytes = len(request.scope["query_string"])
+        if query_bytes > self.max_request_bytes:
+            limit = self.max_request_bytes
+            message = f"the query string is {query_bytes} bytes, over the limit of {limit}"
+            return self._refuse(400, "bad_request", message).response()
         names = [name for name, _ in request.query_params.multi_items()]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
@@ -480,6 +488,10 @@ class ChangeStreamApp(Starlette):
         try:
             async with asyncio.timeout(self.send_timeout):
                 first = await websocket.receive_text()
+            if len(first) > self.max_request_bytes:
+                raise BadRequest(
+                    f"the watch request is {len(first)} characters, over the limit of {self.max_request_bytes}"
+                )
             wanted = from_message(first)
         except (TimeoutError, WebSocketDisconnect, KeyError):
             # KeyError: a binary frame, which receive_text cannot read; either way no request came
@@ -512,7 +524,13 @@ class ChangeStreamApp(Starlette):
 async def _ws_fail(websocket: WebSocket, code: str, message: str, *, resumable: bool = False) -> None:
     with contextlib.suppress(WebSocketDisconnect, WebSocketDisconnected, OSError):
         await websocket.send_text(ws_end(StreamEnd(code, message, resumable, "")))
-        await websocket.close(_WS_CLOSE_CODES.get(code, 1008))
+        await websocket.close(_WS_CLOSE_CODES.get(code, 1008), _close_reason(message))
+
+
+def _close_reason(message: str) -> str:
+    """A close frame's reason: the message, cut to the 123 bytes of UTF-8 a close frame holds."""
+    reason = message.encode()[:_MAX_CLOSE_REASON]
+    return reason.decode(errors="ignore")
 
 
 def _asset(name: str) -> str:
@@ -534,6 +552,7 @@ def create_app(
     buffer_size: int = 1000,
     heartbeat: float = 15.0,
     send_timeout: float = 10.0,
+    max_request_bytes: int = 65536,
 ) -> ChangeStreamApp:
     """Build the ASGI app serving ``oplog``'s change streams; run it with any ASGI server.
 
@@ -547,7 +566,9 @@ def create_app(
     ``max_watchers``: streams served at once; beyond, 503. ``buffer_size``:
     events buffered per watcher. ``heartbeat``: seconds of quiet before a
     keep-alive. ``send_timeout``: seconds a client may take to accept a
-    write before it is disconnected as too slow.
+    write before it is disconnected as too slow. ``max_request_bytes``: the
+    longest query string of ``GET /watch`` and first WebSocket message
+    accepted; longer ones are a 400 (WebSocket: close 1008).
 
     Examples:
         >>> import rxcs
@@ -563,7 +584,9 @@ def create_app(
     for name, names in (("allowed_origins", allowed_origins), ("allowed_hosts", allowed_hosts)):
         if isinstance(names, str):
             raise TypeError(f"{name} must be a list of strings, not one string ({names!r})")
-    for name, value in (("max_watchers", max_watchers), ("buffer_size", buffer_size)):
+    for name, value in (
+        ("max_watchers", max_watchers), ("buffer_size", buffer_size), ("max_request_bytes", max_request_bytes)
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, not {value!r}")
     for name, seconds in (("heartbeat", heartbeat), ("send_timeout", send_timeout)):
@@ -573,5 +596,5 @@ def create_app(
         oplog, token=token.strip() if token is not None else None, allowed_origins=allowed_origins,
         allowed_hosts=allowed_hosts,
         max_watchers=max_watchers, buffer_size=buffer_size, heartbeat=float(heartbeat),
-        send_timeout=float(send_timeout),
+        send_timeout=float(send_timeout), max_request_bytes=max_request_bytes,
     )

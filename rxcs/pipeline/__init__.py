@@ -15,16 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, final
+from typing import Any, Final, final
 
 from rxcs.errors import PipelineError, QueryError
 from rxcs.pipeline._split import DEFAULT_MAX_EVENT_BYTES, check_max_event_bytes, event_limit, event_size
 from rxcs.pipeline._stages import FILTERS, SPLIT_STAGE, STAGES, Stage, compile_match
-from rxcs.query import MISSING
+from rxcs.query import MISSING, check_nesting
 from rxcs.tokens import ResumeToken
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
+    "MAX_STAGES",
     "SPLIT_STAGE",
     "CompiledPipeline",
     "check_max_event_bytes",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 Document = Mapping[str, Any]
+MAX_STAGES: Final = 1000
+"""The most stages a pipeline may have (MongoDB's limit)."""
 
 
 @final
@@ -55,6 +58,9 @@ class CompiledPipeline:
 def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
     """Compile a list of stages; a bad one raises ``PipelineError`` naming its index.
 
+    As in MongoDB, a pipeline has at most ``MAX_STAGES`` stages, and nothing
+    in it nests more than ``rxcs.query.MAX_NESTING`` levels deep.
+
     Examples:
         >>> compiled = compile_pipeline([{"$match": {"operationType": "insert"}}])
         >>> compiled.run({"operationType": "insert"}) is not None, compiled.reshapes
@@ -65,6 +71,9 @@ def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
     """
     if isinstance(stages, (str, bytes, Mapping)) or not isinstance(stages, Sequence):
         raise PipelineError(f"pipeline: expected a list of stages, got {type(stages).__name__}")
+    if len(stages) > MAX_STAGES:
+        raise PipelineError(f"pipeline: {len(stages)} stages, more than the {MAX_STAGES} allowed")
+    check_nesting(list(stages), "pipeline", PipelineError)
     compiled: list[tuple[str, Stage]] = []
     filters: list[tuple[str, Callable[[Document], bool]]] = []
     reshapes = split = False

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from rxcs.errors import QueryError
 from rxcs.query._expressions import compile_expression, is_true
+from rxcs.query._limits import check_nesting
 from rxcs.query._values import (
     MISSING,
     bson_type_name,
@@ -41,7 +42,8 @@ def compile_filter(spec: Any) -> Filter:
 
     The filter is validated completely here; a bad one raises ``QueryError``
     whose message starts with the path inside the filter
-    (``"a.$in: expected a list, got int"``).
+    (``"a.$in: expected a list, got int"``). Filters nested more than
+    ``rxcs.query.MAX_NESTING`` levels deep are refused, as MongoDB refuses them.
 
     Examples:
         >>> matches = compile_filter({"fullDocument.age": {"$gte": 18}, "operationType": "insert"})
@@ -50,6 +52,7 @@ def compile_filter(spec: Any) -> Filter:
         >>> matches({"operationType": "insert", "fullDocument": {"age": [12, 40]}})
         True
     """
+    check_nesting(spec)
     return _compile_document(spec, "")
 
 

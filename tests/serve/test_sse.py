@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -15,7 +17,7 @@ import rxcs
 from rxcs.http import create_app
 from rxcs.pipeline import compile_pipeline
 
-from .helpers import Served, get, head, running, sse, wait_for
+from .helpers import PROGRAM, Served, get, head, running, sse, wait_for
 
 
 class TestEventStream:
@@ -355,3 +357,50 @@ class TestCreateApp:
         """Passing something else than an Oplog is a TypeError naming what was given."""
         with pytest.raises(TypeError, match="needs an Oplog"):
             create_app("data/oplog")  # type: ignore[arg-type]
+
+
+def _nested_match(levels: int) -> str:
+    spec = '{"a": 1}'
+    for _ in range(levels):
+        spec = '{"$and": [' + spec + "]}"
+    return '[{"$match": ' + spec + "}]"
+
+
+class TestLimits:
+    @pytest.mark.parametrize("levels", [150, 3000, 50_000])
+    def test_a_deeply_nested_pipeline_is_a_400_naming_the_problem(
+        self, serve: Callable[..., Served], levels: int
+    ) -> None:
+        """Nesting past MongoDB's 100 levels: 400 with a message, never a 500, however deep the JSON."""
+        served = serve(max_request_bytes=2 * 1024 * 1024)
+        # http.client, since httpx refuses URLs this long; the server must answer them all the same.
+        connection = http.client.HTTPConnection(served.url.removeprefix("http://"), timeout=30)
+        try:
+            connection.request("GET", "/watch?" + urlencode({"pipeline": _nested_match(levels)}), headers=PROGRAM)
+            response = connection.getresponse()
+            status, body = response.status, json.loads(response.read())
+        finally:
+            connection.close()
+        assert status == 400
+        assert body["error"] == "bad_request"
+        assert "nested more than" in body["message"]
+        assert served.app.statistics().watchers == 0
+
+    def test_more_than_1000_stages_is_a_400(self, serve: Callable[..., Served]) -> None:
+        """MongoDB's pipeline length limit holds over HTTP too."""
+        served = serve(max_request_bytes=1024 * 1024)
+        pipeline = json.dumps([{"$match": {}}] * 1001)
+        response = get(f"{served.url}/watch", params={"pipeline": pipeline}, timeout=30)
+        assert response.status_code == 400
+        assert "more than the 1000 allowed" in response.json()["message"]
+
+    def test_a_request_over_max_request_bytes_is_a_400(self, serve: Callable[..., Served]) -> None:
+        """A query string longer than max_request_bytes is refused before it is parsed."""
+        served = serve(max_request_bytes=4096)
+        pipeline = json.dumps([{"$match": {"a": {"$in": list(range(2000))}}}])
+        response = get(f"{served.url}/watch", params={"pipeline": pipeline}, timeout=30)
+        assert response.status_code == 400
+        assert "over the limit of 4096" in response.json()["message"]
+        small = json.dumps([{"$match": {"a": {"$in": list(range(20))}}}])
+        with sse(f"{served.url}/watch", pipeline=small) as reader:
+            assert reader.frame().id is not None
