@@ -30,7 +30,14 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from rxcs import extjson
-from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, RxcsError
+from rxcs.errors import (
+    ChangeStreamHistoryLost,
+    EventTooLargeError,
+    InvalidResumeToken,
+    PipelineError,
+    QueryError,
+    RxcsError,
+)
 from rxcs.http._access import AccessPolicy, Refusal
 from rxcs.http._headers import PAGE_POLICY, SecurityHeaders
 from rxcs.http._params import BadRequest, WatchRequest, from_message, from_query
@@ -57,6 +64,7 @@ MAX_BATCH: Final = 512  # events per write: large enough to amortise a write, sm
 _WS_CLOSE_CODES: Final = {
     "invalidated": 1000, "shutting_down": 1001, "history_lost": 1011, "stream_failed": 1011,
     "slow_client": 1013, "too_many_watchers": 1013, "bad_request": 1008, "invalid_resume_token": 1008,
+    "pipeline_failed": 1008,
 }
 _MAX_CLOSE_REASON: Final = 123
 _GONE: Final = StreamEnd("client_gone", "the client went away", True, "")
@@ -162,6 +170,10 @@ class _Session:
                 )
             except ChangeStreamHistoryLost as exc:
                 return StreamEnd("history_lost", str(exc), False, self.last_event_id)
+            except (QueryError, PipelineError, EventTooLargeError) as exc:
+                # The client's pipeline cannot run on an event (a $regex past its time bound, a $divide by
+                # zero...): resuming would meet the same event again.
+                return StreamEnd("pipeline_failed", str(exc), False, self.last_event_id)
             except RxcsError as exc:
                 return StreamEnd("stream_failed", f"{type(exc).__name__}: {exc}", True, self.last_event_id)
             if (requested := self._requested_end()) is not None:

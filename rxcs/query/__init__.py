@@ -31,6 +31,7 @@ from rxcs.query._operators_arithmetic import ARITHMETIC_OPERATORS
 from rxcs.query._operators_conditional import CONDITIONAL_OPERATORS
 from rxcs.query._operators_documents import DOCUMENT_OPERATORS
 from rxcs.query._operators_strings import STRING_OPERATORS
+from rxcs.query._regex import REGEX_TIME_LIMIT
 from rxcs.query._values import MISSING, bson_type_name, compare_values, type_rank, values_equal
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "MISSING",
     "OPERATORS",
     "PRUNE",
+    "REGEX_TIME_LIMIT",
     "Evaluator",
     "Filter",
     "Frame",

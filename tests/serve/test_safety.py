@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -307,3 +309,29 @@ class TestSecurityHeaders:
             connect(f"{served.url.replace('http', 'ws')}/ws/watch", origin="http://evil.example", open_timeout=10)
         assert refused.value.response.headers["x-content-type-options"] == "nosniff"
         assert refused.value.response.headers["x-frame-options"] == "DENY"
+
+
+class TestHostilePattern:
+    def test_a_catastrophic_regex_costs_other_streams_one_bounded_delay(
+        self, serve: Callable[..., Served], oplog: rxcs.Oplog
+    ) -> None:
+        """A watcher whose $regex backtracks exponentially gets pipeline_failed naming the pattern; others flow on."""
+        served = serve()
+        hostile = json.dumps([{"$match": {"fullDocument.name": {"$regex": "^(a|aa)+$"}}}])
+        with sse(f"{served.url}/watch", db="shop", pipeline=hostile) as attacker, sse(
+            f"{served.url}/watch", db="shop"
+        ) as bystander:
+            attacker.frame()
+            bystander.frame()
+            written = time.monotonic()
+            oplog.insert("shop", "users", {"_id": 1, "name": "a" * 38 + "b"})
+            event = bystander.event()
+            delay = time.monotonic() - written
+            error = attacker.event()
+        assert event.data["documentKey"] == {"_id": 1}
+        assert delay < 1.0, f"the bystander waited {delay:.2f} s"
+        assert error.event == "error"
+        assert error.data["code"] == "pipeline_failed"
+        assert error.data["resumable"] is False
+        assert "^(a|aa)+$" in error.data["message"]
+        wait_for(lambda: served.app.statistics().watchers == 0, what="the failed watcher to be released")
