@@ -148,3 +148,43 @@ class TestJSONDepth:
         assert extjson.loads(str(2**63 - 1)) == 2**63 - 1
         assert isinstance(extjson.loads(str(2**63)), float)
         assert isinstance(extjson.loads("-" + "9" * 300), float)
+
+
+class TestPerEventWork:
+    """Operators whose work could grow past the event's size are bounded as MongoDB bounds them."""
+
+    @pytest.mark.parametrize(
+        ("operator", "arguments", "expected"),
+        [
+            ("$multiply", [2**62, 4], float(2**64)),
+            ("$add", [2**63 - 1, 1], float(2**63)),
+            ("$subtract", [-(2**63), 1], -float(2**63) - 1),
+            ("$multiply", [3, 4], 12),
+            ("$add", [2**62, 2**62 - 1 + 2**62], float(2**62 + 2**62 - 1 + 2**62)),
+        ],
+    )
+    def test_integers_overflowing_64_bits_become_doubles(
+        self, operator: str, arguments: list[int], expected: float
+    ) -> None:
+        """A long that overflows becomes a double, as in MongoDB: no arbitrarily large Python ints per event."""
+        result = compile_expression({operator: arguments})({})
+        assert result == expected
+        assert type(result) is type(expected)
+
+    def test_repeated_multiplication_stays_a_double(self) -> None:
+        """Multiplying a field by itself a thousand times costs a thousand float products, not a giant int."""
+        expression = compile_expression({"$multiply": ["$n"] * 1000})
+        result = expression({"n": 2**40})
+        assert result == float("inf")
+
+    def test_a_python_int_literal_past_64_bits_is_taken_as_a_double(self) -> None:
+        """Literals from Python (JSON already reads them as doubles) are brought into range first."""
+        assert compile_expression({"$add": [10**400, 1]})({}) == float("inf")
+        assert compile_expression({"$multiply": [-(10**400), 10**400]})({}) == float("-inf")
+
+    def test_concat_past_16_mib_is_a_query_error(self) -> None:
+        """$concat refuses to build a string over MongoDB's 16 MiB document limit, before building it."""
+        concat = compile_expression({"$concat": ["$s"] * 64}, "joined")
+        assert len(concat({"s": "x" * 1000})) == 64_000
+        with pytest.raises(QueryError, match=r"joined\.\$concat: \$concat would make a string of 67108864 characters"):
+            concat({"s": "x" * 1024 * 1024})
