@@ -4,8 +4,10 @@ Each watcher is one ``AsyncChangeStream`` (``watch(...).aiterate()``): its
 bounded buffer is the client's buffer, with the stream's own backpressure
 (``overflow="block"``: when the client falls behind, the stream stops reading
 the durable log and reads on once the client has caught up, so memory stays
-bounded and nothing is lost). Events leave in batches: everything buffered
-goes out in one write. A write the client does not take within
+bounded and nothing is lost). Events leave in batches of what is buffered,
+at most ``MAX_WRITE_BYTES`` a write, and a write waits until the connection
+has taken the one before: a client that stops reading holds at most
+``buffer_size`` events and one write (docs/http.md states the bound). A write the client does not take within
 ``send_timeout`` seconds marks it too slow: it gets an ``error`` event with
 the resumable code ``slow_client`` and its last id (as soon as it reads
 again), and the connection closes.
@@ -17,7 +19,7 @@ import asyncio
 import contextlib
 import importlib.resources
 import math
-from collections.abc import Awaitable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, final
 
@@ -61,6 +63,9 @@ __all__ = ["ChangeStreamApp", "ServerStatistics", "create_app"]
 
 
 MAX_BATCH: Final = 512  # events per write: large enough to amortise a write, small enough to stay fair
+MAX_WRITE_BYTES: Final = 256 * 1024
+"""The most one write adds to a connection's send buffer: uvicorn waits for the buffer to drain below its
+high-water mark (64 KiB) before a write, never within one, so this bounds what a stalled client holds."""
 _WS_CLOSE_CODES: Final = {
     "invalidated": 1000, "shutting_down": 1001, "history_lost": 1011, "stream_failed": 1011,
     "slow_client": 1013, "too_many_watchers": 1013, "bad_request": 1008, "invalid_resume_token": 1008,
@@ -91,6 +96,7 @@ class _Sink(Protocol):
     """Where a session's events go: an SSE response or a WebSocket."""
 
     async def open(self, token: str) -> None: ...
+    def render(self, event: Any) -> Any: ...
     async def events(self, batch: list[Any]) -> None: ...
     async def heartbeat(self) -> None: ...
     async def close(self, end: StreamEnd | None) -> None: ...
@@ -160,7 +166,7 @@ class _Session:
             if (requested := self._requested_end()) is not None:
                 return requested
             try:
-                batch = await self._take()
+                batch = await self._take(sink.render)
             except StopAsyncIteration:
                 return self._ending or StreamEnd(
                     "invalidated",
@@ -202,8 +208,13 @@ class _Session:
             True, self.last_event_id,
         )
 
-    async def _take(self) -> list[Any] | None:
-        """The next batch of events, or None when none came within the heartbeat interval."""
+    async def _take(self, render: Callable[[Any], Any]) -> list[Any] | None:
+        """The next batch of rendered frames, or None when no event came within the heartbeat interval.
+
+        Buffered events are handed over without suspending; a batch stops at ``MAX_BATCH`` events or
+        ``MAX_WRITE_BYTES``, so that taking events out of the stream's bounded buffer never makes a
+        second, unbounded buffer of them here.
+        """
         stream = self.stream
         if not stream.statistics().buffered:
             try:
@@ -216,9 +227,14 @@ class _Session:
                 self._deadline = None
         else:
             first = await anext(stream)
-        batch = [first]
-        # Buffered events are handed over without suspending: take them all in one write.
-        batch.extend([await anext(stream) for _ in range(min(stream.statistics().buffered, MAX_BATCH - 1))])
+        batch = [render(first)]
+        size = len(batch[0])
+        available = stream.statistics().buffered
+        while available and size < MAX_WRITE_BYTES and len(batch) < MAX_BATCH:
+            frame = render(await anext(stream))
+            batch.append(frame)
+            size += len(frame)
+            available -= 1
         return batch
 
     async def _send(self, sending: Awaitable[None], timeout: float | None = None) -> bool:
@@ -250,9 +266,14 @@ class _SSESink:
         await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
         await self._body(sse_position(token))
 
+    def render(self, event: Any) -> bytes:
+        frame: bytes = self._frames.frame(self._shape, event, sse_event)
+        return frame
+
     async def events(self, batch: list[Any]) -> None:
-        frame, shape = self._frames.frame, self._shape
-        await self._body(b"".join([frame(shape, event, sse_event) for event in batch]))
+        body = b"".join(batch)
+        for offset in range(0, len(body), MAX_WRITE_BYTES):  # a large event goes out a bounded slice at a time
+            await self._body(body[offset:offset + MAX_WRITE_BYTES])
 
     async def heartbeat(self) -> None:
         await self._body(SSE_HEARTBEAT)
@@ -307,10 +328,14 @@ class _WebSocketSink:
     async def open(self, token: str) -> None:
         await self._websocket.send_text(ws_position(token))
 
+    def render(self, event: Any) -> str:
+        message: str = self._frames.frame(self._shape, event, ws_event)
+        return message
+
     async def events(self, batch: list[Any]) -> None:
-        send, frame, shape = self._websocket.send_text, self._frames.frame, self._shape
-        for event in batch:
-            await send(frame(shape, event, ws_event))
+        send = self._websocket.send_text
+        for message in batch:
+            await send(message)
 
     async def heartbeat(self) -> None:
         await self._websocket.send_text('{"type": "heartbeat"}')
@@ -561,7 +586,7 @@ def create_app(
     allowed_origins: Sequence[str] | None = None,
     allowed_hosts: Sequence[str] | None = None,
     max_watchers: int = 256,
-    buffer_size: int = 1000,
+    buffer_size: int = 100,
     heartbeat: float = 15.0,
     send_timeout: float = 10.0,
     max_request_bytes: int = 65536,
@@ -576,7 +601,7 @@ def create_app(
     carry (a defence against DNS rebinding; ``serve()`` sets the loopback
     names when it binds to loopback).
     ``max_watchers``: streams served at once; beyond, 503. ``buffer_size``:
-    events buffered per watcher. ``heartbeat``: seconds of quiet before a
+    events buffered per watcher (what a client that stops reading holds). ``heartbeat``: seconds of quiet before a
     keep-alive. ``send_timeout``: seconds a client may take to accept a
     write before it is disconnected as too slow. ``max_request_bytes``: the
     longest query string of ``GET /watch`` and first WebSocket message

@@ -23,12 +23,14 @@ from rxcs import extjson
 from rxcs.events import ChangeEvent, OperationType
 
 __all__ = [
-    "Delivery", "FrameCache", "StreamEnd", "delivery", "event_key", "sse_end", "sse_event", "sse_position",
-    "ws_end", "ws_event", "ws_position",
+    "FRAME_CACHE_BYTES", "Delivery", "FrameCache", "StreamEnd", "delivery", "event_key", "sse_end", "sse_event",
+    "sse_position", "ws_end", "ws_event", "ws_position",
 ]
 
 SSE_HEARTBEAT: Final = b": heartbeat\n\n"
 SSE_RETRY_MS: Final = 2000
+FRAME_CACHE_BYTES: Final = 8 * 1024 * 1024
+"""What the frames shared by watchers of the same stream may take, server-wide."""
 _EVENT_NAMES: Final = frozenset(kind.value for kind in OperationType)
 _LINE_BREAKS: Final = ("\r", "\n", "\x00")
 
@@ -121,7 +123,7 @@ class FrameCache:
         True
     """
 
-    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, max_bytes: int = FRAME_CACHE_BYTES) -> None:
         self._max_bytes = max_bytes
         self._bytes = 0
         self._frames: collections.OrderedDict[Hashable, bytes | str] = collections.OrderedDict()

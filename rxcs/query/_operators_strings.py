@@ -1,9 +1,9 @@
 """String expression operators: ``$concat $toUpper $toLower``.
 
 ``$concat`` is null when any argument is null or missing and refuses
-anything but strings, and strings over MongoDB's 16 MiB document limit. ``$toUpper``/``$toLower`` give ``""`` for null or
-missing, change ASCII letters only (MongoDB's documented behaviour), and
-take numbers and dates as their string forms.
+anything but strings, and strings over MongoDB's 16 MiB document limit.
+``$toUpper``/``$toLower`` give ``""`` for null or missing, change ASCII
+letters only (MongoDB's documented behaviour), and take numbers and dates as their string forms.
 """
 
 from __future__ import annotations
