@@ -156,3 +156,24 @@ class TestWebSocketLimits:
         assert closed.value.rcvd.code == 1009
         assert "exceeds limit of 4096" in closed.value.rcvd.reason
         assert served.app.statistics().served == 0
+
+    def test_a_pipeline_that_fails_on_an_event_ends_with_pipeline_failed_and_1008(
+        self, serve: Callable[..., Served], oplog: rxcs.Oplog
+    ) -> None:
+        """An event the pipeline cannot run on ($divide by zero): pipeline_failed, not resumable, close 1008."""
+        served = serve()
+        request = {"db": "shop", "pipeline": [{"$set": {"ratio": {"$divide": [1, "$fullDocument.n"]}}}]}
+        with _open(served, request) as ws:
+            _next(ws)
+            oplog.insert("shop", "users", {"_id": 1, "n": 2})
+            oplog.insert("shop", "users", {"_id": 2, "n": 0})
+            change, error = _next(ws), _next(ws)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert change["change"]["ratio"] == 0.5
+        assert error["code"] == "pipeline_failed"
+        assert error["resumable"] is False
+        assert "divide by zero" in error["message"]
+        assert error["lastEventId"] == change["id"]
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008
