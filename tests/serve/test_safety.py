@@ -335,3 +335,24 @@ class TestHostilePattern:
         assert error.data["resumable"] is False
         assert "^(a|aa)+$" in error.data["message"]
         wait_for(lambda: served.app.statistics().watchers == 0, what="the failed watcher to be released")
+
+    def test_a_pipeline_copying_the_event_2_to_the_30_times_fails_its_stream_at_once(
+        self, serve: Callable[..., Served], oplog: rxcs.Oplog
+    ) -> None:
+        """A 1 KB request whose output would be 2^30 events: pipeline_failed within a moment, the server unharmed."""
+        served = serve()
+        doubling = json.dumps([{"$set": {"copies": ["$$ROOT", "$$ROOT"]}}] * 30)
+        with sse(f"{served.url}/watch", db="shop", pipeline=doubling) as attacker, sse(
+            f"{served.url}/watch", db="shop"
+        ) as bystander:
+            attacker.frame()
+            bystander.frame()
+            written = time.monotonic()
+            oplog.insert("shop", "users", {"_id": 1})
+            error = attacker.event()
+            event = bystander.event()
+            delay = time.monotonic() - written
+        assert error.data["code"] == "pipeline_failed"
+        assert "16 MiB" in error.data["message"]
+        assert event.data["documentKey"] == {"_id": 1}
+        assert delay < 2.0
