@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Final, final
 
 from rxcs.errors import PipelineError, QueryError
-from rxcs.pipeline._amplification import AMPLIFICATION_LIMIT, MAX_DOCUMENT_BYTES, amplification, expanded_size
+from rxcs.pipeline._amplification import (
+    AMPLIFICATION_LIMIT,
+    MAX_DOCUMENT_BYTES,
+    MAX_DOCUMENT_DEPTH,
+    amplification,
+    measure,
+)
 from rxcs.pipeline._split import DEFAULT_MAX_EVENT_BYTES, check_max_event_bytes, event_limit, event_size
 from rxcs.pipeline._stages import FILTERS, SPLIT_STAGE, STAGES, Stage, compile_match
 from rxcs.query import MISSING, check_nesting
@@ -166,10 +172,15 @@ def _reshaping(stages: list[tuple[str, Stage]], *, measured: bool) -> Callable[[
 
 
 def _check_size(document: Document, where: str, original: Any) -> None:
-    if expanded_size(document, MAX_DOCUMENT_BYTES) > MAX_DOCUMENT_BYTES:
+    size, depth = measure(document, MAX_DOCUMENT_BYTES)
+    if size > MAX_DOCUMENT_BYTES:
         raise PipelineError(
             f"{where}: made a document of more than 16 MiB (MongoDB's document limit) from "
             f"{_which(original)}: the pipeline copies fields into it too many times"
+        )
+    if depth > MAX_DOCUMENT_DEPTH:
+        raise PipelineError(
+            f"{where}: made a document nested more than {MAX_DOCUMENT_DEPTH} levels deep from {_which(original)}"
         )
 
 

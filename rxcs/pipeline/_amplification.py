@@ -9,7 +9,8 @@ so a pipeline whose product of those factors stays within
 ``AMPLIFICATION_LIMIT`` makes outputs at most that many times the event and
 is not measured at all. Other pipelines have each reshaping stage's output
 measured, each shared part once, and one over ``MAX_DOCUMENT_BYTES`` (16 MiB,
-MongoDB's document limit) is a ``PipelineError``.
+MongoDB's document limit) or nested deeper than ``MAX_DOCUMENT_DEPTH`` is a
+``PipelineError``: each such stage can also wrap the document once more.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["AMPLIFICATION_LIMIT", "MAX_DOCUMENT_BYTES", "amplification", "expanded_size"]
+__all__ = ["AMPLIFICATION_LIMIT", "MAX_DOCUMENT_BYTES", "MAX_DOCUMENT_DEPTH", "amplification", "expanded_size",
+           "measure"]
 
 AMPLIFICATION_LIMIT: Final = 16
 """Pipelines that can make an event's output at most this many times its size are not measured."""
 MAX_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
 """The largest output a measured stage may make: MongoDB's document limit."""
+MAX_DOCUMENT_DEPTH: Final = 200
+"""The deepest output a measured stage may make (MongoDB's limit on nesting in a BSON object)."""
 _COPYING_STAGES: Final = frozenset({"$project", "$set", "$addFields", "$replaceRoot", "$replaceWith"})
 _NOT_REFERENCES: Final = frozenset({"$$REMOVE", "$$DESCEND", "$$PRUNE", "$$KEEP"})
 _SCALAR: Final = 8  # what a number, a boolean, null or a key's framing adds
@@ -67,27 +71,38 @@ def expanded_size(document: Any, limit: float = math.inf) -> int:
         >>> expanded_size({"a": part, "b": part}) > 200
         True
     """
-    sizes: dict[int, int] = {}
+    return measure(document, limit)[0]
+
+
+def measure(document: Any, limit: float = math.inf) -> tuple[int, int]:
+    """``expanded_size`` and the nesting depth of ``document``; the size stops growing past ``limit``."""
+    if _items(document) is None:
+        return _leaf_size(document), 0
+    shapes: dict[int, tuple[int, int]] = {}
     pending: list[tuple[Any, bool]] = [(document, False)]
     while pending:  # post-order without recursion: documents may nest as deep as the pipeline made them
         value, children_done = pending.pop()
-        if id(value) in sizes:
+        if id(value) in shapes:
             continue
         items = _items(value)
-        if items is None:
-            continue
+        assert items is not None
         if not children_done:
             pending.append((value, True))
             pending.extend((child, False) for _, child in items if _items(child) is not None)
             continue
-        total = 2
+        total, depth = 2, 1
         for key, child in items:
             total += _SCALAR + (len(key) if isinstance(key, str) else 0)
-            total += sizes[id(child)] if _items(child) is not None else _leaf_size(child)
+            shape = shapes.get(id(child))
+            if shape is None:
+                total += _leaf_size(child)
+            else:
+                total += shape[0]
+                depth = max(depth, shape[1] + 1)
             if total > limit:
-                return total
-        sizes[id(value)] = total
-    return sizes[id(document)] if _items(document) is not None else _leaf_size(document)
+                return total, depth
+        shapes[id(value)] = (total, depth)
+    return shapes[id(document)]
 
 
 def _items(value: Any) -> list[tuple[Any, Any]] | None:

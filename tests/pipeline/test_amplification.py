@@ -65,3 +65,9 @@ class TestPipelines:
                 oplog.insert("shop", "users", {"_id": 1})
                 with pytest.raises(PipelineError, match="16 MiB"):
                     stream.next(timeout=10)
+
+    def test_stages_that_wrap_the_document_again_and_again_stop_at_200_levels(self) -> None:
+        """{$project: {a: $$ROOT}} a thousand times nests the event 1,000 deep: refused past 200, no RecursionError."""
+        run = compile_pipeline([{"$project": {"wrapped": "$$ROOT"}}] * 1000).run
+        with pytest.raises(PipelineError, match="nested more than 200 levels"):
+            run(event())
