@@ -7,8 +7,9 @@ the durable log and reads on once the client has caught up, so memory stays
 bounded and nothing is lost). Events leave in batches of what is buffered,
 at most ``MAX_WRITE_BYTES`` a write, and a write waits until the connection
 has taken the one before: a client that stops reading holds at most
-``buffer_size`` events and one write (docs/http.md states the bound). A write the client does not take within
-``send_timeout`` seconds marks it too slow: it gets an ``error`` event with
+``buffer_size`` events and one write (docs/http.md states the bound). A
+write the client does not take within ``send_timeout`` seconds marks it too
+slow: it gets an ``error`` event with
 the resumable code ``slow_client`` and its last id (as soon as it reads
 again), and the connection closes.
 """
