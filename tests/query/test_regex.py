@@ -119,3 +119,16 @@ class TestSameAnswers:
         """The unbounded path is kept for short strings and patterns whose worst case is small."""
         bounded = BoundedPattern(re.compile(pattern), "a.$regex")
         assert (bounded.unbounded_length >= safe) if safe else bounded.unbounded_length == 0
+
+    @pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")  # re's own warning for [[:
+    @pytest.mark.parametrize(
+        ("pattern", "flags", "text"),
+        [("i", re.IGNORECASE, "\u0131"), ("(?i)I", 0, "\u0130"), ("(?i:i)x", 0, "\u0131x"), ("[[:alpha:]]", 0, "a")],
+    )
+    def test_where_re_and_regex_differ_the_length_of_the_string_does_not_change_the_answer(
+        self, pattern: str, flags: int, text: str
+    ) -> None:
+        """Case folding and POSIX classes answer as regex (and PCRE) do, on short and long strings alike."""
+        bounded = BoundedPattern(re.compile(pattern, flags), "a.$regex")
+        long_text = "-" * (bounded.unbounded_length + 1) + text
+        assert bounded.search(text) == bounded.search(long_text)
