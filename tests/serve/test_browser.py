@@ -184,3 +184,48 @@ class TestAnotherSitesPage:
         statistics = served.app.statistics()
         assert statistics.served == 0
         assert statistics.refused >= 5
+
+    def test_a_websocket_from_another_page_is_refused(self, serve: Callable[..., Served], page: Any) -> None:
+        """The browser sends Origin on every WebSocket handshake: another page's socket never opens."""
+        served = serve()
+        with _another_site("<p>another site</p>") as url:
+            page.goto(url)
+            outcome = page.evaluate(_OPEN_SOCKET, served.url.replace("http", "ws") + "/ws/watch")
+        assert outcome == "closed before opening"
+        assert served.app.statistics().served == 0
+
+    def test_an_allowed_origins_page_watches_with_event_source(
+        self, serve: Callable[..., Served], oplog: rxcs.Oplog, page: Any
+    ) -> None:
+        """A dashboard on an origin listed in allowed_origins reads the stream across origins (CORS)."""
+        with _another_site("<p>dashboard</p>") as url:
+            served = serve(allowed_origins=[url.rstrip("/")])
+            page.goto(url)
+            page.evaluate(
+                "(url) => { window.got = []; const s = new EventSource(url);"
+                " s.addEventListener('insert', (e) => window.got.push(JSON.parse(e.data).documentKey._id)); }",
+                f"{served.url}/watch?db=shop",
+            )
+            deadline = time.monotonic() + 15
+            while served.app.statistics().watchers < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            oplog.insert("shop", "users", {"_id": "across-origins"})
+            page.wait_for_function("window.got.length > 0")
+            assert page.evaluate("window.got") == ["across-origins"]
+
+
+_OPEN_SOCKET = """(url) => new Promise((resolve) => {
+    const socket = new WebSocket(url);
+    socket.onopen = () => { socket.send("{}"); };
+    socket.onmessage = (message) => { resolve(JSON.parse(message.data).type); socket.close(); };
+    socket.onclose = () => resolve("closed before opening");
+})"""
+
+
+class TestOwnPageWebSocket:
+    def test_a_websocket_from_the_servers_own_page_is_served(self, serve: Callable[..., Served], page: Any) -> None:
+        """The page's own origin opens a WebSocket: the handshake's Origin is the proof."""
+        served = serve()
+        page.goto(f"{served.url}/")
+        page.wait_for_selector("#status[data-state='live']", timeout=15_000)
+        assert page.evaluate(_OPEN_SOCKET, served.url.replace("http", "ws") + "/ws/watch") == "started"
