@@ -46,7 +46,7 @@ async def _watch_one(client: Any, url: str, events: int, ready: asyncio.Event, o
     """Read ``events`` SSE events from one stream; record document ids in order and receipt latencies."""
     received: list[int] = []
     latencies: list[float] = []
-    async with client.stream("GET", url) as response:
+    async with client.stream("GET", url, headers={"Rxcs-Client": "bench_http"}) as response:
         if response.status_code != 200:
             raise SystemExit(f"watcher got HTTP {response.status_code}: {await response.aread()!r}")
         pending = b""
@@ -106,7 +106,7 @@ def _client_main(url: str, watchers: int, events: int) -> None:
 
 
 def run(
-    watchers: int, events: int, backend: str, buffer_size: int = 1000, rate: float | None = None
+    watchers: int, events: int, backend: str, buffer_size: int = 100, rate: float | None = None
 ) -> dict[str, Any]:
     """Serve, start the watchers, write the events (a burst, or ``rate`` per second); return the figures."""
     from rxcs.http import ChangeStreamServer, create_app
@@ -160,7 +160,9 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=100)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--backend", choices=["memory", "file"], default="memory")
-    parser.add_argument("--buffer-size", type=int, default=1000, help="events buffered per watcher (default 1000)")
+    parser.add_argument(
+        "--buffer-size", type=int, default=100, help="events buffered per watcher (default 100, as rxcs serve)"
+    )
     parser.add_argument(
         "--steady-rate", type=float, default=500.0,
         help="events/s of the steady-rate latency run (default 500; 0 skips it)",

@@ -5,7 +5,9 @@ cluster times as ``{"$timestamp": {"t": .., "i": ..}}``, binary and UUIDs as
 ``{"$binary": ...}``, regexes, and non-finite floats. ``loads`` reads
 ``$date``, ``$timestamp``, ``$binary``, ``$uuid``, ``$regularExpression``,
 ``$numberLong``/``$numberInt``/``$numberDouble`` back, so filters given on
-a command line can compare against dates.
+a command line can compare against dates. As MongoDB reads JSON, an integer
+outside the 64-bit range is a double; text nested deeper than
+``MAX_JSON_DEPTH`` is refused before it is parsed.
 """
 
 from __future__ import annotations
@@ -17,11 +19,18 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from rxcs.events import ClusterTime, Namespace
 
-__all__ = ["dumps", "loads", "to_extended"]
+__all__ = ["MAX_JSON_DEPTH", "dumps", "loads", "to_extended"]
+
+MAX_JSON_DEPTH: Final = 200
+"""The deepest nesting of arrays and objects ``loads`` parses: past MongoDB's 100, well short of recursion limits."""
+_INT64: Final = 2**63
+# A string (whose brackets do not count) or a bracket; possessive, so an unclosed quote costs one pass.
+_STRUCTURE: Final = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
+_OPENING: Final = frozenset("[{")
 
 _REGEX_FLAGS = {re.IGNORECASE: "i", re.MULTILINE: "m", re.DOTALL: "s", re.VERBOSE: "x"}
 
@@ -67,6 +76,13 @@ def _from_wrapper(document: dict[str, Any]) -> Any:
     if len(document) != 1:
         return document
     ((key, value),) = document.items()
+    try:
+        return _unwrap(key, value, document)
+    except (KeyError, TypeError, OverflowError, OSError, re.error) as exc:  # ValueErrors pass as they are
+        raise ValueError(f"bad {key}: {exc!r}") from None
+
+
+def _unwrap(key: str, value: Any, document: dict[str, Any]) -> Any:
     if key == "$date":
         if isinstance(value, str):
             return datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -94,5 +110,32 @@ def _from_wrapper(document: dict[str, Any]) -> Any:
 
 
 def loads(text: str) -> Any:
-    """Parse relaxed Extended JSON text; raises ``ValueError`` naming the problem."""
-    return json.loads(text, object_hook=_from_wrapper)
+    """Parse relaxed Extended JSON text; raises ``ValueError`` naming the problem.
+
+    Examples:
+        >>> loads('{"n": 9223372036854775808, "when": {"$date": "2026-01-02T03:04:05Z"}}')
+        {'n': 9.223372036854776e+18, 'when': datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)}
+        >>> loads("[" * 1000 + "]" * 1000)
+        Traceback (most recent call last):
+        ...
+        ValueError: JSON nested more than 200 levels deep (at character 200)
+    """
+    _check_depth(text)
+    return json.loads(text, object_hook=_from_wrapper, parse_int=_integer)
+
+
+def _check_depth(text: str) -> None:
+    depth = 0
+    for token in _STRUCTURE.finditer(text):
+        bracket = token.group()
+        if bracket in _OPENING:
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep (at character {token.start()})")
+        elif len(bracket) == 1:
+            depth -= 1
+
+
+def _integer(text: str) -> int | float:
+    value = int(text)
+    return value if -_INT64 <= value < _INT64 else float(text)

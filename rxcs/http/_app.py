@@ -4,9 +4,12 @@ Each watcher is one ``AsyncChangeStream`` (``watch(...).aiterate()``): its
 bounded buffer is the client's buffer, with the stream's own backpressure
 (``overflow="block"``: when the client falls behind, the stream stops reading
 the durable log and reads on once the client has caught up, so memory stays
-bounded and nothing is lost). Events leave in batches: everything buffered
-goes out in one write. A write the client does not take within
-``send_timeout`` seconds marks it too slow: it gets an ``error`` event with
+bounded and nothing is lost). Events leave in batches of what is buffered,
+at most ``MAX_WRITE_BYTES`` a write, and a write waits until the connection
+has taken the one before: a client that stops reading holds at most
+``buffer_size`` events and one write (docs/http.md states the bound). A
+write the client does not take within ``send_timeout`` seconds marks it too
+slow: it gets an ``error`` event with
 the resumable code ``slow_client`` and its last id (as soon as it reads
 again), and the connection closes.
 """
@@ -15,14 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import importlib.resources
 import math
-from collections.abc import Awaitable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, final
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -30,8 +33,17 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from rxcs import extjson
-from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, RxcsError
-from rxcs.http._params import ACCESS_TOKEN_PARAMETER, BadRequest, WatchRequest, from_message, from_query
+from rxcs.errors import (
+    ChangeStreamHistoryLost,
+    EventTooLargeError,
+    InvalidResumeToken,
+    PipelineError,
+    QueryError,
+    RxcsError,
+)
+from rxcs.http._access import AccessPolicy, Refusal
+from rxcs.http._headers import PAGE_POLICY, SecurityHeaders
+from rxcs.http._params import BadRequest, WatchRequest, from_message, from_query
 from rxcs.http._sse import (
     SSE_HEARTBEAT,
     FrameCache,
@@ -41,6 +53,7 @@ from rxcs.http._sse import (
     sse_position,
     ws_end,
     ws_event,
+    ws_position,
 )
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
@@ -51,10 +64,15 @@ __all__ = ["ChangeStreamApp", "ServerStatistics", "create_app"]
 
 
 MAX_BATCH: Final = 512  # events per write: large enough to amortise a write, small enough to stay fair
+MAX_WRITE_BYTES: Final = 256 * 1024
+"""The most one write adds to a connection's send buffer: uvicorn waits for the buffer to drain below its
+high-water mark (64 KiB) before a write, never within one, so this bounds what a stalled client holds."""
 _WS_CLOSE_CODES: Final = {
     "invalidated": 1000, "shutting_down": 1001, "history_lost": 1011, "stream_failed": 1011,
     "slow_client": 1013, "too_many_watchers": 1013, "bad_request": 1008, "invalid_resume_token": 1008,
+    "pipeline_failed": 1008,
 }
+_MAX_CLOSE_REASON: Final = 123
 _GONE: Final = StreamEnd("client_gone", "the client went away", True, "")
 
 
@@ -79,25 +97,10 @@ class _Sink(Protocol):
     """Where a session's events go: an SSE response or a WebSocket."""
 
     async def open(self, token: str) -> None: ...
+    def render(self, event: Any) -> Any: ...
     async def events(self, batch: list[Any]) -> None: ...
     async def heartbeat(self) -> None: ...
     async def close(self, end: StreamEnd | None) -> None: ...
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class _Refusal:
-    """A request turned away: the HTTP status, an error code, a sentence, extra headers."""
-
-    status: int
-    code: str
-    message: str
-    headers: dict[str, str] | None = None
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(
-            {"error": self.code, "message": self.message}, status_code=self.status, headers=self.headers
-        )
 
 
 class _ClientGone(Exception):
@@ -164,7 +167,7 @@ class _Session:
             if (requested := self._requested_end()) is not None:
                 return requested
             try:
-                batch = await self._take()
+                batch = await self._take(sink.render)
             except StopAsyncIteration:
                 return self._ending or StreamEnd(
                     "invalidated",
@@ -174,6 +177,10 @@ class _Session:
                 )
             except ChangeStreamHistoryLost as exc:
                 return StreamEnd("history_lost", str(exc), False, self.last_event_id)
+            except (QueryError, PipelineError, EventTooLargeError) as exc:
+                # The client's pipeline cannot run on an event (a $regex past its time bound, a $divide by
+                # zero...): resuming would meet the same event again.
+                return StreamEnd("pipeline_failed", str(exc), False, self.last_event_id)
             except RxcsError as exc:
                 return StreamEnd("stream_failed", f"{type(exc).__name__}: {exc}", True, self.last_event_id)
             if (requested := self._requested_end()) is not None:
@@ -202,8 +209,13 @@ class _Session:
             True, self.last_event_id,
         )
 
-    async def _take(self) -> list[Any] | None:
-        """The next batch of events, or None when none came within the heartbeat interval."""
+    async def _take(self, render: Callable[[Any], Any]) -> list[Any] | None:
+        """The next batch of rendered frames, or None when no event came within the heartbeat interval.
+
+        Buffered events are handed over without suspending; a batch stops at ``MAX_BATCH`` events or
+        ``MAX_WRITE_BYTES``, so that taking events out of the stream's bounded buffer never makes a
+        second, unbounded buffer of them here.
+        """
         stream = self.stream
         if not stream.statistics().buffered:
             try:
@@ -216,9 +228,14 @@ class _Session:
                 self._deadline = None
         else:
             first = await anext(stream)
-        batch = [first]
-        # Buffered events are handed over without suspending: take them all in one write.
-        batch.extend([await anext(stream) for _ in range(min(stream.statistics().buffered, MAX_BATCH - 1))])
+        batch = [render(first)]
+        size = len(batch[0])
+        available = stream.statistics().buffered
+        while available and size < MAX_WRITE_BYTES and len(batch) < MAX_BATCH:
+            frame = render(await anext(stream))
+            batch.append(frame)
+            size += len(frame)
+            available -= 1
         return batch
 
     async def _send(self, sending: Awaitable[None], timeout: float | None = None) -> bool:
@@ -250,9 +267,14 @@ class _SSESink:
         await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
         await self._body(sse_position(token))
 
+    def render(self, event: Any) -> bytes:
+        frame: bytes = self._frames.frame(self._shape, event, sse_event)
+        return frame
+
     async def events(self, batch: list[Any]) -> None:
-        frame, shape = self._frames.frame, self._shape
-        await self._body(b"".join([frame(shape, event, sse_event) for event in batch]))
+        body = b"".join(batch)
+        for offset in range(0, len(body), MAX_WRITE_BYTES):  # a large event goes out a bounded slice at a time
+            await self._body(body[offset:offset + MAX_WRITE_BYTES])
 
     async def heartbeat(self) -> None:
         await self._body(SSE_HEARTBEAT)
@@ -305,12 +327,16 @@ class _WebSocketSink:
         self._shape = ("ws", shape)
 
     async def open(self, token: str) -> None:
-        await self._websocket.send_text(f'{{"type": "started", "id": "{token}"}}')
+        await self._websocket.send_text(ws_position(token))
+
+    def render(self, event: Any) -> str:
+        message: str = self._frames.frame(self._shape, event, ws_event)
+        return message
 
     async def events(self, batch: list[Any]) -> None:
-        send, frame, shape = self._websocket.send_text, self._frames.frame, self._shape
-        for event in batch:
-            await send(frame(shape, event, ws_event))
+        send = self._websocket.send_text
+        for message in batch:
+            await send(message)
 
     async def heartbeat(self) -> None:
         await self._websocket.send_text('{"type": "heartbeat"}')
@@ -318,7 +344,7 @@ class _WebSocketSink:
     async def close(self, end: StreamEnd | None) -> None:
         if end is not None:
             await self._websocket.send_text(ws_end(end))
-            await self._websocket.close(_WS_CLOSE_CODES.get(end.code, 1011))
+            await self._websocket.close(_WS_CLOSE_CODES.get(end.code, 1011), _close_reason(end.message))
 
 
 @final
@@ -340,30 +366,34 @@ class ChangeStreamApp(Starlette):
         buffer_size: int,
         heartbeat: float,
         send_timeout: float,
+        max_request_bytes: int,
     ) -> None:
         super().__init__(
             routes=[
                 Route("/", self._page, methods=["GET"]),
+                Route("/page.js", self._page_script, methods=["GET"]),
+                Route("/page.css", self._page_style, methods=["GET"]),
                 Route("/oplog", self._oplog_info, methods=["GET"]),
                 Route("/watch", self._watch_sse, methods=["GET"]),
                 WebSocketRoute("/ws/watch", self._watch_ws),
-            ]
+            ],
+            middleware=[Middleware(SecurityHeaders)],
         )
         self.oplog = oplog
         self.max_watchers = max_watchers
+        self.max_request_bytes = max_request_bytes
         self.buffer_size = buffer_size
         self.heartbeat = heartbeat
         self.send_timeout = send_timeout
-        self._token = token
-        self._origins = frozenset(origin.rstrip("/") for origin in allowed_origins or ())
-        self._hosts = None if allowed_hosts is None else frozenset(host.lower() for host in allowed_hosts)
+        self.access = AccessPolicy(token=token, allowed_origins=allowed_origins, allowed_hosts=allowed_hosts)
         self._sessions: set[_Session] = set()
         self._closing = False
         self._served = 0
         self._refused = 0
         self._slow_clients = 0
         self.frames = FrameCache()
-        self._page_html = importlib.resources.files("rxcs.http").joinpath("_page.html").read_text(encoding="utf-8")
+        self._page_html = _asset("_page.html").replace("{{page_key}}", self.access.page_key)
+        self._page_assets = {"page.js": _asset("_page.js"), "page.css": _asset("_page.css")}
 
     def statistics(self) -> ServerStatistics:
         """A frozen record of the server's counters."""
@@ -387,35 +417,12 @@ class ChangeStreamApp(Starlette):
 
     # -- checks ------------------------------------------------------------------------
 
-    def _refusal(self, connection: HTTPConnection) -> _Refusal | None:
-        """The response refusing this connection (host, auth, origin), or None when it may proceed."""
-        if self._hosts is not None:
-            host = _host_name(connection.headers.get("host", ""))
-            if host not in self._hosts:
-                return self._refuse(421, "host_not_allowed", f"this server does not answer for host {host!r}")
-        if self._token is not None:
-            given = connection.query_params.get(ACCESS_TOKEN_PARAMETER)
-            scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
-            if scheme.lower() == "bearer":
-                given = credentials.strip()
-            if given is None or not hmac.compare_digest(given.encode(), self._token.encode()):
-                return self._refuse(
-                    401, "unauthorized",
-                    "a bearer token is required (Authorization: Bearer TOKEN, or access_token=TOKEN)",
-                    {"www-authenticate": 'Bearer realm="rxcs"'},
-                )
-        origin = connection.headers.get("origin")
-        if origin is not None and not self._origin_allowed(connection, origin):
-            return self._refuse(403, "origin_not_allowed", f"origin {origin} is not allowed")
-        return None
-
-    def _origin_allowed(self, connection: HTTPConnection, origin: str) -> bool:
-        origin = origin.rstrip("/")
-        if "*" in self._origins or origin in self._origins:
-            return True
-        host = connection.headers.get("host")
-        scheme = "https" if connection.url.scheme in ("https", "wss") else "http"
-        return host is not None and origin == f"{scheme}://{host}"
+    def _refusal(self, connection: HTTPConnection) -> Refusal | None:
+        """The response refusing this connection (host, token, origin, same-origin proof), or None."""
+        refusal = self.access.refusal(connection)
+        if refusal is not None:
+            self._refused += 1
+        return refusal
 
     def _cors_headers(self, connection: HTTPConnection) -> dict[str, str]:
         origin = connection.headers.get("origin")
@@ -425,11 +432,11 @@ class ChangeStreamApp(Starlette):
 
     def _refuse(
         self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> _Refusal:
+    ) -> Refusal:
         self._refused += 1
-        return _Refusal(status, code, message, headers)
+        return Refusal(status, code, message, headers)
 
-    def _open_stream(self, request: WatchRequest, client: str) -> _Session | _Refusal:
+    def _open_stream(self, request: WatchRequest, client: str) -> _Session | Refusal:
         """Open the change stream a request asks for, or the response saying why not."""
         if self._closing:
             return self._refuse(503, "shutting_down", "the server is shutting down", {"retry-after": "1"})
@@ -460,14 +467,18 @@ class ChangeStreamApp(Starlette):
 
     async def _page(self, request: Request) -> Response:
         return HTMLResponse(
-            self._page_html,
-            headers={
-                "content-security-policy": (
-                    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
-                ),
-                "x-content-type-options": "nosniff",
-                "cache-control": "no-cache",
-            },
+            self._page_html, headers={"content-security-policy": PAGE_POLICY, "cache-control": "no-cache"}
+        )
+
+    async def _page_script(self, request: Request) -> Response:
+        return Response(
+            self._page_assets["page.js"], media_type="text/javascript; charset=utf-8",
+            headers={"cache-control": "no-cache"},
+        )
+
+    async def _page_style(self, request: Request) -> Response:
+        return Response(
+            self._page_assets["page.css"], media_type="text/css; charset=utf-8", headers={"cache-control": "no-cache"}
         )
 
     async def _oplog_info(self, request: Request) -> Response:
@@ -483,6 +494,11 @@ class ChangeStreamApp(Starlette):
         refusal = self._refusal(request)
         if refusal is not None:
             return refusal.response()
+        query_bytes = len(request.scope["query_string"])
+        if query_bytes > self.max_request_bytes:
+            limit = self.max_request_bytes
+            message = f"the query string is {query_bytes} bytes, over the limit of {limit}"
+            return self._refuse(400, "bad_request", message).response()
         names = [name for name, _ in request.query_params.multi_items()]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
@@ -494,7 +510,7 @@ class ChangeStreamApp(Starlette):
         if request.method == "HEAD":  # the headers a stream would have, and no stream
             return Response(media_type="text/event-stream", headers={"cache-control": "no-cache"})
         opened = self._open_stream(wanted, _client_name(request))
-        if isinstance(opened, _Refusal):
+        if isinstance(opened, Refusal):
             return opened.response()
         return _EventStreamResponse(opened, self._cors_headers(request))
 
@@ -510,6 +526,10 @@ class ChangeStreamApp(Starlette):
         try:
             async with asyncio.timeout(self.send_timeout):
                 first = await websocket.receive_text()
+            if len(first) > self.max_request_bytes:
+                raise BadRequest(
+                    f"the watch request is {len(first)} characters, over the limit of {self.max_request_bytes}"
+                )
             wanted = from_message(first)
         except (TimeoutError, WebSocketDisconnect, KeyError):
             # KeyError: a binary frame, which receive_text cannot read; either way no request came
@@ -519,7 +539,7 @@ class ChangeStreamApp(Starlette):
             await _ws_fail(websocket, "bad_request", str(exc))
             return
         opened = self._open_stream(wanted, _client_name(websocket))
-        if isinstance(opened, _Refusal):
+        if isinstance(opened, Refusal):
             await _ws_fail(websocket, opened.code, opened.message, resumable=opened.status == 503)
             return
         session = opened
@@ -542,15 +562,17 @@ class ChangeStreamApp(Starlette):
 async def _ws_fail(websocket: WebSocket, code: str, message: str, *, resumable: bool = False) -> None:
     with contextlib.suppress(WebSocketDisconnect, WebSocketDisconnected, OSError):
         await websocket.send_text(ws_end(StreamEnd(code, message, resumable, "")))
-        await websocket.close(_WS_CLOSE_CODES.get(code, 1008))
+        await websocket.close(_WS_CLOSE_CODES.get(code, 1008), _close_reason(message))
 
 
-def _host_name(host_header: str) -> str:
-    """The host of a Host header, without its port: ``[::1]:8765`` -> ``::1``."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+def _close_reason(message: str) -> str:
+    """A close frame's reason: the message, cut to the 123 bytes of UTF-8 a close frame holds."""
+    reason = message.encode()[:_MAX_CLOSE_REASON]
+    return reason.decode(errors="ignore")
+
+
+def _asset(name: str) -> str:
+    return importlib.resources.files("rxcs.http").joinpath(name).read_text(encoding="utf-8")
 
 
 def _client_name(connection: HTTPConnection) -> str:
@@ -565,9 +587,10 @@ def create_app(
     allowed_origins: Sequence[str] | None = None,
     allowed_hosts: Sequence[str] | None = None,
     max_watchers: int = 256,
-    buffer_size: int = 1000,
+    buffer_size: int = 100,
     heartbeat: float = 15.0,
     send_timeout: float = 10.0,
+    max_request_bytes: int = 65536,
 ) -> ChangeStreamApp:
     """Build the ASGI app serving ``oplog``'s change streams; run it with any ASGI server.
 
@@ -579,9 +602,11 @@ def create_app(
     carry (a defence against DNS rebinding; ``serve()`` sets the loopback
     names when it binds to loopback).
     ``max_watchers``: streams served at once; beyond, 503. ``buffer_size``:
-    events buffered per watcher. ``heartbeat``: seconds of quiet before a
+    events buffered per watcher (what a client that stops reading holds). ``heartbeat``: seconds of quiet before a
     keep-alive. ``send_timeout``: seconds a client may take to accept a
-    write before it is disconnected as too slow.
+    write before it is disconnected as too slow. ``max_request_bytes``: the
+    longest query string of ``GET /watch`` and first WebSocket message
+    accepted; longer ones are a 400 (WebSocket: close 1008).
 
     Examples:
         >>> import rxcs
@@ -597,7 +622,9 @@ def create_app(
     for name, names in (("allowed_origins", allowed_origins), ("allowed_hosts", allowed_hosts)):
         if isinstance(names, str):
             raise TypeError(f"{name} must be a list of strings, not one string ({names!r})")
-    for name, value in (("max_watchers", max_watchers), ("buffer_size", buffer_size)):
+    for name, value in (
+        ("max_watchers", max_watchers), ("buffer_size", buffer_size), ("max_request_bytes", max_request_bytes)
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, not {value!r}")
     for name, seconds in (("heartbeat", heartbeat), ("send_timeout", send_timeout)):
@@ -607,5 +634,5 @@ def create_app(
         oplog, token=token.strip() if token is not None else None, allowed_origins=allowed_origins,
         allowed_hosts=allowed_hosts,
         max_watchers=max_watchers, buffer_size=buffer_size, heartbeat=float(heartbeat),
-        send_timeout=float(send_timeout),
+        send_timeout=float(send_timeout), max_request_bytes=max_request_bytes,
     )

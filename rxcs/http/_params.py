@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final, final
 
 from rxcs import extjson
+from rxcs.http._access import ACCESS_TOKEN_PARAMETER, PAGE_KEY_PARAMETER
 from rxcs.operators import FULL_DOCUMENT_BEFORE_CHANGE_MODES, FULL_DOCUMENT_MODES
 
 __all__ = ["BadRequest", "WatchRequest", "from_message", "from_query"]
@@ -22,8 +23,6 @@ WATCH_FIELDS: Final = (
     "db", "collection", "pipeline", "full_document", "full_document_before_change",
     "show_expanded_events", "resume_after", "start_after",
 )
-# RFC 6750 section 2.3: browsers cannot set headers on EventSource or WebSocket. A name, not a secret.
-ACCESS_TOKEN_PARAMETER: Final = "access_token"  # noqa: S105
 _TRUE = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -111,7 +110,7 @@ def from_query(query: Mapping[str, str], last_event_id: str | None = None) -> Wa
         rxcs.http._params.BadRequest: pipeline: not valid JSON (Expecting property name enclosed in double quotes: \
 line 1 column 3 (char 2))
     """
-    unknown = sorted(set(query) - {*WATCH_FIELDS, ACCESS_TOKEN_PARAMETER})
+    unknown = sorted(set(query) - {*WATCH_FIELDS, ACCESS_TOKEN_PARAMETER, PAGE_KEY_PARAMETER})
     if unknown:
         raise BadRequest(f"unknown parameter {unknown[0]!r}; known: {', '.join(WATCH_FIELDS)}")
     fields: dict[str, Any] = {

@@ -23,6 +23,7 @@ __all__ = ["LOOPBACK_NAMES", "ChangeStreamServer", "is_loopback", "listen", "ser
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_HEADERS = 16 * 1024  # h11's own default for a whole request head
 
 
 def is_loopback(host: str) -> bool:
@@ -45,8 +46,13 @@ class ChangeStreamServer(uvicorn.Server):
     """A ``uvicorn.Server`` for a ``ChangeStreamApp``: a graceful shutdown closes every stream first."""
 
     def __init__(self, app: ChangeStreamApp, **config: Any) -> None:
-        options: dict[str, Any] = {"log_config": None, "access_log": False, "lifespan": "off",
-                                   "timeout_graceful_shutdown": 5}
+        # A request line up to max_request_bytes (and headers besides) reaches the app, which answers a
+        # longer query string with a 400 naming the limit. A WebSocket client sends one message, its
+        # request: a bigger one is closed with 1009 before it is buffered.
+        options: dict[str, Any] = {
+            "log_config": None, "access_log": False, "lifespan": "off", "timeout_graceful_shutdown": 5,
+            "ws_max_size": app.max_request_bytes, "h11_max_incomplete_event_size": app.max_request_bytes + _HEADERS,
+        }
         options.update(config)
         super().__init__(uvicorn.Config(app, **options))
         self.app = app

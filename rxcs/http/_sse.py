@@ -2,7 +2,11 @@
 
 An SSE event is ``id:`` (the resume token), ``event:`` (the operation type)
 and one ``data:`` line of Extended JSON; compact JSON never holds a raw
-newline, so one line always suffices. A frame with only ``id:`` moves the
+newline, so one line always suffices. Nothing a document holds is written
+outside that JSON: ``event:`` names only MongoDB's operation types (a
+pipeline may set ``operationType`` to anything, including line breaks or
+``error``; such events go out as plain messages), and ids are checked to be
+one line. A frame with only ``id:`` moves the
 client's last event id without dispatching an event: it tells a client where
 its stream started, so a reconnect before the first event loses nothing.
 """
@@ -16,15 +20,19 @@ from dataclasses import dataclass
 from typing import Any, Final, final
 
 from rxcs import extjson
-from rxcs.events import ChangeEvent
+from rxcs.events import ChangeEvent, OperationType
 
 __all__ = [
-    "Delivery", "FrameCache", "StreamEnd", "delivery", "event_key", "sse_end", "sse_event", "sse_position",
-    "ws_end", "ws_event",
+    "FRAME_CACHE_BYTES", "Delivery", "FrameCache", "StreamEnd", "delivery", "event_key", "sse_end", "sse_event",
+    "sse_position", "ws_end", "ws_event", "ws_position",
 ]
 
 SSE_HEARTBEAT: Final = b": heartbeat\n\n"
 SSE_RETRY_MS: Final = 2000
+FRAME_CACHE_BYTES: Final = 8 * 1024 * 1024
+"""What the frames shared by watchers of the same stream may take, server-wide."""
+_EVENT_NAMES: Final = frozenset(kind.value for kind in OperationType)
+_LINE_BREAKS: Final = ("\r", "\n", "\x00")
 
 
 @final
@@ -63,6 +71,13 @@ def delivery(event: Any, token: str) -> Delivery:
     return Delivery(token, kind if isinstance(kind, str) else None, event)
 
 
+def _one_line(value: str) -> str:
+    """A field value as it must be written: a line break or NUL in it would start another field."""
+    if any(character in value for character in _LINE_BREAKS):
+        raise ValueError(f"an SSE field value must be one line, not {value!r}")
+    return value
+
+
 def event_key(event: Any) -> Hashable:
     """What names an event within one stream shape: its token (its ``_id._data`` once reshaped)."""
     if isinstance(event, ChangeEvent):
@@ -80,10 +95,11 @@ def sse_event(event: Any) -> bytes:
         b'id: 82ab\nevent: insert\ndata: {"_id": {"_data": "82ab"}, "operationType": "insert"}\n\n'
     """
     item = delivery(event, _token_text(event))
-    data = extjson.dumps(item.document)
-    if item.operation_type is None:
-        return f"id: {item.token}\ndata: {data}\n\n".encode()
-    return f"id: {item.token}\nevent: {item.operation_type}\ndata: {data}\n\n".encode()
+    data = extjson.dumps(item.document)  # compact JSON escapes every control character: one line
+    token = _one_line(item.token)
+    if item.operation_type not in _EVENT_NAMES:  # reshaped to anything else: data only
+        return f"id: {token}\ndata: {data}\n\n".encode()
+    return f"id: {token}\nevent: {item.operation_type}\ndata: {data}\n\n".encode()
 
 
 def _token_text(event: Any) -> str:
@@ -107,7 +123,7 @@ class FrameCache:
         True
     """
 
-    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, max_bytes: int = FRAME_CACHE_BYTES) -> None:
         self._max_bytes = max_bytes
         self._bytes = 0
         self._frames: collections.OrderedDict[Hashable, bytes | str] = collections.OrderedDict()
@@ -132,12 +148,17 @@ def sse_position(token: str) -> bytes:
         >>> sse_position("82ab")
         b'retry: 2000\nid: 82ab\n\n'
     """
-    return f"retry: {SSE_RETRY_MS}\nid: {token}\n\n".encode()
+    return f"retry: {SSE_RETRY_MS}\nid: {_one_line(token)}\n\n".encode()
 
 
 def sse_end(end: StreamEnd) -> bytes:
     """The closing ``error`` event."""
     return f"event: error\ndata: {json.dumps(end.to_document())}\n\n".encode()
+
+
+def ws_position(token: str) -> str:
+    """The WebSocket message that opens a stream: its start position."""
+    return json.dumps({"type": "started", "id": token})
 
 
 def ws_event(event: Any) -> str:

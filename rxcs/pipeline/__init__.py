@@ -15,16 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, final
+from typing import Any, Final, final
 
 from rxcs.errors import PipelineError, QueryError
+from rxcs.pipeline._amplification import (
+    AMPLIFICATION_LIMIT,
+    MAX_DOCUMENT_BYTES,
+    MAX_DOCUMENT_DEPTH,
+    amplification,
+    measure,
+)
 from rxcs.pipeline._split import DEFAULT_MAX_EVENT_BYTES, check_max_event_bytes, event_limit, event_size
 from rxcs.pipeline._stages import FILTERS, SPLIT_STAGE, STAGES, Stage, compile_match
-from rxcs.query import MISSING
+from rxcs.query import MISSING, check_nesting
 from rxcs.tokens import ResumeToken
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
+    "MAX_STAGES",
     "SPLIT_STAGE",
     "CompiledPipeline",
     "check_max_event_bytes",
@@ -34,6 +42,8 @@ __all__ = [
 ]
 
 Document = Mapping[str, Any]
+MAX_STAGES: Final = 1000
+"""The most stages a pipeline may have (MongoDB's limit)."""
 
 
 @final
@@ -55,6 +65,9 @@ class CompiledPipeline:
 def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
     """Compile a list of stages; a bad one raises ``PipelineError`` naming its index.
 
+    As in MongoDB, a pipeline has at most ``MAX_STAGES`` stages, and nothing
+    in it nests more than ``rxcs.query.MAX_NESTING`` levels deep.
+
     Examples:
         >>> compiled = compile_pipeline([{"$match": {"operationType": "insert"}}])
         >>> compiled.run({"operationType": "insert"}) is not None, compiled.reshapes
@@ -65,13 +78,18 @@ def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
     """
     if isinstance(stages, (str, bytes, Mapping)) or not isinstance(stages, Sequence):
         raise PipelineError(f"pipeline: expected a list of stages, got {type(stages).__name__}")
+    if len(stages) > MAX_STAGES:
+        raise PipelineError(f"pipeline: {len(stages)} stages, more than the {MAX_STAGES} allowed")
+    check_nesting(list(stages), "pipeline", PipelineError)
     compiled: list[tuple[str, Stage]] = []
     filters: list[tuple[str, Callable[[Document], bool]]] = []
+    named: list[tuple[str, Any]] = []
     reshapes = split = False
     for index, stage in enumerate(stages):
         if not isinstance(stage, Mapping) or len(stage) != 1:
             raise PipelineError(f"pipeline.{index}: a stage is a document with exactly one field")
         ((name, spec),) = stage.items()
+        named.append((name, spec))
         where = f"pipeline.{index}.{name}"
         compiler = STAGES.get(name)
         if compiler is None:
@@ -95,7 +113,9 @@ def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
         split = split or name == SPLIT_STAGE
     if not reshapes:
         return CompiledPipeline(_filtering(filters), reshapes=False, split=split)
-    return CompiledPipeline(_reshaping(compiled), reshapes=True, split=split)
+    # Pipelines that can copy fields many times have their stages' outputs measured (_amplification).
+    measured = amplification(named) > AMPLIFICATION_LIMIT
+    return CompiledPipeline(_reshaping(compiled, measured=measured), reshapes=True, split=split)
 
 
 def _as_stage(predicate: Callable[[Document], bool]) -> Stage:
@@ -118,18 +138,23 @@ def _filtering(filters: list[tuple[str, Callable[[Document], bool]]]) -> Callabl
     return run
 
 
-def _reshaping(stages: list[tuple[str, Stage]]) -> Callable[[Document], Document | None]:
-    """Reshaping stages in turn; then the resume-token rule: ``_id`` must come out unchanged."""
+def _reshaping(stages: list[tuple[str, Stage]], *, measured: bool) -> Callable[[Document], Document | None]:
+    """Reshaping stages in turn; then the resume-token rule: ``_id`` must come out unchanged.
+
+    ``measured``: each stage's output must stay within MongoDB's document limit (``_amplification``).
+    """
 
     def run(document: Document) -> Document | None:
         original = document.get("_id", MISSING)
         where = "pipeline"
         result = document
         try:
-            for where, stage in stages:  # noqa: B007 - the except clause names the stage
+            for where, stage in stages:
                 reshaped = stage(result)
                 if reshaped is None:
                     return None
+                if measured and reshaped is not result:
+                    _check_size(reshaped, where, original)
                 result = reshaped
         except QueryError as exc:
             raise PipelineError(f"{where}.{exc} ({_which(original)})") from None
@@ -144,6 +169,19 @@ def _reshaping(stages: list[tuple[str, Stage]]) -> Callable[[Document], Document
         return result
 
     return run
+
+
+def _check_size(document: Document, where: str, original: Any) -> None:
+    size, depth = measure(document, MAX_DOCUMENT_BYTES)
+    if size > MAX_DOCUMENT_BYTES:
+        raise PipelineError(
+            f"{where}: made a document of more than 16 MiB (MongoDB's document limit) from "
+            f"{_which(original)}: the pipeline copies fields into it too many times"
+        )
+    if depth > MAX_DOCUMENT_DEPTH:
+        raise PipelineError(
+            f"{where}: made a document nested more than {MAX_DOCUMENT_DEPTH} levels deep from {_which(original)}"
+        )
 
 
 def _which(event_id: Any) -> str:

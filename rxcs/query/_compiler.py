@@ -10,6 +10,8 @@ from typing import Any, Final
 
 from rxcs.errors import QueryError
 from rxcs.query._expressions import compile_expression, is_true
+from rxcs.query._limits import check_nesting
+from rxcs.query._regex import BoundedPattern
 from rxcs.query._values import (
     MISSING,
     bson_type_name,
@@ -41,7 +43,8 @@ def compile_filter(spec: Any) -> Filter:
 
     The filter is validated completely here; a bad one raises ``QueryError``
     whose message starts with the path inside the filter
-    (``"a.$in: expected a list, got int"``).
+    (``"a.$in: expected a list, got int"``). Filters nested more than
+    ``rxcs.query.MAX_NESTING`` levels deep are refused, as MongoDB refuses them.
 
     Examples:
         >>> matches = compile_filter({"fullDocument.age": {"$gte": 18}, "operationType": "insert"})
@@ -50,6 +53,7 @@ def compile_filter(spec: Any) -> Filter:
         >>> matches({"operationType": "insert", "fullDocument": {"age": [12, 40]}})
         True
     """
+    check_nesting(spec)
     return _compile_document(spec, "")
 
 
@@ -182,7 +186,7 @@ def _compile_field(field: str, value: Any, path: str) -> Filter:
     if _is_operator_document(value):
         return _compile_conditions(field, value, path)
     if isinstance(value, re.Pattern):
-        return _field_matcher(field, _regex_test(value))
+        return _field_matcher(field, _regex_test(value, path))
     return _equality_filter(field, value)
 
 
@@ -218,7 +222,7 @@ def _compile_conditions(field: str, conditions: Mapping[str, Any], path: str) ->
         if name == "$options":
             continue
         if name == "$regex":
-            clauses.append(_field_matcher(field, _regex_test(_compile_regex(argument, options, where))))
+            clauses.append(_field_matcher(field, _regex_test(_compile_regex(argument, options, where), where)))
         elif name == "$not":
             clauses.append(_negate(_compile_not(field, argument, where)))
         elif name == "$ne":
@@ -300,7 +304,7 @@ def _is_nan(value: Any) -> bool:
 
 def _compile_not(field: str, argument: Any, path: str) -> Filter:
     if isinstance(argument, re.Pattern):
-        return _field_matcher(field, _regex_test(argument))
+        return _field_matcher(field, _regex_test(argument, path))
     if not isinstance(argument, Mapping) or not argument:
         raise QueryError(f"{path}: expected an operator document or a regex")
     if not _is_operator_document(argument):
@@ -317,7 +321,7 @@ def _in_filter(field: str, argument: Any, path: str) -> Filter:
     patterns = [item for item in argument if isinstance(item, re.Pattern)]
     values = [item for item in argument if not isinstance(item, re.Pattern)]
     with_null = any(item is None for item in values)
-    regex_tests = [_regex_test(pattern) for pattern in patterns]
+    regex_tests = [_regex_test(pattern, path) for pattern in patterns]
 
     # Strings and numbers are looked up in sets: no other type equals them (bools are kept apart).
     strings = {item for item in values if type(item) is str}
@@ -346,10 +350,13 @@ def _plain_number(value: Any) -> bool:
     return type(value) in (int, float) and value == value  # noqa: PLR0124 - NaN is not plain
 
 
-def _regex_test(pattern: re.Pattern[str]) -> Test:
+def _regex_test(pattern: re.Pattern[str], path: str) -> Test:
+    """A test of one value against a regex: strings are searched within the time bound (``_regex``)."""
+    search = BoundedPattern(pattern, path).search
+
     def test(value: Any) -> bool:
         if isinstance(value, str):
-            return pattern.search(value) is not None
+            return search(value)
         if isinstance(value, re.Pattern):
             return value.pattern == pattern.pattern and value.flags == pattern.flags
         return False
@@ -447,7 +454,7 @@ def _all_filter(field: str, argument: Any, path: str) -> Filter:
         elif _is_operator_document(item):
             raise QueryError(f"{where}: only $elemMatch is allowed inside $all")
         elif isinstance(item, re.Pattern):
-            clauses.append(_field_matcher(field, _regex_test(item)))
+            clauses.append(_field_matcher(field, _regex_test(item, where)))
         else:
             clauses.append(_equality_filter(field, item))
     return lambda doc: all(clause(doc) for clause in clauses)

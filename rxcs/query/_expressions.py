@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, final
 
 from rxcs.errors import QueryError
+from rxcs.query._limits import check_nesting
 from rxcs.query._values import MISSING, bson_type_name, compare_values, values_equal
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Frame",
     "arguments",
     "compile_expression",
+    "compile_operand",
     "field_path_value",
     "is_nullish",
     "is_true",
@@ -138,6 +140,12 @@ def compile_expression(expression: Any, path: str = "") -> Evaluator:
         ...
         rxcs.errors.QueryError: total.$sum: unknown expression operator
     """
+    check_nesting(expression, path)
+    return compile_operand(expression, path)
+
+
+def compile_operand(expression: Any, path: str) -> Evaluator:
+    """Compile a part of an expression ``compile_expression`` has checked: what operator compilers call."""
     if isinstance(expression, str) and expression.startswith("$"):
         return _compile_path(expression, path)
     if isinstance(expression, Mapping):
@@ -155,7 +163,7 @@ def compile_expression(expression: Any, path: str = "") -> Evaluator:
                 raise QueryError(f"{path or '(expression)'}: field name {key!r} is not a string")
             if key.startswith("$"):
                 raise QueryError(f"{join(path, key)}: an operator must be the only field of its document")
-        fields = {key: compile_expression(value, join(path, key)) for key, value in expression.items()}
+        fields = {key: compile_operand(value, join(path, key)) for key, value in expression.items()}
 
         def document(doc: Mapping[str, Any]) -> Any:
             result = {}
@@ -167,7 +175,7 @@ def compile_expression(expression: Any, path: str = "") -> Evaluator:
 
         return document
     if isinstance(expression, list):
-        items = [compile_expression(item, join(path, str(i))) for i, item in enumerate(expression)]
+        items = [compile_operand(item, join(path, str(i))) for i, item in enumerate(expression)]
         return lambda doc: [null_if_missing(evaluate(doc)) for evaluate in items]
     return lambda _doc: expression
 
@@ -225,7 +233,7 @@ def arguments(argument: Any, path: str, count: int | None = None) -> list[Evalua
     items = argument if isinstance(argument, list) else [argument]
     if count is not None and len(items) != count:
         raise QueryError(f"{path}: expected {count} argument{'s' if count != 1 else ''}, got {len(items)}")
-    return [compile_expression(item, f"{path}.{i}") for i, item in enumerate(items)]
+    return [compile_operand(item, f"{path}.{i}") for i, item in enumerate(items)]
 
 
 def _comparison(test: Callable[[int], bool]) -> Compiler:

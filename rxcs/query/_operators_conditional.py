@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from rxcs.errors import QueryError
-from rxcs.query._expressions import Compiler, Evaluator, compile_expression, is_nullish, is_true, join
+from rxcs.query._expressions import Compiler, Evaluator, compile_operand, is_nullish, is_true, join
 
 __all__ = ["CONDITIONAL_OPERATORS"]
 
@@ -28,7 +28,7 @@ def _compile_cond(argument: Any, path: str) -> Evaluator:
     else:
         raise QueryError(f"{path}: expected {{if, then, else}} or a list of 3 expressions")
     test, then, otherwise = (
-        compile_expression(spec, join(path, key)) for spec, key in zip(specs, _COND_FIELDS, strict=True)
+        compile_operand(spec, join(path, key)) for spec, key in zip(specs, _COND_FIELDS, strict=True)
     )
     return lambda doc: then(doc) if is_true(test(doc)) else otherwise(doc)
 
@@ -37,7 +37,7 @@ def _compile_if_null(argument: Any, path: str) -> Evaluator:
     """``{$ifNull: [input..., replacement]}``: the first input neither null nor missing, else the replacement."""
     if not isinstance(argument, list) or len(argument) < 2:
         raise QueryError(f"{path}: expected a list of at least 2 expressions (inputs, then the replacement)")
-    *inputs, replacement = [compile_expression(item, join(path, str(i))) for i, item in enumerate(argument)]
+    *inputs, replacement = [compile_operand(item, join(path, str(i))) for i, item in enumerate(argument)]
 
     def if_null(doc: Mapping[str, Any]) -> Any:
         for evaluate in inputs:

@@ -17,7 +17,7 @@ from rxcs.query._expressions import (
     Compiler,
     Evaluator,
     arguments,
-    compile_expression,
+    compile_operand,
     is_nullish,
     join,
     type_name,
@@ -91,10 +91,10 @@ def _compile_get_field(argument: Any, path: str) -> Evaluator:
         if "field" not in argument:
             raise QueryError(f"{path}: missing 'field' parameter to $getField")
         name = _field_name(argument["field"], join(path, "field"))
-        source = compile_expression(argument.get("input", "$$CURRENT"), join(path, "input"))
+        source = compile_operand(argument.get("input", "$$CURRENT"), join(path, "input"))
     else:
         name = _field_name(argument, path)
-        source = compile_expression("$$CURRENT", path)
+        source = compile_operand("$$CURRENT", path)
 
     def get_field(doc: Mapping[str, Any]) -> Any:
         value = source(doc)

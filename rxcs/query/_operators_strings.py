@@ -1,9 +1,9 @@
 """String expression operators: ``$concat $toUpper $toLower``.
 
 ``$concat`` is null when any argument is null or missing and refuses
-anything but strings. ``$toUpper``/``$toLower`` give ``""`` for null or
-missing, change ASCII letters only (MongoDB's documented behaviour), and
-take numbers and dates as their string forms.
+anything but strings, and strings over MongoDB's 16 MiB document limit.
+``$toUpper``/``$toLower`` give ``""`` for null or missing, change ASCII
+letters only (MongoDB's documented behaviour), and take numbers and dates as their string forms.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from rxcs.query._expressions import Compiler, Evaluator, arguments, is_nullish, 
 
 __all__ = ["STRING_OPERATORS"]
 
+MAX_STRING_LENGTH: Final = 16 * 1024 * 1024
+"""The longest string ``$concat`` builds: MongoDB's document limit (16 MiB)."""
 _UPPER: Final = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 _LOWER: Final = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
@@ -35,6 +37,11 @@ def _compile_concat(argument: Any, path: str) -> Evaluator:
             if not isinstance(value, str):
                 raise QueryError(f"{path}: $concat only supports strings, not {type_name(value)}")
             pieces.append(value)
+        length = sum(map(len, pieces))
+        if length > MAX_STRING_LENGTH:
+            raise QueryError(
+                f"{path}: $concat would make a string of {length} characters, over MongoDB's 16 MiB limit"
+            )
         return "".join(pieces)
 
     return concat

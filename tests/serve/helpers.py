@@ -8,13 +8,26 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
 import rxcs
 from rxcs.http import ChangeStreamApp, ChangeStreamServer
 from rxcs.http._server import listen
+
+PROGRAM: Final = {"Rxcs-Client": "rxcs-tests"}
+"""What a program sends to show it is not another site's web page (docs/http.md, Security model)."""
+
+
+def get(url: str, *, headers: dict[str, str] | None = None, **options: Any) -> httpx.Response:
+    """``httpx.get`` as a program calls the API: with the Rxcs-Client header."""
+    return httpx.get(url, headers={**PROGRAM, **(headers or {})}, **options)
+
+
+def head(url: str, *, headers: dict[str, str] | None = None, **options: Any) -> httpx.Response:
+    """``httpx.head`` as a program calls the API: with the Rxcs-Client header."""
+    return httpx.head(url, headers={**PROGRAM, **(headers or {})}, **options)
 
 
 @dataclass
@@ -132,11 +145,11 @@ class SSEReader:
 @contextmanager
 def sse(url: str, *, headers: dict[str, str] | None = None, client: httpx.Client | None = None,
         **params: str) -> Iterator[SSEReader]:
-    """Open ``GET url`` as an event stream; the response must be 200 text/event-stream."""
+    """Open ``GET url`` as an event stream, as a program (``PROGRAM``); the response must be 200 text/event-stream."""
     owner = client is None
     http = client if client is not None else httpx.Client(timeout=httpx.Timeout(15.0))
     try:
-        with http.stream("GET", url, params=params, headers=headers) as response:
+        with http.stream("GET", url, params=params, headers={**PROGRAM, **(headers or {})}) as response:
             assert response.status_code == 200, response.read()
             assert response.headers["content-type"].startswith("text/event-stream")
             yield SSEReader(response)

@@ -19,7 +19,7 @@ from .helpers import Served, sse
 # A client in its own process: prints "<id> <document _id>" per event, flushed, until killed.
 CLIENT = """
 import json, sys, httpx
-with httpx.stream("GET", sys.argv[1], timeout=30) as response:
+with httpx.stream("GET", sys.argv[1], headers={"Rxcs-Client": "killed-client"}, timeout=30) as response:
     event_id = None
     for line in response.iter_lines():
         if line.startswith("id: "):

@@ -8,11 +8,17 @@ where it fails: CI installs Chromium, so its absence there is a broken setup.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -128,3 +134,98 @@ class TestLivePage:
         assert asked == ["This server needs a bearer token:"]
         assert "with-token" in _rows(page)[0]
         assert served.app.statistics().refused >= 1
+
+
+@contextmanager
+def _another_site(html: str) -> Iterator[str]:
+    """A second web server, another origin on this machine, serving one page: ``html``."""
+    body = html.encode()
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, name="another-site")
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+class TestAnotherSitesPage:
+    def test_img_script_iframe_and_no_cors_fetch_from_another_page_open_no_watcher(
+        self, serve: Callable[..., Served], page: Any
+    ) -> None:
+        """Another local page cannot make the browser open watchers: <img>, <script>, <iframe>, fetch(no-cors)."""
+        served = serve()
+        hostile = quote(json.dumps([{"$match": {"fullDocument.name": {"$regex": "^(a|aa)+$"}}}]))
+        target = f"{served.url}/watch?pipeline={hostile}"
+        html = (
+            f'<img src="{target}&db=n1"><script src="{target}&db=n2"></script><iframe src="{target}&db=n3"></iframe>'
+            f'<script>fetch("{target}&db=n4", {{mode: "no-cors"}}).catch(() => null);'
+            f'fetch("{served.url}/oplog", {{mode: "no-cors"}}).catch(() => null);</script>'
+        )
+        with _another_site(html) as url:
+            page.goto(url, wait_until="commit")  # the page never finishes loading if a stream opens
+            deadline = time.monotonic() + 10
+            while served.app.statistics().refused < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        statistics = served.app.statistics()
+        assert statistics.served == 0
+        assert statistics.refused >= 5
+
+    def test_a_websocket_from_another_page_is_refused(self, serve: Callable[..., Served], page: Any) -> None:
+        """The browser sends Origin on every WebSocket handshake: another page's socket never opens."""
+        served = serve()
+        with _another_site("<p>another site</p>") as url:
+            page.goto(url)
+            outcome = page.evaluate(_OPEN_SOCKET, served.url.replace("http", "ws") + "/ws/watch")
+        assert outcome == "closed before opening"
+        assert served.app.statistics().served == 0
+
+    def test_an_allowed_origins_page_watches_with_event_source(
+        self, serve: Callable[..., Served], oplog: rxcs.Oplog, page: Any
+    ) -> None:
+        """A dashboard on an origin listed in allowed_origins reads the stream across origins (CORS)."""
+        with _another_site("<p>dashboard</p>") as url:
+            served = serve(allowed_origins=[url.rstrip("/")])
+            page.goto(url)
+            page.evaluate(
+                "(url) => { window.got = []; const s = new EventSource(url);"
+                " s.addEventListener('insert', (e) => window.got.push(JSON.parse(e.data).documentKey._id)); }",
+                f"{served.url}/watch?db=shop",
+            )
+            deadline = time.monotonic() + 15
+            while served.app.statistics().watchers < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            oplog.insert("shop", "users", {"_id": "across-origins"})
+            page.wait_for_function("window.got.length > 0")
+            assert page.evaluate("window.got") == ["across-origins"]
+
+
+_OPEN_SOCKET = """(url) => new Promise((resolve) => {
+    const socket = new WebSocket(url);
+    socket.onopen = () => { socket.send("{}"); };
+    socket.onmessage = (message) => { resolve(JSON.parse(message.data).type); socket.close(); };
+    socket.onclose = () => resolve("closed before opening");
+})"""
+
+
+class TestOwnPageWebSocket:
+    def test_a_websocket_from_the_servers_own_page_is_served(self, serve: Callable[..., Served], page: Any) -> None:
+        """The page's own origin opens a WebSocket: the handshake's Origin is the proof."""
+        served = serve()
+        page.goto(f"{served.url}/")
+        page.wait_for_selector("#status[data-state='live']", timeout=15_000)
+        assert page.evaluate(_OPEN_SOCKET, served.url.replace("http", "ws") + "/ws/watch") == "started"

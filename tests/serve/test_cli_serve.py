@@ -9,12 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 import rxcs
 
-from .helpers import Frame, sse
+from .helpers import Frame, get, sse
 
 RXCS = [sys.executable, "-m", "rxcs"]
 
@@ -54,7 +53,7 @@ class TestServeCommand:
     def test_serves_events_written_by_another_process_and_stops_cleanly_on_ctrl_c(self, oplog_dir: Path) -> None:
         """The server tails a file oplog another process writes; SIGINT ends streams resumably and exits 0."""
         with rxcs_serve(str(oplog_dir)) as (process, url):
-            info = httpx.get(f"{url}/oplog", timeout=10).json()
+            info = get(f"{url}/oplog", timeout=10).json()
             assert info["backend"] == "FileOplog"
             frames: list[Frame] = []
             with sse(f"{url}/watch", db="shop") as reader, rxcs.open_oplog(oplog_dir) as writer:
@@ -74,8 +73,8 @@ class TestServeCommand:
         token_file = tmp_path / "token"
         token_file.write_text("t0ken-from-file\n")
         with rxcs_serve(str(oplog_dir), "--token-file", str(token_file)) as (_, url):
-            assert httpx.get(f"{url}/oplog", timeout=10).status_code == 401
-            answer = httpx.get(f"{url}/oplog", headers={"Authorization": "Bearer t0ken-from-file"}, timeout=10)
+            assert get(f"{url}/oplog", timeout=10).status_code == 401
+            answer = get(f"{url}/oplog", headers={"Authorization": "Bearer t0ken-from-file"}, timeout=10)
             assert answer.status_code == 200
 
 

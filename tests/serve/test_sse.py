@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -15,7 +17,7 @@ import rxcs
 from rxcs.http import create_app
 from rxcs.pipeline import compile_pipeline
 
-from .helpers import Served, running, sse, wait_for
+from .helpers import PROGRAM, Served, get, head, running, sse, wait_for
 
 
 class TestEventStream:
@@ -223,7 +225,7 @@ class TestStreamEnds:
         for i in range(3):
             oplog.insert("shop", "users", {"_id": i + 2})
         oplog.trim(before_op_id=oplog.last_op_id)
-        response = httpx.get(f"{served.url}/watch", params={"resume_after": token}, timeout=10)
+        response = get(f"{served.url}/watch", params={"resume_after": token}, timeout=10)
         assert response.status_code == 410
         assert response.json()["error"] == "history_lost"
         assert "oldest retained" in response.json()["message"]
@@ -250,7 +252,7 @@ class TestBadRequests:
     ) -> None:
         """Malformed JSON, stages, modes, tokens or names: 400, an error code and a message naming the problem."""
         served = serve()
-        response = httpx.get(f"{served.url}/watch", params=params, timeout=10)
+        response = get(f"{served.url}/watch", params=params, timeout=10)
         assert response.status_code == 400
         body = response.json()
         assert body["error"] == code
@@ -260,17 +262,17 @@ class TestBadRequests:
     def test_a_repeated_parameter_is_refused(self, serve: Callable[..., Served]) -> None:
         """db=a&db=b is ambiguous: 400 rather than silently watching one of them."""
         served = serve()
-        response = httpx.get(f"{served.url}/watch?db=a&db=b", timeout=10)
+        response = get(f"{served.url}/watch?db=a&db=b", timeout=10)
         assert response.status_code == 400
         assert "'db' is given more than once" in response.json()["message"]
 
     def test_head_answers_the_headers_without_opening_a_stream(self, serve: Callable[..., Served]) -> None:
         """HEAD /watch checks a request (auth, parameters) and opens no stream."""
         served = serve()
-        response = httpx.head(f"{served.url}/watch", params={"db": "shop"}, timeout=10)
+        response = head(f"{served.url}/watch", params={"db": "shop"}, timeout=10)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        assert httpx.head(f"{served.url}/watch", params={"pipeline": "[x"}, timeout=10).status_code == 400
+        assert head(f"{served.url}/watch", params={"pipeline": "[x"}, timeout=10).status_code == 400
         assert served.app.statistics().served == 0
 
     def test_a_token_of_another_oplog_is_refused(self, serve: Callable[..., Served]) -> None:
@@ -279,7 +281,7 @@ class TestBadRequests:
         with rxcs.open_oplog(":memory:") as other, rxcs.watch(other).iterate() as stream:
             other.insert("a", "b", {"_id": 1})
             token = str(stream.next(timeout=5).id)
-        response = httpx.get(f"{served.url}/watch", headers={"Last-Event-ID": token}, timeout=10)
+        response = get(f"{served.url}/watch", headers={"Last-Event-ID": token}, timeout=10)
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_resume_token"
         assert "from oplog" in response.json()["message"]
@@ -291,7 +293,7 @@ class TestOplogAndPage:
         oplog.insert("shop", "users", {"_id": 1})
         oplog.insert("shop", "users", {"_id": 2})
         served = serve()
-        info = httpx.get(f"{served.url}/oplog", timeout=10).json()
+        info = get(f"{served.url}/oplog", timeout=10).json()
         assert info["oplog_id"] == str(oplog.oplog_id)
         assert (info["first_op_id"], info["last_op_id"]) == (1, 2)
         assert info["backend"] == "MemoryOplog"
@@ -302,19 +304,25 @@ class TestOplogAndPage:
         with rxcs.open_oplog(tmp_path / "oplog") as oplog:
             oplog.insert("shop", "users", {"_id": 1})
             with running(create_app(oplog)) as served:
-                info = httpx.get(f"{served.url}/oplog", timeout=10).json()
+                info = get(f"{served.url}/oplog", timeout=10).json()
         assert info["backend"] == "FileOplog"
         assert info["path"] == str(tmp_path / "oplog")
         assert info["segments"] >= 1
 
     def test_the_page_is_html_that_uses_the_sse_endpoint(self, serve: Callable[..., Served]) -> None:
-        """GET / is one self-contained HTML page that opens an EventSource on watch."""
+        """GET / is HTML whose script and style are this server's own files; the script opens an EventSource."""
         served = serve()
         response = httpx.get(f"{served.url}/", timeout=10)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/html")
-        assert "new EventSource(" in response.text
-        assert "<script src" not in response.text  # no build step, nothing else to fetch
+        assert '<script src="page.js">' in response.text
+        assert '<link rel="stylesheet" href="page.css">' in response.text
+        script = httpx.get(f"{served.url}/page.js", timeout=10)
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert "new EventSource(" in script.text
+        style = httpx.get(f"{served.url}/page.css", timeout=10)
+        assert style.headers["content-type"].startswith("text/css")
+        assert ".op-insert" in style.text
 
     def test_waiting_watchers_are_counted_and_released(
         self, serve: Callable[..., Served], oplog: rxcs.Oplog
@@ -349,3 +357,50 @@ class TestCreateApp:
         """Passing something else than an Oplog is a TypeError naming what was given."""
         with pytest.raises(TypeError, match="needs an Oplog"):
             create_app("data/oplog")  # type: ignore[arg-type]
+
+
+def _nested_match(levels: int) -> str:
+    spec = '{"a": 1}'
+    for _ in range(levels):
+        spec = '{"$and": [' + spec + "]}"
+    return '[{"$match": ' + spec + "}]"
+
+
+class TestLimits:
+    @pytest.mark.parametrize("levels", [150, 3000, 50_000])
+    def test_a_deeply_nested_pipeline_is_a_400_naming_the_problem(
+        self, serve: Callable[..., Served], levels: int
+    ) -> None:
+        """Nesting past MongoDB's 100 levels: 400 with a message, never a 500, however deep the JSON."""
+        served = serve(max_request_bytes=2 * 1024 * 1024)
+        # http.client, since httpx refuses URLs this long; the server must answer them all the same.
+        connection = http.client.HTTPConnection(served.url.removeprefix("http://"), timeout=30)
+        try:
+            connection.request("GET", "/watch?" + urlencode({"pipeline": _nested_match(levels)}), headers=PROGRAM)
+            response = connection.getresponse()
+            status, body = response.status, json.loads(response.read())
+        finally:
+            connection.close()
+        assert status == 400
+        assert body["error"] == "bad_request"
+        assert "nested more than" in body["message"]
+        assert served.app.statistics().watchers == 0
+
+    def test_more_than_1000_stages_is_a_400(self, serve: Callable[..., Served]) -> None:
+        """MongoDB's pipeline length limit holds over HTTP too."""
+        served = serve(max_request_bytes=1024 * 1024)
+        pipeline = json.dumps([{"$match": {}}] * 1001)
+        response = get(f"{served.url}/watch", params={"pipeline": pipeline}, timeout=30)
+        assert response.status_code == 400
+        assert "more than the 1000 allowed" in response.json()["message"]
+
+    def test_a_request_over_max_request_bytes_is_a_400(self, serve: Callable[..., Served]) -> None:
+        """A query string longer than max_request_bytes is refused before it is parsed."""
+        served = serve(max_request_bytes=4096)
+        pipeline = json.dumps([{"$match": {"a": {"$in": list(range(2000))}}}])
+        response = get(f"{served.url}/watch", params={"pipeline": pipeline}, timeout=30)
+        assert response.status_code == 400
+        assert "over the limit of 4096" in response.json()["message"]
+        small = json.dumps([{"$match": {"a": {"$in": list(range(20))}}}])
+        with sse(f"{served.url}/watch", pipeline=small) as reader:
+            assert reader.frame().id is not None

@@ -13,12 +13,12 @@ from websockets.sync.client import ClientConnection, connect
 
 import rxcs
 
-from .helpers import Served
+from .helpers import PROGRAM, Served
 
 
 @contextmanager
 def _open(served: Served, request: dict[str, Any] | str) -> Iterator[ClientConnection]:
-    with connect(f"{served.url.replace('http', 'ws')}/ws/watch", open_timeout=10) as ws:
+    with connect(f"{served.url.replace('http', 'ws')}/ws/watch", additional_headers=PROGRAM, open_timeout=10) as ws:
         ws.send(request if isinstance(request, str) else json.dumps(request))
         yield ws
 
@@ -122,3 +122,58 @@ class TestWebSocketWatch:
         assert refused["resumable"] is True
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1013
+
+
+class TestWebSocketLimits:
+    @pytest.mark.parametrize("levels", [150, 3000, 100_000])
+    def test_a_deeply_nested_request_gets_an_error_and_close_1008_with_a_reason(
+        self, serve: Callable[..., Served], levels: int
+    ) -> None:
+        """However deep the JSON: an error message, then a close frame 1008 whose reason says why."""
+        served = serve(max_request_bytes=2 * 1024 * 1024)
+        spec = '{"a": 1}'
+        for _ in range(levels):
+            spec = '{"$or": [' + spec + "]}"
+        with _open(served, '{"pipeline": [{"$match": ' + spec + "}]}") as ws:
+            error = _next(ws)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert error["type"] == "error"
+        assert "nested more than" in error["message"]
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008
+        assert "nested more than" in closed.value.rcvd.reason
+
+    def test_a_request_over_max_request_bytes_is_refused_with_a_close_frame(
+        self, serve: Callable[..., Served]
+    ) -> None:
+        """A message longer than max_request_bytes is not even buffered: close 1009 (message too big), a reason."""
+        served = serve(max_request_bytes=4096)
+        request = json.dumps({"pipeline": [{"$match": {"a": {"$in": list(range(2000))}}}]})
+        with _open(served, request) as ws, pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1009
+        assert "exceeds limit of 4096" in closed.value.rcvd.reason
+        assert served.app.statistics().served == 0
+
+    def test_a_pipeline_that_fails_on_an_event_ends_with_pipeline_failed_and_1008(
+        self, serve: Callable[..., Served], oplog: rxcs.Oplog
+    ) -> None:
+        """An event the pipeline cannot run on ($divide by zero): pipeline_failed, not resumable, close 1008."""
+        served = serve()
+        request = {"db": "shop", "pipeline": [{"$set": {"ratio": {"$divide": [1, "$fullDocument.n"]}}}]}
+        with _open(served, request) as ws:
+            _next(ws)
+            oplog.insert("shop", "users", {"_id": 1, "n": 2})
+            oplog.insert("shop", "users", {"_id": 2, "n": 0})
+            change, error = _next(ws), _next(ws)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert change["change"]["ratio"] == 0.5
+        assert error["code"] == "pipeline_failed"
+        assert error["resumable"] is False
+        assert "divide by zero" in error["message"]
+        assert error["lastEventId"] == change["id"]
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008
