@@ -19,12 +19,11 @@ import msgpack
 
 from rxcs.errors import InvalidChangeError
 from rxcs.events import ClusterTime, Namespace
+from rxcs.limits import MAX_ENTRY_BYTES
 from rxcs.oplog.entry import Change, OplogEntry
 
-__all__ = ["DATA_CHANGE_HEAD", "MAX_ENTRY_BYTES", "decode_entry", "encode_entry", "EntryDecodeError"]
+__all__ = ["DATA_CHANGE_HEAD", "decode_entry", "encode_entry", "EntryDecodeError"]
 
-MAX_ENTRY_BYTES: Final = 64 * 1024 * 1024
-"""The largest encoded entry any backend records; a reader refuses a larger frame before reading it."""
 _FIXED_FIELDS = 7  # op_id .. coll: always present
 _ALL_FIELDS = 14
 # Field positions inside the record.

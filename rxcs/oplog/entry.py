@@ -13,15 +13,13 @@ from typing import Any, NamedTuple
 
 from rxcs.errors import InvalidChangeError
 from rxcs.events import ClusterTime, Namespace, OperationType
+from rxcs.limits import MAX_NESTING
 
 __all__ = ["Change", "OplogEntry"]
 
 Document = Mapping[str, Any]
 
 _FORBIDDEN_IN_DB = frozenset('/\\. "$\x00')
-MAX_NESTING = 100
-"""How deep a recorded document may nest, as in MongoDB: the document is level 1, each document or array in it
-one more."""
 
 
 class OplogEntry(NamedTuple):

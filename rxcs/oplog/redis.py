@@ -43,9 +43,10 @@ from rxcs.errors import (
     RxcsError,
 )
 from rxcs.events import ClusterTime
+from rxcs.limits import MAX_ENTRY_BYTES
 from rxcs.log import log
 from rxcs.oplog.base import Oplog, OplogCursor, Sift
-from rxcs.oplog.codec import MAX_ENTRY_BYTES, EntryDecodeError, decode_entry, encode_entry, entry_from_record
+from rxcs.oplog.codec import EntryDecodeError, decode_entry, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 
 __all__ = ["RedisOplog", "RedisOplogInfo"]

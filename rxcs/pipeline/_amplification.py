@@ -19,13 +19,13 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
+from rxcs.limits import MAX_DOCUMENT_BYTES
+
 __all__ = ["AMPLIFICATION_LIMIT", "MAX_DOCUMENT_BYTES", "MAX_DOCUMENT_DEPTH", "amplification", "expanded_size",
            "measure"]
 
 AMPLIFICATION_LIMIT: Final = 16
 """Pipelines that can make an event's output at most this many times its size are not measured."""
-MAX_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
-"""The largest output a measured stage may make: MongoDB's document limit."""
 MAX_DOCUMENT_DEPTH: Final = 200
 """The deepest output a measured stage may make (MongoDB's limit on nesting in a BSON object)."""
 _COPYING_STAGES: Final = frozenset({"$project", "$set", "$addFields", "$replaceRoot", "$replaceWith"})

@@ -21,12 +21,13 @@ from typing import Any, Final
 import msgpack
 
 from rxcs.errors import EventTooLargeError, PipelineError
+from rxcs.limits import MAX_DOCUMENT_BYTES
 from rxcs.tokens import ResumeToken
 
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "MAX_FRAGMENTS", "check_max_event_bytes", "event_limit", "event_size"]
 
 Document = Mapping[str, Any]
-DEFAULT_MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES: Final = MAX_DOCUMENT_BYTES
 """MongoDB's limit on a change event (its BSON document limit), the cap with the split stage."""
 MAX_FRAGMENTS: Final = 2**16 - 1  # what a resume token can number
 _FRAGMENT_MARGIN: Final = 16  # a fragment's map header, and rounding, over the measured overhead

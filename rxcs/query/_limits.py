@@ -12,11 +12,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from rxcs.errors import QueryError
+from rxcs.limits import MAX_NESTING
 
 __all__ = ["MAX_NESTING", "check_nesting"]
 
-MAX_NESTING: Final = 100
-"""The most levels of documents and arrays a filter, an expression or a stage may nest (MongoDB's limit)."""
 _KEYS_SHOWN: Final = 6
 
 

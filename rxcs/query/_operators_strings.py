@@ -15,11 +15,12 @@ from decimal import Decimal
 from typing import Any, Final
 
 from rxcs.errors import QueryError
+from rxcs.limits import MAX_DOCUMENT_BYTES
 from rxcs.query._expressions import Compiler, Evaluator, arguments, is_nullish, type_name
 
 __all__ = ["STRING_OPERATORS"]
 
-MAX_STRING_LENGTH: Final = 16 * 1024 * 1024
+MAX_STRING_LENGTH: Final = MAX_DOCUMENT_BYTES
 """The longest string ``$concat`` builds: MongoDB's document limit (16 MiB)."""
 _UPPER: Final = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 _LOWER: Final = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)

@@ -10,7 +10,7 @@ import pytest
 
 import rxcs
 from rxcs.events import ClusterTime
-from rxcs.oplog.codec import MAX_ENTRY_BYTES
+from rxcs.limits import MAX_ENTRY_BYTES
 
 from .conftest import OplogFactory
 
