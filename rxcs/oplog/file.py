@@ -302,7 +302,8 @@ class FileOplog(Oplog):
         self._check_open()
         with self._lock:
             if self._write_fd is None:
-                self._refresh_tail()
+                with contextlib.suppress(OplogCorruptedError):  # the cursor reports damage where it meets it
+                    self._refresh_tail()
             first = self.first_op_id
             if after + 1 < first and after < self._last_op_id + 1:
                 raise ChangeStreamHistoryLost(f"op_id {after + 1} was trimmed; the oldest retained is {first}")
@@ -377,8 +378,8 @@ class FileOplog(Oplog):
             self._stop_writing()
             raise
 
-    def _take_lock(self) -> None:
-        """Take the writer lock or raise ``OplogLockedError`` naming the holder's pid."""
+    def _take_lock(self, *, record_pid: bool = True) -> None:
+        """Take the writer lock or raise ``OplogLockedError`` naming the holder's pid (recorded in the lock file)."""
         lock_fd = os.open(self._dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -392,8 +393,9 @@ class FileOplog(Oplog):
                 f"{self._dir}: another writer holds the oplog (pid {pid if pid is not None else 'unknown'})",
                 pid=pid,
             ) from None
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, str(os.getpid()).encode(), 0)
+        if record_pid:
+            os.ftruncate(lock_fd, 0)
+            os.pwrite(lock_fd, str(os.getpid()).encode(), 0)
         self._lock_fd = lock_fd
 
     def _stop_writing(self) -> None:
@@ -682,8 +684,9 @@ class FileOplog(Oplog):
         """
         index = self._index(first)
         with open(segment_path(self._dir, first), "rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
             for op_id, offset in index.candidates(2**64):
-                if offset >= HEADER.size and frame_starts_at(handle.fileno(), offset, op_id):
+                if HEADER.size <= offset < size and frame_starts_at(handle.fileno(), offset, op_id):
                     return op_id, offset
                 index.discard(op_id)
                 log.warning("oplog index record ignored", path=str(index.path), op_id=op_id, offset=offset)
@@ -701,7 +704,8 @@ class FileOplog(Oplog):
                     self._tail_problem(handle.fileno(), path, position, size, bad.reason, newest=newest)
                     break
                 if frame is not None:
-                    position, self._last_op_id = frame.end, frame.op_id
+                    position = self._tail_offset = frame.end  # kept beside last_op_id, whatever is raised next
+                    self._last_op_id = frame.op_id
                     continue
                 if position + held < size:  # more is written than held: read on, the whole frame at least
                     need = READ_CHUNK
@@ -715,7 +719,6 @@ class FileOplog(Oplog):
                         handle.fileno(), path, position, size, "the segment ends inside a frame", newest=newest
                     )
                 break
-            self._tail_offset = position
 
     def _tail_problem(self, fd: int, path: Path, offset: int, size: int, reason: str, *, newest: bool) -> None:
         """A bad or incomplete frame where a reader's tail stops: wait at a torn tail, raise at damage."""
@@ -854,7 +857,7 @@ class FileOplog(Oplog):
                 raise RxcsError(f"{self._dir}: repair an oplog before writing to it, not while")
             if self._readonly:
                 raise RxcsError(f"{self._dir}: opened readonly; repair is refused")
-            self._take_lock()
+            self._take_lock(record_pid=not dry_run)  # a dry run changes no file, not even the lock's
             try:
                 plan = plan_repair(self._dir, self._id_bytes, truncate_at_damage=truncate_at_damage)
                 if not dry_run and plan.refusal is None:
@@ -977,9 +980,10 @@ class _FileCursor(OplogCursor):
                 return False  # a segment being started
             raise OplogCorruptedError(problem, path=str(path), offset=0)
         start = (first, HEADER.size)
+        size = os.fstat(handle).st_size
         for op_id, offset in candidates:
             self._move_to(offset)
-            if self._frame_checks(op_id):
+            if HEADER.size <= offset < size and self._frame_checks(op_id):
                 start = (op_id, offset)
                 break
             with oplog._lock:
