@@ -149,13 +149,13 @@ def verify_directory(
                 raise OplogCorruptedError(scan.problem.reason, path=str(path), offset=scan.problem.offset)
             log.warning("oplog torn tail", path=str(path), offset=scan.problem.offset, bytes=check.size - scan.end)
         checked += scan.last_op_id - first + 1
-        if check.index_problem is not None:
-            raise OplogCorruptedError(check.index_problem[1], path=str(check.index_path), offset=check.index_problem[0])
         if not newest and scan.last_op_id + 1 != segments[position + 1] and segment_path(directory, first).exists():
             raise OplogCorruptedError(
                 f"segment ends at op_id {scan.last_op_id} but the next starts at {segments[position + 1]}",
                 path=str(path), offset=scan.end,
             )
+        if check.index_problem is not None:
+            raise OplogCorruptedError(check.index_problem[1], path=str(check.index_path), offset=check.index_problem[0])
         done += sizes.get(first, 0)
         if progress is not None:
             progress(done, total)

@@ -992,20 +992,26 @@ class _FileCursor(OplogCursor):
         self._move_to(start[1])
         # Walk frame headers from the starting point to the target: nothing is decoded.
         skip_to = start[0]
-        while skip_to < target:
+        while True:
             position = self._offset - self._buffer_base
-            if len(self._buffer) - position < FRAME_HEADER.size and not self._fill():
-                if len(self._buffer) == position and os.fstat(handle).st_size == self._offset:
+            while len(self._buffer) - position < FRAME_HEADER.size:
+                if not self._fill():
+                    if os.fstat(handle).st_size != self._offset:
+                        return self._place_checked(start, target)  # a partial header, or past the end
                     if not self._segment_finished():
-                        return False  # the target is not written yet
+                        return skip_to == target and self._placed_here()  # the target is not written yet
                     self._end_of_finished_segment(skip_to)
                     return self._place()  # the target lies in a segment started since we looked
-                return self._place_checked(start, target)
+                position = self._offset - self._buffer_base
             length, _, op_id = FRAME_HEADER.unpack_from(self._buffer, position)
             if op_id != skip_to or not 0 < length <= FRAME_LIMIT:
                 return self._place_checked(start, target)
+            if skip_to == target:  # the target's header is where the walk says: placed
+                return self._placed_here()
             self._offset += FRAME_HEADER.size + length
             skip_to += 1
+
+    def _placed_here(self) -> bool:
         self._placed = True
         return True
 
@@ -1063,7 +1069,7 @@ class _FileCursor(OplogCursor):
         oplog = self._oplog
         with oplog._lock:
             segments = oplog._segments if oplog._write_fd is not None else list_segments(oplog._dir)
-        following = bisect.bisect_left(segments, next_op_id)
+        following = bisect.bisect_right(segments, self._segment or 0)
         if following < len(segments) and segments[following] == next_op_id:
             return
         path = segment_path(oplog._dir, self._segment or 0)
@@ -1169,7 +1175,7 @@ class _FileCursor(OplogCursor):
                 need = max(need, FRAME_HEADER.size + length)
         data = os.pread(self._handle, need, self._offset)
         self._oplog._bytes_read += len(data)
-        if len(data) <= len(self._buffer) - pending:
+        if len(data) <= max(0, len(self._buffer) - pending):
             return False
         self._data, self._buffer, self._buffer_base = data, memoryview(data), self._offset
         return True
