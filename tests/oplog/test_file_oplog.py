@@ -316,9 +316,8 @@ def fill_padded(path: Path, n: int, *, pad: int = 500, **options: object) -> Non
     """n entries of about ``pad`` bytes: a segment of them holds an index record every ~30 entries."""
     with rxcs.open_oplog(path, **options) as oplog:
         for start in range(0, n, 50):
-            oplog.append_many(
-                [rxcs.Change.insert("shop", "users", {"_id": i, "pad": "x" * pad}) for i in range(start, min(n, start + 50))]
-            )
+            batch = range(start, min(n, start + 50))
+            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "x" * pad}) for i in batch])
 
 
 def frame_spans(segment: Path) -> list[tuple[int, int]]:
@@ -495,7 +494,8 @@ class TestFlippedFrames:
         """A bad frame over 1 MiB in the newest segment, with frames after it, stops readers with an error."""
         path = tmp_path / "oplog"
         with rxcs.open_oplog(path) as oplog:
-            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "y" * 1_300_000}) for i in range(3)])
+            large = [rxcs.Change.insert("shop", "users", {"_id": i, "pad": "y" * 1_300_000}) for i in range(3)]
+            oplog.append_many(large)
             oplog.insert("shop", "users", {"_id": "small"})
         segment = segments(path)[-1]
         start, end = frame_spans(segment)[0]
@@ -538,7 +538,7 @@ class TestShortSegments:
 
 class TestTrimmingUnderReaders:
     def test_a_reader_whose_next_segment_was_trimmed_gets_history_lost(self, tmp_path: Path) -> None:
-        """A cursor at the end of a segment, when it and the next one are trimmed away, raises ChangeStreamHistoryLost."""
+        """A cursor at the end of a segment that is trimmed away with the next one raises ChangeStreamHistoryLost."""
         path = tmp_path / "oplog"
         with rxcs.open_oplog(path, segment_bytes=4096) as writer:
             for start in range(0, 200, 10):
