@@ -430,7 +430,7 @@ class FileOplog(Oplog):
         problem = check_header(data, self._id_bytes, first)
         if problem is not None:
             if len(data) < HEADER.size:
-                # A crash while starting this segment (rxcs before 0.2 made it in place): nothing was in it.
+                # A crash while starting this segment (earlier versions made it in place): nothing is in it.
                 osio.unlink(path)
                 osio.unlink(index_path(self._dir, first), missing_ok=True)
                 osio.fsync_directory(self._dir)
@@ -996,9 +996,13 @@ class _FileCursor(OplogCursor):
             position = self._offset - self._buffer_base
             while len(self._buffer) - position < FRAME_HEADER.size:
                 if not self._fill():
+                    finished = self._segment_finished()
+                    if self._fill():  # it grew before it was finished: walk on
+                        position = self._offset - self._buffer_base
+                        continue
                     if os.fstat(handle).st_size != self._offset:
                         return self._place_checked(start, target)  # a partial header, or past the end
-                    if not self._segment_finished():
+                    if not finished:
                         return skip_to == target and self._placed_here()  # the target is not written yet
                     self._end_of_finished_segment(skip_to)
                     return self._place()  # the target lies in a segment started since we looked
@@ -1022,9 +1026,12 @@ class _FileCursor(OplogCursor):
         self.position = start[0] - 1
         try:
             while self.position < target - 1:
-                frame = self._next_frame()
+                frame, finished = self._next_frame(), False
                 if frame is None:
-                    if not self._segment_finished():
+                    finished = self._segment_finished()
+                    frame = self._next_frame()  # it may have grown before it was finished
+                if frame is None:
+                    if not finished:
                         return False
                     self._end_of_finished_segment(self.position + 1)
                     self.position = after
