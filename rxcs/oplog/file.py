@@ -71,7 +71,7 @@ try:  # inotify wakes readers in other processes at once; elsewhere they poll ad
 except ImportError:  # pragma: no cover - not Linux
     inotify_simple = None
 
-__all__ = ["Durability", "FileOplog", "FileOplogInfo", "FileOplogStatistics"]
+__all__ = ["Durability", "FileOplog", "FileOplogInfo", "FileOplogStatistics", "RepairPlan", "RepairStep"]
 
 
 Durability = Literal["fsync", "group", "none"]
