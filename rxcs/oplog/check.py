@@ -196,11 +196,10 @@ class RepairStep:
 
     def describe(self, *, done: bool) -> str:
         """One line: what was done (``done``) or would be done."""
-        verb = {"cut": "cut", "rebuild": "rebuild", "remove": "remove"}[self.action]
         if self.action == "cut":
-            what = f"{verb} {self.cut_bytes} bytes at byte {self.offset} of {self.path.name}"
+            what = f"cut {self.cut_bytes} bytes at byte {self.offset} of {self.path.name}"
         else:
-            what = f"{verb} {self.path.name}"
+            what = f"{self.action} {self.path.name}"
         return f"{'' if done else 'would '}{what} ({self.why})"
 
 

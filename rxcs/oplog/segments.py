@@ -42,12 +42,16 @@ __all__ = [
     "HEADER",
     "INDEX_INTERVAL",
     "INDEX_RECORD",
+    "INDEX_SUFFIX",
+    "SECTOR",
+    "TEMPORARY_SUFFIX",
     "Frame",
     "Problem",
     "SegmentIndex",
     "SegmentScan",
     "encode_frame",
     "frame_starts_at",
+    "index_file_records",
     "index_path",
     "scan_frames",
     "scan_segment",
@@ -55,6 +59,7 @@ __all__ = [
     "segment_path",
     "tail_damage",
     "temporary_path",
+    "valid_frame_after",
 ]
 
 MAGIC: Final = b"RXCSSEG1"
