@@ -261,6 +261,22 @@ class TestOplogCommandsOnDamage:
         assert result.returncode == 1
         assert f"{index} at byte 0" in one_line_error(result, "verify")
 
+    def test_trim_on_a_damaged_newest_segment_exits_1(self, big_oplog: Path) -> None:
+        """trim needs the writer, which refuses damage in the newest segment: one line naming it, status 1."""
+        segment = segment_of(big_oplog)
+        bad = frame_starts(segment)[5]
+        flip_byte(segment, bad + 40)
+        result = run("oplog", "trim", str(big_oplog), "--before", "2")
+        assert result.returncode == 1
+        assert f"{segment} at byte {bad}" in one_line_error(result, "trim")
+
+    def test_verify_passes_a_torn_tail(self, big_oplog: Path) -> None:
+        """A torn tail is what a crash leaves, not damage: verify says ok with every whole entry."""
+        with segment_of(big_oplog).open("ab") as handle:
+            handle.write(b"\x40\x00\x00\x00\x21\x00")
+        result = run("oplog", "verify", str(big_oplog))
+        assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "ok: 32", "")
+
     def test_a_damaged_meta_file_exits_1(self, big_oplog: Path) -> None:
         """Every oplog command on an oplog whose oplog.meta is damaged: one line naming it, status 1."""
         meta = big_oplog / "oplog.meta"

@@ -80,21 +80,24 @@ class TestDamageSample:
         assert tally.reported == len(cases) - 1
 
 
-@given(st.data())
-@settings(
-    max_examples=400 if FULL else 12, deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-def test_random_flips_are_recovered_or_reported(pristine: Pristine, tmp_path: Path, data: st.DataObject) -> None:
-    """A flip of any bits of any byte of any file: recovered or reported, never a wrong entry."""
-    files = sorted(p.name for p in pristine.path.iterdir() if p.name != "writer.lock")
-    name = data.draw(st.sampled_from(files))
-    size = (pristine.path / name).stat().st_size
-    offset = data.draw(st.integers(0, size - 1))
-    mask = data.draw(st.integers(1, 255))
-    case = _classified(pristine, Case(name, "meta", offset, "flip", mask))
-    tally = run_all(pristine, [case], tmp_path / str(offset), watch_every=1_000_000)
-    held(tally, "damage (random flips)", 1)
+class TestRandomFlips:
+    @given(st.data())
+    @settings(
+        max_examples=400 if FULL else 12, deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    def test_random_flips_are_recovered_or_reported(
+        self, pristine: Pristine, tmp_path: Path, data: st.DataObject
+    ) -> None:
+        """A flip of any bits of any byte of any file: recovered or reported, never a wrong entry."""
+        files = sorted(p.name for p in pristine.path.iterdir() if p.name != "writer.lock")
+        name = data.draw(st.sampled_from(files))
+        size = (pristine.path / name).stat().st_size
+        offset = data.draw(st.integers(0, size - 1))
+        mask = data.draw(st.integers(1, 255))
+        case = _classified(pristine, Case(name, "meta", offset, "flip", mask))
+        tally = run_all(pristine, [case], tmp_path / f"{name}-{offset}-{mask}", watch_every=1_000_000)
+        held(tally, "damage (random flips)", 1)
 
 
 def _classified(pristine: Pristine, case: Case) -> Case:
