@@ -1,8 +1,11 @@
 """The ``rxcs`` command: a live demo, ``watch`` for any oplog, ``serve`` over HTTP, and oplog maintenance.
 
 Bad arguments, malformed JSON, a bad filter or token exit with status 2 and
-one line on stderr. Events go to stdout, one flushed line each; logs go to
-stderr through structlog (console on a terminal, JSON with ``--log-json``).
+one line on stderr. The ``oplog`` commands exit 0 when all is well, 1 when
+they find damage or fail, 2 on bad usage and 3 when another process holds
+the oplog's writer lock, with one line ``rxcs oplog <action>: ...``. Events
+go to stdout, one flushed line each; logs go to stderr through structlog
+(console on a terminal, JSON with ``--log-json``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import structlog
 
 import rxcs
 from rxcs import extjson
-from rxcs.errors import RxcsError
+from rxcs.errors import OplogCorruptedError, OplogLockedError, OplogUnavailableError, RxcsError
 from rxcs.events import ChangeEvent
 
 __all__ = ["main"]
@@ -57,7 +60,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rxcs", description="Change streams over a durable oplog.")
     parser.add_argument("--log-json", action="store_true", help="log as JSON lines on stderr")
     parser.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="default: warning"
+        "--log-level", default=None, choices=["debug", "info", "warning", "error"],
+        help="default: warning (error for the oplog commands, which report in their own lines)",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -119,6 +123,15 @@ def _build_parser() -> argparse.ArgumentParser:
     how = trim.add_mutually_exclusive_group(required=True)
     how.add_argument("--before", type=int, metavar="OP_ID", help="drop entries below this op_id")
     how.add_argument("--keep-bytes", type=int, metavar="N", help="keep at most N bytes of the newest entries")
+    repair = actions.add_parser(
+        "repair", help="rebuild a directory's indexes from its segments and cut a torn tail, saying what it does"
+    )
+    repair.add_argument("location", help="oplog directory")
+    repair.add_argument("--dry-run", action="store_true", help="show exactly what it would do; change nothing")
+    repair.add_argument(
+        "--truncate-at-damage", action="store_true",
+        help="cut the newest segment at a damaged frame, dropping the op_ids it lists (refused otherwise)",
+    )
     return parser
 
 
@@ -145,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     try:
         args = _build_parser().parse_args(argv)
-        _configure_logging(as_json=args.log_json, level=args.log_level)
+        level = args.log_level or ("error" if args.command == "oplog" else "warning")
+        _configure_logging(as_json=args.log_json, level=level)
         if args.command == "demo":
             return _demo(args)
         if args.command == "watch":
@@ -378,11 +392,15 @@ def _checked_location(location: str) -> str:
 def _open_oplog(location: str, *, readonly: bool) -> rxcs.Oplog:
     """A FileOplog directory (readonly unless writing) or a Redis URL; failing to open is a usage error."""
     try:
-        if location.startswith(_REDIS_SCHEMES):
-            return rxcs.open_oplog(location)
-        return rxcs.open_oplog(location, readonly=readonly)
+        return _open(location, readonly=readonly)
     except RxcsError as exc:
         raise UsageError(f"{location}: {exc}") from None
+
+
+def _open(location: str, *, readonly: bool) -> rxcs.Oplog:
+    if location.startswith(_REDIS_SCHEMES):
+        return rxcs.open_oplog(location)
+    return rxcs.open_oplog(location, readonly=readonly)
 
 
 def _print_event(event: Any, form: str, out: TextIO) -> None:
@@ -433,9 +451,42 @@ def _serve(args: argparse.Namespace) -> int:
 # -- oplog maintenance ------------------------------------------------------------
 
 
+FAILED = 1  # oplog commands: damage found, or the operation failed (storage unreachable, repair refused)
+LOCKED = 3  # oplog commands that write (trim, repair): another process holds the oplog's writer lock
+
+
 def _oplog(args: argparse.Namespace) -> int:
-    readonly = args.action != "trim"
-    with _open_oplog(_checked_location(args.location), readonly=readonly) as oplog:
+    """Run an ``rxcs oplog`` action: 0 ok, 1 damage found or failed, 2 usage error, 3 locked by a writer.
+
+    Whatever goes wrong is one line on stderr, ``rxcs oplog <action>: ...``.
+    """
+    action = args.action
+    try:
+        return _oplog_action(args)
+    except UsageError as exc:
+        status, message = USAGE_ERROR, str(exc)
+    except OplogLockedError as exc:
+        status, message = LOCKED, str(exc)
+    except (OplogCorruptedError, OplogUnavailableError) as exc:
+        status, message = FAILED, str(exc)
+    except RxcsError as exc:  # not an oplog there, or one this rxcs cannot open
+        status, message = USAGE_ERROR, str(exc)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()  # what was printed before the failure comes first
+    _say(f"rxcs oplog {action}: {message}", sys.stderr)
+    return status
+
+
+def _oplog_action(args: argparse.Namespace) -> int:
+    from rxcs.oplog.file import META_NAME  # FileOplog needs fcntl: imported where a directory is used
+
+    location = _checked_location(args.location)
+    writes = args.action in ("trim", "repair")
+    if writes and not location.startswith(_REDIS_SCHEMES) and not (Path(location) / META_NAME).exists():
+        raise UsageError(f"{location}: no oplog here (no {META_NAME})")  # writing must not create one
+    if args.action == "repair" and location.startswith(_REDIS_SCHEMES):
+        raise UsageError(f"{location}: repair works on a FileOplog directory; a Redis stream has no files to repair")
+    with _open(location, readonly=not writes) as oplog:
         if args.action == "info":
             _say(extjson.dumps(oplog.describe(), indent=2), sys.stdout)
             return 0
@@ -443,6 +494,8 @@ def _oplog(args: argparse.Namespace) -> int:
             return _dump(oplog, args.from_op_id, args.limit)
         if args.action == "verify":
             return _verify(oplog)
+        if args.action == "repair":
+            return _repair(oplog, dry_run=args.dry_run, truncate_at_damage=args.truncate_at_damage)
         return _trim(oplog, args.before, args.keep_bytes)
 
 
@@ -452,16 +505,24 @@ def _dump(oplog: rxcs.Oplog, from_op_id: int | None, limit: int | None) -> int:
     after = (oplog.first_op_id if from_op_id is None else max(from_op_id, oplog.first_op_id)) - 1
     remaining = limit
     out = sys.stdout
-    with oplog.cursor(after) as cursor:
-        while remaining is None or remaining > 0:
-            batch = cursor.read(1000 if remaining is None else min(1000, remaining))
-            if not batch:
-                break
-            for entry in batch:
-                out.write(extjson.dumps(_entry_document(entry)))
-                out.write("\n")
-            if remaining is not None:
-                remaining -= len(batch)
+    batch_size = 1000
+    while remaining is None or remaining > 0:
+        try:
+            with oplog.cursor(after) as cursor:
+                batch = cursor.read(batch_size if remaining is None else min(batch_size, remaining))
+        except RxcsError:
+            if batch_size == 1:
+                raise
+            batch_size = 1  # a read fails whole: go one entry at a time to print every entry before the damage
+            continue
+        if not batch:
+            break
+        for entry in batch:
+            out.write(extjson.dumps(_entry_document(entry)))
+            out.write("\n")
+        after = batch[-1].op_id
+        if remaining is not None:
+            remaining -= len(batch)
     out.flush()
     return 0
 
@@ -482,14 +543,27 @@ def _verify(oplog: Any) -> int:
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     try:
         result = oplog.verify(progress=progress.update if progress is not None else None)
-    except rxcs.OplogCorruptedError as exc:
+    finally:
         if progress is not None:
             progress.done()
-        _say(f"rxcs oplog verify: corrupt: {exc}", sys.stderr)
-        return 1
-    if progress is not None:
-        progress.done()
     _say(f"ok: {result}" if result is not None else "ok", sys.stdout)
+    return 0
+
+
+def _repair(oplog: rxcs.Oplog, *, dry_run: bool, truncate_at_damage: bool) -> int:
+    """Print each step, done or (dry run, or refused) to be done; a refusal raises, naming the damage."""
+    from rxcs.oplog.file import FileOplog
+
+    if not isinstance(oplog, FileOplog):
+        raise UsageError(f"repair works on a FileOplog directory, not a {type(oplog).__name__}")
+    plan = oplog.repair(dry_run=dry_run, truncate_at_damage=truncate_at_damage)
+    done = not dry_run and plan.refusal is None
+    for step in plan.steps:
+        _say(step.describe(done=done), sys.stdout)
+    if plan.refusal is not None:
+        raise plan.refusal
+    if not plan.steps:
+        _say("nothing to repair", sys.stdout)
     return 0
 
 

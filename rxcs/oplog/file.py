@@ -13,6 +13,7 @@ import bisect
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import os
 import select
@@ -37,23 +38,32 @@ from rxcs.errors import (
 )
 from rxcs.events import ClusterTime
 from rxcs.log import log
+from rxcs.oplog import osio
 from rxcs.oplog.base import Clock, Oplog, OplogCursor, Sift
+from rxcs.oplog.check import RepairPlan, RepairStep, plan_repair, verify_directory
 from rxcs.oplog.codec import EntryDecodeError, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.segments import (
     FRAME_HEADER,
+    FRAME_LIMIT,
     HEADER,
     INDEX_INTERVAL,
+    TEMPORARY_SUFFIX,
     BadFrame,
+    Frame,
     SegmentIndex,
     check_header,
     encode_frame,
     encode_header,
     frame_at,
+    frame_starts_at,
+    index_file_records,
     index_path,
     list_segments,
+    scan_segment,
     segment_path,
-    valid_frame_after,
+    tail_damage,
+    temporary_path,
 )
 
 try:  # inotify wakes readers in other processes at once; elsewhere they poll adaptively
@@ -61,7 +71,7 @@ try:  # inotify wakes readers in other processes at once; elsewhere they poll ad
 except ImportError:  # pragma: no cover - not Linux
     inotify_simple = None
 
-__all__ = ["Durability", "FileOplog", "FileOplogInfo", "FileOplogStatistics"]
+__all__ = ["Durability", "FileOplog", "FileOplogInfo", "FileOplogStatistics", "RepairPlan", "RepairStep"]
 
 
 Durability = Literal["fsync", "group", "none"]
@@ -72,6 +82,7 @@ FORMAT_VERSION: Final = 1
 GROUP_COMMIT_INTERVAL: Final = 0.005
 READ_CHUNK: Final = 256 * 1024
 DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
+_SEEK_CANDIDATES: Final = 8  # index records tried before a seek falls back to the segment's first frame
 
 
 @final
@@ -163,6 +174,7 @@ class FileOplog(Oplog):
         # Writer state, set when the writer lock is taken.
         self._lock_fd: int | None = None
         self._write_fd: int | None = None
+        self._index_fd: int | None = None
         self._active: int | None = None  # first op_id of the segment being written
         self._active_size = 0
         self._active_index: SegmentIndex | None = None
@@ -175,6 +187,7 @@ class FileOplog(Oplog):
         self._last_op_id = 0
         self._tail_offset = 0  # where the reader's tail scan stopped in the last segment
         self._tail_segment: int | None = None
+        self._torn_tail: tuple[str, int, int] | None = None  # (path, offset, size) of a tail known torn
         self._indexes: dict[int, SegmentIndex] = {}
         # Wake-ups for waiters.
         self._wake_read, self._wake_write = os.pipe()
@@ -189,7 +202,8 @@ class FileOplog(Oplog):
         self._bytes_read = 0
         self._fsyncs = 0
         self._rolled = 0
-        self._refresh_tail()
+        with contextlib.suppress(OplogCorruptedError):  # opening never fails on damage; reading there does
+            self._refresh_tail()
         log.info("oplog opened", path=str(self._dir), oplog_id=str(self._oplog_id), last_op_id=self._last_op_id)
 
     # -- opening ---------------------------------------------------------------------
@@ -203,25 +217,26 @@ class FileOplog(Oplog):
             stray = [name for name in os.listdir(self._dir) if not name.startswith(".")]
             if stray:
                 raise RxcsError(f"{self._dir}: not an rxcs oplog (it holds {sorted(stray)[:3]} but no {META_NAME})")
-            document = {"format": FORMAT, "version": FORMAT_VERSION, "oplog_id": str(uuid.uuid4())}
+            identity = str(uuid.uuid4())
+            document = {
+                "format": FORMAT, "version": FORMAT_VERSION, "oplog_id": identity,
+                "oplog_id_crc32": zlib.crc32(identity.encode()),
+            }
             temporary = self._dir / f".{META_NAME}.{os.getpid()}.{threading.get_ident()}"
-            temporary.write_text(json.dumps(document))
+            fd = osio.open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             try:
-                os.link(temporary, meta)  # atomic create-if-absent: two creators agree on one identity
+                osio.write_all(fd, json.dumps(document).encode())
+                osio.fsync(fd)  # the name below must never come to hold an empty file
+            finally:
+                osio.close(fd)
+            try:
+                osio.link(temporary, meta)  # atomic create-if-absent: two creators agree on one identity
             except FileExistsError:
                 pass
             finally:
-                temporary.unlink()
-            _fsync_directory(self._dir)
-        try:
-            document = json.loads(meta.read_text())
-            if document.get("format") != FORMAT:
-                raise ValueError("not an rxcs oplog")
-            if document.get("version") != FORMAT_VERSION:
-                raise ValueError(f"format version {document.get('version')}, this rxcs reads {FORMAT_VERSION}")
-            return uuid.UUID(document["oplog_id"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise OplogCorruptedError(f"bad metadata ({exc})", path=str(meta), offset=0) from None
+                osio.unlink(temporary)
+            osio.fsync_directory(self._dir)
+        return _read_meta(meta)
 
     # -- the contract ----------------------------------------------------------------
 
@@ -287,7 +302,8 @@ class FileOplog(Oplog):
         self._check_open()
         with self._lock:
             if self._write_fd is None:
-                self._refresh_tail()
+                with contextlib.suppress(OplogCorruptedError):  # the cursor reports damage where it meets it
+                    self._refresh_tail()
             first = self.first_op_id
             if after + 1 < first and after < self._last_op_id + 1:
                 raise ChangeStreamHistoryLost(f"op_id {after + 1} was trimmed; the oldest retained is {first}")
@@ -334,14 +350,7 @@ class FileOplog(Oplog):
             while self._fs_waiters and time.monotonic() < deadline:
                 self._poke()
                 self._appended.wait(0.05)
-            if self._write_fd is not None:
-                if self._durability != "none" or self._dirty:
-                    self._fsync()
-                os.close(self._write_fd)
-                self._write_fd = None
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)  # releases the writer lock
-                self._lock_fd = None
+            self._stop_writing()
             if self._watcher is not None:
                 self._watcher.close()
                 self._watcher = None
@@ -362,6 +371,15 @@ class FileOplog(Oplog):
             return
         if self._readonly:
             raise RxcsError(f"{self._dir}: opened readonly; writes are refused")
+        self._take_lock()
+        try:
+            self._recover()
+        except BaseException:
+            self._stop_writing()
+            raise
+
+    def _take_lock(self, *, record_pid: bool = True) -> None:
+        """Take the writer lock or raise ``OplogLockedError`` naming the holder's pid (recorded in the lock file)."""
         lock_fd = os.open(self._dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -375,79 +393,91 @@ class FileOplog(Oplog):
                 f"{self._dir}: another writer holds the oplog (pid {pid if pid is not None else 'unknown'})",
                 pid=pid,
             ) from None
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, str(os.getpid()).encode(), 0)
+        if record_pid:
+            os.ftruncate(lock_fd, 0)
+            os.pwrite(lock_fd, str(os.getpid()).encode(), 0)
         self._lock_fd = lock_fd
-        try:
-            self._recover()
-        except BaseException:
-            os.close(lock_fd)
-            self._lock_fd = None
-            raise
 
-    def _recover(self) -> None:
-        """Open the last segment for appending, cutting a torn tail, refusing real damage."""
+    def _stop_writing(self) -> None:
+        """Sync what is unsynced, close the files being written and release the writer lock; caller holds the lock."""
+        if self._write_fd is not None:
+            if self._dirty:
+                self._fsync()
+            osio.close(self._write_fd)
+            self._write_fd = None
+        if self._index_fd is not None:
+            osio.close(self._index_fd)
+            self._index_fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the writer lock
+            self._lock_fd = None
+
+    def _recover(self, start_at: int = 1) -> None:
+        """Open the newest segment for appending: check every frame, cut a torn tail, refuse damage.
+
+        ``start_at`` is the op_id a first segment starts at, when none is left.
+        """
+        self._remove_temporaries()
         self._segments = list_segments(self._dir)
         if not self._segments:
-            self._start_segment(1)
+            self._start_segment(start_at)
             self._clock = Clock()
-            self._last_op_id = 0
+            self._last_op_id = start_at - 1
             return
         first = self._segments[-1]
         path = segment_path(self._dir, first)
         data = path.read_bytes()
         problem = check_header(data, self._id_bytes, first)
         if problem is not None:
-            if len(data) < HEADER.size and len(self._segments) > 1:
-                # A crash while starting this segment: nothing was ever written to it.
-                path.unlink()
-                index_path(self._dir, first).unlink(missing_ok=True)
-                self._segments.pop()
+            if len(data) < HEADER.size:
+                # A crash while starting this segment (earlier versions made it in place): nothing is in it.
+                osio.unlink(path)
+                osio.unlink(index_path(self._dir, first), missing_ok=True)
+                osio.fsync_directory(self._dir)
                 log.warning("oplog recovered", path=str(path), truncated_bytes=len(data), reason=problem)
-                self._recover()
+                self._recover(start_at=first)
                 return
             raise OplogCorruptedError(problem, path=str(path), offset=0)
-        index = SegmentIndex.load(index_path(self._dir, first), max_offset=len(data))
-        view = memoryview(data)
-        start_op, start_offset = index.start_for(2**64) or (first, HEADER.size)
-        end, last, last_entry = self._scan_segment(view, path, start_offset, start_op, first, index)
-        if end < len(data):
-            log.warning("oplog recovered", path=str(path), truncated_bytes=len(data) - end, at_offset=end)
-            with open(path, "r+b") as handle:
-                handle.truncate(end)
-                os.fsync(handle.fileno())
-            index = SegmentIndex.load(index_path(self._dir, first), max_offset=end)
+        scan = scan_segment(data, first, newest=True)
+        if scan.problem is not None and scan.problem.damage:
+            raise OplogCorruptedError(scan.problem.reason, path=str(path), offset=scan.problem.offset)
+        if scan.end < len(data):
+            log.warning("oplog recovered", path=str(path), truncated_bytes=len(data) - scan.end, at_offset=scan.end)
+            fd = osio.open_file(path, os.O_WRONLY)
+            try:
+                osio.truncate(fd, scan.end)
+                osio.fsync(fd)
+            finally:
+                osio.close(fd)
+        # The index is a hint; the newest one is made anew from the frames whenever it differs.
+        index = SegmentIndex.of(index_path(self._dir, first), scan.index)
+        try:
+            current = index.path.read_bytes()
+        except FileNotFoundError:
+            current = b""
+        if current != index.encoded():
             index.rewrite()
-        self._write_fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._write_fd = osio.open_file(path, os.O_WRONLY | os.O_APPEND)
+        self._index_fd = osio.open_file(index.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self._active = first
-        self._active_size = end
+        self._active_size = scan.end
         self._active_index = index
         self._indexes[first] = index
-        self._last_op_id = last
-        self._tail_segment, self._tail_offset = first, end
-        previous = last_entry.cluster_time if last_entry is not None else self._previous_cluster_time(first)
+        self._last_op_id = scan.last_op_id
+        self._tail_segment, self._tail_offset = first, scan.end
+        if scan.last_offset:
+            frame = frame_at(memoryview(data), scan.last_offset, 0, scan.last_op_id)
+            assert frame is not None
+            previous = self._decode(frame.payload, path, frame.offset, frame.op_id).cluster_time
+        else:
+            previous = self._previous_cluster_time(first)
         self._clock = Clock(previous)
 
-    def _scan_segment(
-        self, view: memoryview, path: Path, offset: int, op_id: int, first: int, index: SegmentIndex
-    ) -> tuple[int, int, OplogEntry | None]:
-        """Walk frames from a known-good point; return (end of good data, last op_id, last entry)."""
-        position, expected = offset, op_id
-        last_entry: OplogEntry | None = None
-        while True:
-            try:
-                frame = frame_at(view, position, 0, expected)
-            except BadFrame as bad:
-                if valid_frame_after(view, bad.offset) is not None:
-                    log.error("oplog corrupt", path=str(path), offset=bad.offset, reason=bad.reason)
-                    raise OplogCorruptedError(bad.reason, path=str(path), offset=bad.offset) from None
-                frame = None
-            if frame is None:
-                if position < len(view) and valid_frame_after(view, position) is not None:
-                    raise OplogCorruptedError("frame runs past the end of data", path=str(path), offset=position)
-                return position, expected - 1, last_entry
-            last_entry = self._decode(frame.payload, path, frame.offset, frame.op_id)
-            position, expected = frame.end, expected + 1
+    def _remove_temporaries(self) -> None:
+        """Delete what a crash left half made: a segment being started, an index being rewritten."""
+        for name in os.listdir(self._dir):
+            if name.startswith(".") and name.endswith(TEMPORARY_SUFFIX):
+                osio.unlink(self._dir / name, missing_ok=True)
 
     def _previous_cluster_time(self, first: int) -> ClusterTime:
         """The cluster time of the entry before segment ``first`` (its predecessor's last)."""
@@ -458,14 +488,24 @@ class FileOplog(Oplog):
         return entries[0].cluster_time if entries else ClusterTime(0, 0)
 
     def _start_segment(self, first: int) -> None:
+        """Make a new segment with its header, whole: written under a temporary name, synced, renamed."""
         path = segment_path(self._dir, first)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        os.write(fd, encode_header(self._id_bytes, first))
-        os.fsync(fd)
-        _fsync_directory(self._dir)
+        temporary = temporary_path(path)
+        fd = osio.open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        try:
+            osio.write_all(fd, encode_header(self._id_bytes, first))
+            osio.fsync(fd)
+            osio.replace(temporary, path)
+            osio.fsync_directory(self._dir)
+            index_fd = osio.open_file(index_path(self._dir, first), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        except BaseException:
+            osio.close(fd)
+            raise
         if self._write_fd is not None:
-            os.close(self._write_fd)
-        self._write_fd = fd
+            osio.close(self._write_fd)
+        if self._index_fd is not None:
+            osio.close(self._index_fd)
+        self._write_fd, self._index_fd = fd, index_fd
         self._active = first
         self._active_size = HEADER.size
         self._active_index = SegmentIndex(index_path(self._dir, first))
@@ -485,19 +525,19 @@ class FileOplog(Oplog):
                 index_bytes.append(index.add(first + offset, position))
             position += len(frame)
         assert self._write_fd is not None
-        _write_all(self._write_fd, b"".join(frames))
+        assert self._index_fd is not None
+        osio.write_all(self._write_fd, b"".join(frames))
         self._active_size = position
         self._tail_offset = position
-        if index_bytes:
-            with open(index.path, "ab") as handle:
-                handle.write(b"".join(index_bytes))
+        if index_bytes:  # after the frames: a record never points past what was written
+            osio.write_all(self._index_fd, b"".join(index_bytes))
         self._after_write()
 
     def _after_write(self) -> None:
+        self._dirty = True
         if self._durability == "fsync":
             self._fsync()
         elif self._durability == "group":
-            self._dirty = True
             if self._flusher is None:
                 self._flusher = threading.Thread(target=self._flush_loop, name="rxcs-oplog-flush", daemon=True)
                 self._flusher.start()
@@ -514,22 +554,25 @@ class FileOplog(Oplog):
                 if not self._dirty or self._write_fd is None:
                     continue
                 self._dirty = False
-                fd = os.dup(self._write_fd)  # the writer may roll to a new segment meanwhile
+                fd = osio.dup(self._write_fd)  # the writer may roll to a new segment meanwhile
             try:
-                os.fdatasync(fd)  # outside the lock: appends go on while the disk works
+                osio.fdatasync(fd)  # outside the lock: appends go on while the disk works
                 self._fsyncs += 1
             finally:
-                os.close(fd)
+                osio.close(fd)
 
     def _fsync(self) -> None:
         assert self._write_fd is not None
-        os.fdatasync(self._write_fd)
+        osio.fdatasync(self._write_fd)
         self._dirty = False
         self._fsyncs += 1
 
     def _roll(self, first: int) -> None:
+        """Finish the segment being written, synced with its index, and start the next at ``first``."""
         if self._dirty and self._write_fd is not None:
             self._fsync()
+        if self._index_fd is not None:
+            osio.fsync(self._index_fd)  # once per segment: a finished segment's index survives a power loss
         self._start_segment(first)
         self._rolled += 1
         log.info("oplog segment started", path=str(self._dir), first_op_id=first)
@@ -575,11 +618,11 @@ class FileOplog(Oplog):
         while len(self._segments) > 1 and self._segments[1] <= before_op_id:
             first = self._segments.pop(0)
             dropped += self._segments[0] - first
-            segment_path(self._dir, first).unlink(missing_ok=True)
-            index_path(self._dir, first).unlink(missing_ok=True)
+            osio.unlink(segment_path(self._dir, first), missing_ok=True)
+            osio.unlink(index_path(self._dir, first), missing_ok=True)
             self._indexes.pop(first, None)
         if dropped:
-            _fsync_directory(self._dir)
+            osio.fsync_directory(self._dir)
             log.info("oplog trimmed", path=str(self._dir), entries=dropped, reason=reason,
                      first_op_id=self._segments[0])
         return dropped
@@ -600,56 +643,95 @@ class FileOplog(Oplog):
         return entry
 
     def _refresh_tail(self) -> None:
-        """Follow the writer (another process) to the end of the log; caller holds the lock."""
+        """Follow the writer (another process) to the end of the log; caller holds the lock.
+
+        Raises ``OplogCorruptedError`` when what follows the good frames of a
+        segment is damage rather than a frame still being written.
+        """
+        while True:
+            try:
+                self._follow_tail()
+                return
+            except FileNotFoundError:  # the segment followed was trimmed meanwhile: start again at the newest
+                self._tail_segment = None
+
+    def _follow_tail(self) -> None:
         segments = self._segments = list_segments(self._dir)
         if not segments:
             return
         if self._tail_segment is None or self._tail_segment not in segments:
             self._tail_segment = segments[-1]
-            index = SegmentIndex.load(index_path(self._dir, self._tail_segment))
-            start = index.start_for(2**64)
-            self._tail_offset = start[1] if start else HEADER.size
-            self._last_op_id = (start[0] if start else self._tail_segment) - 1
+            start_op, self._tail_offset = self._verified_start(segments[-1])
+            self._last_op_id = start_op - 1
         while True:
             first = self._tail_segment
             path = segment_path(self._dir, first)
-            try:
-                size = os.path.getsize(path)
-            except FileNotFoundError:
-                self._tail_segment = None
-                return
-            if size > self._tail_offset:
-                self._scan_tail(path, size)
+            size = os.path.getsize(path)
             following = bisect.bisect_right(segments, first)
+            if size > self._tail_offset:
+                self._scan_tail(path, size, newest=following >= len(segments))
             if following >= len(segments):
                 return
-            if os.path.getsize(path) > self._tail_offset:
-                continue  # the writer finished this segment after our scan: read the rest first
             self._tail_segment = segments[following]
             self._tail_offset = HEADER.size
             self._last_op_id = segments[following] - 1
 
-    def _scan_tail(self, path: Path, size: int) -> None:
+    def _verified_start(self, first: int) -> tuple[int, int]:
+        """The (op_id, offset) of the last indexed frame of a segment that checks out, else its first frame.
+
+        An index record whose frame does not check out (a torn or lost index
+        write, a record left from before a recovery) is dropped and logged.
+        """
+        index = self._index(first)
+        with open(segment_path(self._dir, first), "rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            for op_id, offset in index.candidates(2**64):
+                if HEADER.size <= offset < size and frame_starts_at(handle.fileno(), offset, op_id):
+                    return op_id, offset
+                index.discard(op_id)
+                log.warning("oplog index record ignored", path=str(index.path), op_id=op_id, offset=offset)
+        return first, HEADER.size
+
+    def _scan_tail(self, path: Path, size: int, *, newest: bool) -> None:
+        """Count the whole frames from the tail offset to ``size``; stop at a torn tail, raise on damage."""
         with open(path, "rb", buffering=0) as handle:
-            position = self._tail_offset
-            while position < size:
-                data = os.pread(handle.fileno(), min(READ_CHUNK, size - position), position)
-                self._bytes_read += len(data)
-                view = memoryview(data)
-                cursor = 0
-                while True:
-                    try:
-                        frame = frame_at(view, cursor, position, self._last_op_id + 1)
-                    except BadFrame:
-                        frame = None  # being written, or damage: cursors report damage, the tail waits
-                    if frame is None:
-                        break
-                    cursor = frame.end - position
-                    self._last_op_id = frame.op_id
-                if cursor == 0:
+            position, data, base = self._tail_offset, b"", self._tail_offset
+            while True:
+                held = len(data) - (position - base)
+                try:
+                    frame = frame_at(memoryview(data), position - base, base, self._last_op_id + 1)
+                except BadFrame as bad:
+                    self._tail_problem(handle.fileno(), path, position, size, bad.reason, newest=newest)
                     break
-                position += cursor
-            self._tail_offset = position
+                if frame is not None:
+                    position = self._tail_offset = frame.end  # kept beside last_op_id, whatever is raised next
+                    self._last_op_id = frame.op_id
+                    continue
+                if position + held < size:  # more is written than held: read on, the whole frame at least
+                    need = READ_CHUNK
+                    if held >= FRAME_HEADER.size:
+                        need = max(need, FRAME_HEADER.size + FRAME_HEADER.unpack_from(data, position - base)[0])
+                    data, base = os.pread(handle.fileno(), min(need, size - position), position), position
+                    self._bytes_read += len(data)
+                    continue
+                if held:
+                    self._tail_problem(
+                        handle.fileno(), path, position, size, "the segment ends inside a frame", newest=newest
+                    )
+                break
+
+    def _tail_problem(self, fd: int, path: Path, offset: int, size: int, reason: str, *, newest: bool) -> None:
+        """A bad or incomplete frame where a reader's tail stops: wait at a torn tail, raise at damage."""
+        if not newest:  # a finished segment is whole
+            raise OplogCorruptedError(reason, path=str(path), offset=offset)
+        if self._torn_tail == (str(path), offset, size):
+            return
+        rest = os.pread(fd, size - offset, offset)
+        self._bytes_read += len(rest)
+        damage = tail_damage(rest, 0, offset, self._last_op_id + 1)
+        if damage is not None:
+            raise OplogCorruptedError(f"{reason}; {damage}", path=str(path), offset=offset)
+        self._torn_tail = (str(path), offset, size)  # being written, or left by a crash: the writer's to cut
 
     def _segment_for(self, op_id: int) -> int | None:
         segments = self._segments
@@ -732,7 +814,10 @@ class FileOplog(Oplog):
         """The oplog's range, size, segments, identity and settings."""
         with self._lock:
             last, first = self.last_op_id, self.first_op_id
-            sizes = [os.path.getsize(segment_path(self._dir, s)) for s in self._segments]
+            sizes = []
+            for segment in self._segments:
+                with contextlib.suppress(FileNotFoundError):  # trimmed meanwhile
+                    sizes.append(os.path.getsize(segment_path(self._dir, segment)))
             return FileOplogInfo(
                 path=str(self._dir), oplog_id=str(self._oplog_id), first_op_id=first, last_op_id=last,
                 entries=max(0, last - first + 1), bytes=sum(sizes), segments=len(sizes),
@@ -741,58 +826,102 @@ class FileOplog(Oplog):
             )
 
     def verify(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Check every frame of every segment; return the number of entries checked.
+        """Check every frame, entry and index record of every segment; return the number of entries checked.
 
         Raises ``OplogCorruptedError`` naming the file and byte offset of the
-        first bad frame. ``progress(done_bytes, total_bytes)`` is called as it goes.
+        first problem: a bad frame or segment header, an entry that does not
+        decode, an index record that points at no frame of its op_id, a gap
+        between segments. A torn tail, or a newest segment being started, is
+        logged, not raised: a writer cuts or finishes it. Safe beside a live
+        writer. ``progress(done_bytes, total_bytes)`` is called as it goes.
+        """
+        self._check_open()
+        return verify_directory(self._dir, self._id_bytes, progress)
+
+    def repair(self, *, dry_run: bool = False, truncate_at_damage: bool = False) -> RepairPlan:
+        """Rebuild indexes from segments and cut a torn tail; return what it did (or, ``dry_run``, would do).
+
+        Takes the writer lock (``OplogLockedError`` beside a live writer) and
+        releases it when done. It fixes what loses no entry: damaged, stale or
+        missing indexes, a torn tail, a newest segment whose header was never
+        written, files half made by a crash. A bad frame with good frames after
+        it (or a whole last frame that fails its checks) in the newest segment
+        is cut, dropping the op_ids listed in the plan, only with
+        ``truncate_at_damage``; damage in an older segment and gaps are never
+        cut. When it will not repair something, the plan's ``refusal`` says
+        what and where, and nothing is changed.
         """
         with self._lock:
-            segments = list_segments(self._dir)
-        sizes = {first: os.path.getsize(segment_path(self._dir, first)) for first in segments}
-        total, done, checked = sum(sizes.values()), 0, 0
-        for position, first in enumerate(segments):
-            path = segment_path(self._dir, first)
-            data = path.read_bytes()
-            problem = check_header(data, self._id_bytes, first)
-            if problem is not None:
-                raise OplogCorruptedError(problem, path=str(path), offset=0)
-            view = memoryview(data)
-            offset, expected = HEADER.size, first
-            while offset < len(data):
-                try:
-                    frame = frame_at(view, offset, 0, expected)
-                except BadFrame as bad:
-                    raise OplogCorruptedError(bad.reason, path=str(path), offset=bad.offset) from None
-                if frame is None:
-                    if position == len(segments) - 1:
-                        break  # an append in progress
-                    raise OplogCorruptedError("segment ends inside a frame", path=str(path), offset=offset)
-                self._decode(frame.payload, path, frame.offset, frame.op_id)
-                offset, expected, checked = frame.end, expected + 1, checked + 1
-            if position + 1 < len(segments) and expected != segments[position + 1]:
-                raise OplogCorruptedError(
-                    f"segment ends at op_id {expected - 1} but the next starts at {segments[position + 1]}",
-                    path=str(path), offset=len(data),
-                )
-            done += sizes[first]
-            if progress is not None:
-                progress(done, total)
-        return checked
+            self._check_open()
+            if self._write_fd is not None:
+                raise RxcsError(f"{self._dir}: repair an oplog before writing to it, not while")
+            if self._readonly:
+                raise RxcsError(f"{self._dir}: opened readonly; repair is refused")
+            self._take_lock(record_pid=not dry_run)  # a dry run changes no file, not even the lock's
+            try:
+                plan = plan_repair(self._dir, self._id_bytes, truncate_at_damage=truncate_at_damage)
+                if not dry_run and plan.refusal is None:
+                    for step in plan.steps:
+                        self._apply(step)
+                    if plan.steps:
+                        osio.fsync_directory(self._dir)
+                        log.info("oplog repaired", path=str(self._dir), steps=len(plan.steps))
+            finally:
+                self._stop_writing()
+                self._indexes.clear()  # what was read before may be gone
+                self._tail_segment = None
+                self._torn_tail = None
+            return plan
+
+    def _apply(self, step: RepairStep) -> None:
+        if step.action == "remove":
+            osio.unlink(step.path, missing_ok=True)
+        elif step.action == "rebuild":
+            SegmentIndex.of(step.path, index_file_records(step.data)).rewrite(durable=True)
+        else:
+            fd = osio.open_file(step.path, os.O_WRONLY)
+            try:
+                osio.truncate(fd, step.offset)
+                osio.fsync(fd)
+            finally:
+                osio.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _read_meta(meta: Path) -> uuid.UUID:
+    """The oplog's identity from its metadata; ``OplogCorruptedError`` with the byte where it goes wrong.
 
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+    ``oplog_id_crc32`` guards the identity against a flipped character; metadata
+    written before it existed has none and is read as it is.
+    """
+    raw = meta.read_bytes()
+    where = 0
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        document = json.loads(raw.decode())
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise _MetaError("not an rxcs oplog", 0)
+        if document.get("version") != FORMAT_VERSION:
+            raise _MetaError(f"format version {document.get('version')}, this rxcs reads {FORMAT_VERSION}", 0)
+        identity = document.get("oplog_id")
+        if not isinstance(identity, str):
+            raise _MetaError("no oplog_id", 0)
+        where = max(0, raw.find(identity.encode()))
+        check = document.get("oplog_id_crc32")
+        if check is not None and check != zlib.crc32(identity.encode()):
+            raise _MetaError(f"oplog_id {identity} fails its checksum", where)
+        return uuid.UUID(identity)
+    except UnicodeDecodeError as exc:
+        problem, offset = f"not text ({exc.reason})", exc.start
+    except json.JSONDecodeError as exc:
+        problem, offset = f"not JSON ({exc.msg})", exc.pos
+    except _MetaError as exc:
+        problem, offset = exc.args
+    except ValueError as exc:
+        problem, offset = f"oplog_id is not a UUID ({exc})", where
+    raise OplogCorruptedError(f"bad metadata: {problem}", path=str(meta), offset=offset)
+
+
+class _MetaError(Exception):
+    """What is wrong with oplog.meta, and the byte where."""
 
 
 @final
@@ -816,7 +945,13 @@ class _FileCursor(OplogCursor):
             self._handle = None
 
     def _place(self) -> bool:
-        """Open the segment holding position + 1 at the right offset; False when it is not written yet."""
+        """Open the segment holding position + 1 at the right offset; False when it is not written yet.
+
+        A seek starts at the closest index record whose frame checks out (the
+        index is a hint) and walks frame headers from there to the target,
+        decoding nothing; anything odd on the way sends it back to walk whole,
+        checked frames, which names damage exactly.
+        """
         oplog = self._oplog
         target = self.position + 1
         with oplog._lock:
@@ -830,7 +965,8 @@ class _FileCursor(OplogCursor):
                         f"op_id {target} was trimmed; the oldest retained is {segments[0]}"
                     )
                 return False
-            start = oplog._index(first).start_for(target) or (first, HEADER.size)
+            index = oplog._index(first)
+            candidates = list(itertools.islice(index.candidates(target), _SEEK_CANDIDATES))
         path = segment_path(oplog._dir, first)
         try:
             handle = os.open(path, os.O_RDONLY)
@@ -838,23 +974,118 @@ class _FileCursor(OplogCursor):
             raise ChangeStreamHistoryLost(f"op_id {target} was trimmed while being read") from None
         self.close()
         self._handle, self._segment = handle, first
-        self._offset, self._data, self._buffer_base = start[1], b"", start[1]
-        self._buffer = memoryview(self._data)
-        # Walk frame headers from the indexed point to the target: nothing is decoded.
+        problem = check_header(os.pread(handle, HEADER.size, 0), oplog._id_bytes, first)
+        if problem is not None:
+            if os.fstat(handle).st_size < HEADER.size and not self._segment_finished():
+                return False  # a segment being started
+            raise OplogCorruptedError(problem, path=str(path), offset=0)
+        start = (first, HEADER.size)
+        size = os.fstat(handle).st_size
+        for op_id, offset in candidates:
+            self._move_to(offset)
+            if HEADER.size <= offset < size and self._frame_checks(op_id):
+                start = (op_id, offset)
+                break
+            with oplog._lock:
+                index.discard(op_id)
+            log.warning("oplog index record ignored", path=str(index.path), op_id=op_id, offset=offset)
+        self._move_to(start[1])
+        # Walk frame headers from the starting point to the target: nothing is decoded.
         skip_to = start[0]
-        while skip_to < target:
+        while True:
             position = self._offset - self._buffer_base
-            if len(self._buffer) - position < FRAME_HEADER.size and not self._fill():
-                return False
-            length, _, op_id = FRAME_HEADER.unpack_from(self._buffer, self._offset - self._buffer_base)
-            if op_id != skip_to:
-                raise OplogCorruptedError(
-                    f"frame holds op_id {op_id}, expected {skip_to}", path=str(path), offset=self._offset
-                )
+            while len(self._buffer) - position < FRAME_HEADER.size:
+                if not self._fill():
+                    finished = self._segment_finished()
+                    if self._fill():  # it grew before it was finished: walk on
+                        position = self._offset - self._buffer_base
+                        continue
+                    if os.fstat(handle).st_size != self._offset:
+                        return self._place_checked(start, target)  # a partial header, or past the end
+                    if not finished:
+                        return skip_to == target and self._placed_here()  # the target is not written yet
+                    self._end_of_finished_segment(skip_to)
+                    return self._place()  # the target lies in a segment started since we looked
+                position = self._offset - self._buffer_base
+            length, _, op_id = FRAME_HEADER.unpack_from(self._buffer, position)
+            if op_id != skip_to or not 0 < length <= FRAME_LIMIT:
+                return self._place_checked(start, target)
+            if skip_to == target:  # the target's header is where the walk says: placed
+                return self._placed_here()
             self._offset += FRAME_HEADER.size + length
             skip_to += 1
+
+    def _placed_here(self) -> bool:
         self._placed = True
         return True
+
+    def _place_checked(self, start: tuple[int, int], target: int) -> bool:
+        """Walk whole, checked frames from ``start`` to the target: a torn tail waits, damage raises."""
+        after = self.position
+        self._move_to(start[1])
+        self.position = start[0] - 1
+        try:
+            while self.position < target - 1:
+                frame, finished = self._next_frame(), False
+                if frame is None:
+                    finished = self._segment_finished()
+                    frame = self._next_frame()  # it may have grown before it was finished
+                if frame is None:
+                    if not finished:
+                        return False
+                    self._end_of_finished_segment(self.position + 1)
+                    self.position = after
+                    return self._place()  # the target lies in a segment started since we looked
+                self.position = frame.op_id
+            self._placed = True
+            return True
+        finally:
+            self.position = after  # placed or not, the cursor stands after ``after``
+
+    def _move_to(self, offset: int) -> None:
+        self._offset, self._data, self._buffer_base = offset, b"", offset
+        self._buffer = memoryview(self._data)
+
+    def _frame_checks(self, op_id: int) -> bool:
+        """True when a whole, checksum-valid frame of ``op_id`` starts at the current offset."""
+        while True:
+            try:
+                frame = frame_at(self._buffer, self._offset - self._buffer_base, self._buffer_base, op_id)
+            except BadFrame:
+                return False
+            if frame is not None:
+                return True
+            if not self._fill():
+                return False
+
+    def _segment_finished(self) -> bool:
+        """True when a newer segment exists, so this one is written whole."""
+        oplog = self._oplog
+        with oplog._lock:
+            segments = oplog._segments if oplog._write_fd is not None else list_segments(oplog._dir)
+        return bool(segments) and (self._segment or 0) < segments[-1]
+
+    def _end_of_finished_segment(self, next_op_id: int) -> None:
+        """At the end of a finished segment, ``next_op_id`` must start the next one: return when it does.
+
+        Raises ``ChangeStreamHistoryLost`` when this segment was trimmed under
+        the reader (trimming deletes the oldest first, so a missing next segment
+        with this one gone is history, with this one present a gap), and
+        ``OplogCorruptedError`` for a gap.
+        """
+        oplog = self._oplog
+        with oplog._lock:
+            segments = oplog._segments if oplog._write_fd is not None else list_segments(oplog._dir)
+        following = bisect.bisect_right(segments, self._segment or 0)
+        if following < len(segments) and segments[following] == next_op_id:
+            return
+        path = segment_path(oplog._dir, self._segment or 0)
+        if not path.exists():
+            raise ChangeStreamHistoryLost(f"op_id {next_op_id} was trimmed while being read")
+        nxt = segments[following] if following < len(segments) else None
+        raise OplogCorruptedError(
+            f"segment ends at op_id {next_op_id - 1} but the next starts at {nxt}", path=str(path), offset=self._offset
+        )
 
     def read(self, limit: int, sift: Sift | None = None) -> list[OplogEntry]:
         oplog = self._oplog
@@ -921,22 +1152,24 @@ class _FileCursor(OplogCursor):
             self.position = expected - 1
             self._oplog._frames_decoded += decoded
 
-    def _next_frame(self) -> Any:
+    def _next_frame(self) -> Frame | None:
+        """The checked frame at the offset; None at the end of what is written (or at a torn tail)."""
         while True:
             position = self._offset - self._buffer_base
             try:
                 frame = frame_at(self._buffer, position, self._buffer_base, self.position + 1)
             except BadFrame as bad:
-                if self._is_tail(bad.offset):
-                    return None  # the writer is writing it now
-                raise OplogCorruptedError(
-                    bad.reason, path=str(segment_path(self._oplog._dir, self._segment or 0)), offset=bad.offset
-                ) from None
+                if self._settle(bad.offset, bad.reason):
+                    continue
+                return None
             if frame is not None:
                 self._offset = frame.end
                 return frame
-            if not self._fill():
-                return None
+            if self._fill():
+                continue
+            if len(self._buffer) > position and self._settle(self._offset, "the segment ends inside a frame"):
+                continue
+            return None
 
     def _fill(self) -> bool:
         """Read the next block from the current offset; False when nothing more is there."""
@@ -945,31 +1178,44 @@ class _FileCursor(OplogCursor):
         need = READ_CHUNK
         if len(self._buffer) - pending >= FRAME_HEADER.size:
             length = FRAME_HEADER.unpack_from(self._buffer, pending)[0]
-            need = max(need, FRAME_HEADER.size + length)
+            if length <= FRAME_LIMIT:
+                need = max(need, FRAME_HEADER.size + length)
         data = os.pread(self._handle, need, self._offset)
         self._oplog._bytes_read += len(data)
-        if len(data) <= len(self._buffer) - pending:
+        if len(data) <= max(0, len(self._buffer) - pending):
             return False
         self._data, self._buffer, self._buffer_base = data, memoryview(data), self._offset
         return True
 
-    def _is_tail(self, offset: int) -> bool:
-        """True when a bad frame is one the writer is still writing, not damage.
+    def _settle(self, offset: int, reason: str) -> bool:
+        """A bad or incomplete frame at ``offset`` (the cursor's offset): read again, then judge it.
 
-        Only the newest segment grows, and a frame being written is the last
-        thing in it: with a newer segment, or a valid frame after it, it is damage.
+        True when it reads whole now (the buffer predated a write, or the
+        writer's recovery of a torn tail): the buffer holds it. False when it is
+        a frame still being written, or a torn tail a writer will cut: wait.
+        Raises ``OplogCorruptedError`` when it is damage.
         """
         oplog = self._oplog
         assert self._handle is not None
+        path = segment_path(oplog._dir, self._segment or 0)
         with oplog._lock:
-            if oplog._write_fd is not None:
-                return False  # this process is the writer: its data is whole
-            newest = list_segments(oplog._dir)
-        if not newest or self._segment != newest[-1]:
+            writing = oplog._write_fd is not None
+            in_progress = writing and self._segment == oplog._active and offset >= oplog._active_size
+        finished = self._segment_finished()
+        rest = os.pread(self._handle, max(0, os.fstat(self._handle).st_size - offset), offset)
+        oplog._bytes_read += len(rest)
+        with contextlib.suppress(BadFrame):
+            if frame_at(memoryview(rest), 0, offset, self.position + 1) is not None:
+                self._data, self._buffer, self._buffer_base = rest, memoryview(rest), offset
+                return True
+        if in_progress:
             return False
-        size = os.fstat(self._handle).st_size
-        rest = os.pread(self._handle, min(size - offset, 4 * READ_CHUNK), offset)
-        return valid_frame_after(memoryview(rest), 0) is None
+        if writing or finished:  # the writer's own data, and a finished segment, are whole
+            raise OplogCorruptedError(reason, path=str(path), offset=offset)
+        damage = tail_damage(rest, 0, offset, self.position + 1)
+        if damage is not None:
+            raise OplogCorruptedError(f"{reason}; {damage}", path=str(path), offset=offset)
+        return False
 
     def _next_segment(self) -> bool:
         """At the end of a segment: move to the next one if the writer has started it."""
@@ -985,17 +1231,8 @@ class _FileCursor(OplogCursor):
         assert self._handle is not None
         if os.fstat(self._handle).st_size > self._offset:
             # The writer finished this segment after our last read: read its rest first.
-            if self._fill():
-                return True
-            raise OplogCorruptedError(
-                "segment ends inside a frame", path=str(segment_path(oplog._dir, self._segment or 0)),
-                offset=self._offset,
-            )
+            return True
         if nxt != self.position + 1:
-            raise OplogCorruptedError(
-                f"segment ends at op_id {self.position} but the next starts at {nxt}",
-                path=str(segment_path(oplog._dir, self._segment or 0)), offset=self._offset,
-            )
+            self._end_of_finished_segment(self.position + 1)
         self._placed = False
         return self._place()
-

@@ -14,6 +14,12 @@ Beside it, ``{first_op_id:020d}.idx`` is a sparse index: (op_id, offset)
 pairs, little-endian ``QQ``, one for the first frame written at or after
 every ``INDEX_INTERVAL`` bytes, so a seek reads the index and at most that
 many bytes of frame headers. Only the writer writes either file.
+
+The segment is the truth and the index a hint: an index record is believed
+only once the frame it points at checks out (``frame_starts_at``), and the
+index of the newest segment is rebuilt from the frames whenever a writer
+opens the oplog. Files being made are written under a temporary name that
+starts with a dot (``.{name}.tmp``) and renamed into place whole.
 """
 
 from __future__ import annotations
@@ -22,23 +28,38 @@ import bisect
 import os
 import struct
 import zlib
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from rxcs.oplog import osio
 
 __all__ = [
     "FRAME_HEADER",
     "FRAME_LIMIT",
     "HEADER",
     "INDEX_INTERVAL",
+    "INDEX_RECORD",
+    "INDEX_SUFFIX",
+    "SECTOR",
+    "TEMPORARY_SUFFIX",
     "Frame",
+    "Problem",
     "SegmentIndex",
+    "SegmentScan",
     "encode_frame",
+    "frame_starts_at",
+    "index_file_records",
     "index_path",
     "scan_frames",
+    "scan_segment",
     "segment_name",
     "segment_path",
+    "tail_damage",
+    "temporary_path",
+    "valid_frame_after",
 ]
 
 MAGIC: Final = b"RXCSSEG1"
@@ -49,6 +70,8 @@ FRAME_LIMIT: Final = 64 * 1024 * 1024  # the largest payload accepted, checked b
 INDEX_INTERVAL: Final = 16 * 1024
 SEGMENT_SUFFIX: Final = ".seg"
 INDEX_SUFFIX: Final = ".idx"
+TEMPORARY_SUFFIX: Final = ".tmp"
+SECTOR: Final = 512  # the unit in which a disk writes, or fails to write, a file's data
 _OP_ID = struct.Struct("<Q")
 
 
@@ -62,6 +85,11 @@ def segment_path(directory: Path, first_op_id: int) -> Path:
 
 def index_path(directory: Path, first_op_id: int) -> Path:
     return directory / f"{first_op_id:020d}{INDEX_SUFFIX}"
+
+
+def temporary_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: a dot name no listing takes for a segment."""
+    return path.with_name(f".{path.name}{TEMPORARY_SUFFIX}")
 
 
 def list_segments(directory: Path) -> list[int]:
@@ -154,28 +182,163 @@ def scan_frames(data: memoryview, base: int, first_expected: int) -> Iterator[Fr
         expected += 1
 
 
-def valid_frame_after(data: memoryview, start: int) -> int | None:
-    """The offset in ``data`` of a checksum-valid frame after ``start``, if any (a resync scan).
+def _is_frame(view: memoryview, position: int, min_op_id: int) -> bool:
+    """True when a whole, checksum-valid frame with an op_id of at least ``min_op_id`` starts at ``position``."""
+    if len(view) - position < FRAME_HEADER.size:
+        return False
+    length, crc, op_id = FRAME_HEADER.unpack_from(view, position)
+    end = position + FRAME_HEADER.size + length
+    if not 0 < length <= FRAME_LIMIT or end > len(view) or op_id < min_op_id:
+        return False
+    return bool(zlib.crc32(view[position + 8 : end]) == crc)
 
-    Used to tell a torn tail (garbage to the end) from damage in the middle
-    (good frames after a bad one).
+
+def valid_frame_after(data: bytes, start: int, min_op_id: int) -> int | None:
+    """The offset in ``data`` of the first checksum-valid frame after ``start`` with op_id >= ``min_op_id``.
+
+    A resync scan: it tells damage (good frames after a bad one) from a torn
+    tail (nothing good after it). It searches for what every frame of these
+    op_ids holds at a fixed place, the high bytes of its op_id followed by the
+    msgpack array head of its entry, so it runs at memory speed over a whole
+    segment, and checks each candidate's checksum.
     """
-    limit = len(data) - FRAME_HEADER.size
-    for position in range(start + 1, limit + 1):
-        length = int.from_bytes(data[position : position + 4], "little")
-        if length == 0 or position + FRAME_HEADER.size + length > len(data):
-            continue
-        payload = data[position + FRAME_HEADER.size : position + FRAME_HEADER.size + length]
-        if not payload or not 0x97 <= payload[0] <= 0x9E:  # a msgpack array of 7..14 fields
-            continue
-        crc = int.from_bytes(data[position + 4 : position + 8], "little")
-        if zlib.crc32(payload, zlib.crc32(data[position + 8 : position + 16])) == crc:
-            return position
+    view = memoryview(data)
+    most = min_op_id + max(0, len(data) - start) // (FRAME_HEADER.size + 1)
+    best: int | None = None
+    for high in range(min_op_id >> 24, (most >> 24) + 1):
+        prefix = high.to_bytes(5, "little")
+        for head in range(0x97, 0x9F):  # an entry is a msgpack array of 7..14 fields
+            needle = prefix + bytes((head,))
+            found = data.find(needle, start + 12)
+            while found != -1 and (best is None or found - 11 < best):
+                if _is_frame(view, found - 11, min_op_id):
+                    best = found - 11
+                    break
+                found = data.find(needle, found + 1)
+    return best
+
+
+def tail_damage(data: bytes, position: int, base: int, expected: int) -> str | None:
+    """Why the bytes from ``position`` to the end of ``data`` are damage; None when they are a torn tail.
+
+    ``data`` runs to the end of the newest segment (its first byte at file
+    offset ``base``), and the frame at ``position``, which should hold op_id
+    ``expected``, is bad or incomplete. A crash leaves the last write cut
+    short, possibly followed by zeros or stale bytes; it never leaves good
+    frames after a bad one, nor a last frame that is whole but fails its
+    checksum, nor one whose checksum matches the bytes to the end while its
+    length says otherwise. Those are damage, and a writer must not cut them
+    off: the frames in them were acknowledged. One exception keeps a power
+    loss recoverable: a whole last frame whose bytes are zeros from a sector
+    boundary to the end is a write the disk never received.
+    """
+    following = valid_frame_after(data, position, expected)
+    if following is not None:
+        op_id = FRAME_HEADER.unpack_from(data, following)[2]
+        return f"a valid frame (op_id {op_id}) follows at byte {base + following}"
+    if len(data) - position <= FRAME_HEADER.size:
+        return None
+    length, crc, _ = FRAME_HEADER.unpack_from(data, position)
+    if zlib.crc32(memoryview(data)[position + 8 :]) == crc:
+        return "the frame runs whole to the end of the segment; its length field is damaged"
+    whole = 0 < length <= FRAME_LIMIT and position + FRAME_HEADER.size + length == len(data)
+    if whole and not _zeros_from_a_sector(data, position + FRAME_HEADER.size, base):
+        return "it is the last frame, whole, so not a torn write"
     return None
 
 
+def _zeros_from_a_sector(data: bytes, start: int, base: int) -> bool:
+    """True when ``data`` is zeros from some sector boundary at or after ``start`` to its end."""
+    last = len(data.rstrip(b"\0"))  # the bytes from ``last`` on are zeros
+    boundary = -(-(base + max(last, start)) // SECTOR) * SECTOR - base
+    return boundary < len(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """What ends a segment's good frames before its end: a torn tail, or damage."""
+
+    offset: int
+    reason: str
+    damage: bool  # False: a torn tail, which only the newest segment can have
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentScan:
+    """What a walk over every frame of a segment found."""
+
+    end: int  # where the good frames end
+    last_op_id: int  # of the last good frame; the segment's first op_id - 1 when there is none
+    last_offset: int  # where the last good frame starts; 0 when there is none
+    index: list[tuple[int, int]]  # the (op_id, offset) records a writer keeps for these frames
+    starts: array[int] | None  # every good frame's offset, when asked for
+    problem: Problem | None  # None when the good frames run to the end
+
+
+def scan_segment(data: bytes, first: int, *, newest: bool, keep_starts: bool = False) -> SegmentScan:
+    """Check every frame of a segment whose header is sound: checksum, length and op_id, in order.
+
+    Decodes nothing. In the newest segment, what follows the good frames is
+    told apart into a torn tail and damage (``tail_damage``); in any other
+    segment it is damage. Costs a CRC pass over the segment.
+    """
+    view = memoryview(data)
+    size = len(view)
+    position, expected, last_offset = HEADER.size, first, 0
+    index: list[tuple[int, int]] = []
+    starts = array("Q") if keep_starts else None
+    unpack, crc32, header_size = FRAME_HEADER.unpack_from, zlib.crc32, FRAME_HEADER.size
+    while size - position >= header_size:
+        length, crc, op_id = unpack(view, position)
+        end = position + header_size + length
+        if op_id != expected or not 0 < length <= FRAME_LIMIT or end > size or crc32(view[position + 8 : end]) != crc:
+            break
+        if not index or position - index[-1][1] >= INDEX_INTERVAL:
+            index.append((op_id, position))
+        if starts is not None:
+            starts.append(position)
+        last_offset, position, expected = position, end, expected + 1
+    problem = None
+    if position < size:
+        try:
+            reason = "the segment ends inside a frame" if frame_at(view, position, 0, expected) is None else ""
+        except BadFrame as bad:
+            reason = bad.reason
+        if not newest:
+            problem = Problem(position, reason, damage=True)
+        else:
+            damage = tail_damage(data, position, 0, expected)
+            problem = (
+                Problem(position, "an unfinished frame, cut off by a crash (a torn tail)", damage=False)
+                if damage is None else Problem(position, f"{reason}; {damage}", damage=True)
+            )
+    return SegmentScan(position, expected - 1, last_offset, index, starts, problem)
+
+
+def frame_starts_at(fd: int, offset: int, op_id: int) -> bool:
+    """True when a whole, checksum-valid frame of ``op_id`` starts at ``offset`` of the open file ``fd``."""
+    header = os.pread(fd, FRAME_HEADER.size, offset)
+    if len(header) < FRAME_HEADER.size:
+        return False
+    length, crc, found = FRAME_HEADER.unpack(header)
+    if found != op_id or not 0 < length <= FRAME_LIMIT:
+        return False
+    payload = os.pread(fd, length, offset + FRAME_HEADER.size)
+    return len(payload) == length and bool(zlib.crc32(payload, zlib.crc32(header[8:])) == crc)
+
+
+def index_file_records(raw: bytes) -> list[tuple[int, int]]:
+    """Every whole record of an index file, as written (a partial last record, a torn write, left out)."""
+    usable = len(raw) - len(raw) % INDEX_RECORD.size
+    return list(INDEX_RECORD.iter_unpack(raw[:usable]))
+
+
 class SegmentIndex:
-    """The sparse (op_id, offset) index of one segment, in memory and on disk."""
+    """The sparse (op_id, offset) index of one segment, in memory and on disk.
+
+    Its records are hints: readers check the frame a record points at before
+    starting there (``candidates``), and ``discard`` one that does not check out.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -184,8 +347,8 @@ class SegmentIndex:
         self._file: tuple[int, int] | None = None  # (inode, bytes read) of what was loaded
 
     @classmethod
-    def load(cls, path: Path, *, max_offset: int | None = None) -> SegmentIndex:
-        """Read an index file; records past ``max_offset`` (a torn tail) are left out."""
+    def load(cls, path: Path) -> SegmentIndex:
+        """Read an index file: its records while they rise (a partial last record, a torn write, is left out)."""
         index = cls(path)
         try:
             with path.open("rb") as file:
@@ -194,15 +357,21 @@ class SegmentIndex:
         except FileNotFoundError:
             return index
         usable = len(raw) - len(raw) % INDEX_RECORD.size
-        index._take(raw[:usable], max_offset)
+        index._take(raw[:usable])
         index._file = (inode, usable)
         return index
 
-    def _take(self, raw: bytes, max_offset: int | None) -> bool:
-        """Append records in order; False at the first that does not follow (or lies past ``max_offset``)."""
+    @classmethod
+    def of(cls, path: Path, records: list[tuple[int, int]]) -> SegmentIndex:
+        """An index holding ``records`` (not yet written to ``path``)."""
+        index = cls(path)
+        for op_id, offset in records:
+            index.add(op_id, offset)
+        return index
+
+    def _take(self, raw: bytes) -> bool:
+        """Append records in order; False at the first that does not follow."""
         for op_id, offset in INDEX_RECORD.iter_unpack(raw):
-            if max_offset is not None and offset >= max_offset:
-                return False
             if self.op_ids and (op_id <= self.op_ids[-1] or offset <= self.offsets[-1]):
                 return False
             self.op_ids.append(op_id)
@@ -225,7 +394,7 @@ class SegmentIndex:
         except FileNotFoundError:
             return SegmentIndex(self.path)
         usable = len(raw) - len(raw) % INDEX_RECORD.size
-        if not self._take(raw[:usable], None):
+        if not self._take(raw[:usable]):
             return SegmentIndex.load(self.path)
         self._file = (self._file[0], self._file[1] + usable)
         return self
@@ -237,6 +406,23 @@ class SegmentIndex:
             return None
         return self.op_ids[position], self.offsets[position]
 
+    def candidates(self, op_id: int) -> Iterator[tuple[int, int]]:
+        """The indexed (op_id, offset) pairs at or before ``op_id``, closest first: where a seek may start.
+
+        The one handed out last may be ``discard``-ed before taking the next.
+        """
+        for position in range(bisect.bisect_right(self.op_ids, op_id) - 1, -1, -1):
+            yield self.op_ids[position], self.offsets[position]
+
+    def discard(self, op_id: int) -> None:
+        """Forget the record of ``op_id``: its frame did not check out."""
+        position = bisect.bisect_left(self.op_ids, op_id)
+        if position < len(self.op_ids) and self.op_ids[position] == op_id:
+            del self.op_ids[position], self.offsets[position]
+
+    def records(self) -> list[tuple[int, int]]:
+        return list(zip(self.op_ids, self.offsets, strict=True))
+
     def add(self, op_id: int, offset: int) -> bytes:
         """Record a pair; return its bytes to append to the file."""
         self.op_ids.append(op_id)
@@ -247,9 +433,24 @@ class SegmentIndex:
     def last_offset(self) -> int:
         return self.offsets[-1] if self.offsets else 0
 
-    def rewrite(self) -> None:
-        """Write the whole index anew (after a recovery truncated the segment)."""
-        data = b"".join(INDEX_RECORD.pack(o, f) for o, f in zip(self.op_ids, self.offsets, strict=True))
-        temporary = self.path.with_suffix(".idx.tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, self.path)
+    def encoded(self) -> bytes:
+        """The index file's bytes for these records."""
+        return b"".join(INDEX_RECORD.pack(o, f) for o, f in zip(self.op_ids, self.offsets, strict=True))
+
+    def rewrite(self, *, durable: bool = False) -> None:
+        """Write the whole index anew, under a temporary name renamed into place.
+
+        ``durable`` syncs the file and its directory entry; a writer's
+        recovery does without, since it rebuilds the newest index each time.
+        """
+        temporary = temporary_path(self.path)
+        fd = osio.open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            osio.write_all(fd, self.encoded())
+            if durable:
+                osio.fsync(fd)
+        finally:
+            osio.close(fd)
+        osio.replace(temporary, self.path)
+        if durable:
+            osio.fsync_directory(self.path.parent)

@@ -249,6 +249,180 @@ class TestOplogCommands:
         assert "oldest retained op_id" in result.stdout
 
 
+def one_line_error(result: subprocess.CompletedProcess[str], action: str) -> str:
+    """The command's one line on stderr, checked to be one line, from that action, without a traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"rxcs oplog {action}: "), lines[0]
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def big_oplog(tmp_path: Path) -> Path:
+    """32 entries in one segment."""
+    path = tmp_path / "big"
+    with rxcs.open_oplog(path) as oplog:
+        oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "p" * 50}) for i in range(32)])
+    return path
+
+
+def segment_of(path: Path) -> Path:
+    return sorted(path.glob("*.seg"))[-1]
+
+
+def frame_starts(segment: Path) -> list[int]:
+    from rxcs.oplog.segments import HEADER, scan_frames
+
+    data = memoryview(segment.read_bytes())
+    return [frame.offset for frame in scan_frames(data[HEADER.size :], HEADER.size, int(segment.name[:20]))]
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+class TestOplogCommandsOnDamage:
+    def test_trim_while_a_writer_holds_the_oplog_exits_3(self, oplog_dir: Path) -> None:
+        """trim beside a live writer: exit status 3 and one line naming the writer's pid, no traceback."""
+        with rxcs.open_oplog(oplog_dir) as writer:
+            writer.insert("shop", "users", {"_id": 2})
+            result = run("oplog", "trim", str(oplog_dir), "--before", "2")
+        assert result.returncode == 3
+        assert f"pid {os.getpid()}" in one_line_error(result, "trim")
+
+    def test_dump_stops_at_damage_with_one_line_and_status_1(self, big_oplog: Path) -> None:
+        """dump prints the entries before a damaged frame, then one line naming the file and offset, status 1."""
+        segment = segment_of(big_oplog)
+        bad = frame_starts(segment)[10]
+        flip_byte(segment, bad + 20)
+        result = run("oplog", "dump", str(big_oplog))
+        assert result.returncode == 1
+        assert [json.loads(line)["op_id"] for line in result.stdout.splitlines()] == list(range(1, 11))
+        assert f"{segment} at byte {bad}" in one_line_error(result, "dump")
+
+    @pytest.mark.parametrize("damage", ["zeros", "garbage"])
+    def test_info_is_not_misled_by_a_damaged_index(self, big_oplog: Path, damage: str) -> None:
+        """info counts the entries there are, whatever the index holds."""
+        index = segment_of(big_oplog).with_suffix(".idx")
+        size = max(index.stat().st_size, 64)
+        index.write_bytes(bytes(size) if damage == "zeros" else os.urandom(size))
+        result = run("oplog", "info", str(big_oplog))
+        assert result.returncode == 0, result.stderr
+        info = json.loads(result.stdout)
+        assert (info["first_op_id"], info["last_op_id"], info["entries"]) == (1, 32, 32)
+
+    def test_info_on_a_damaged_last_frame_exits_1(self, big_oplog: Path) -> None:
+        """info on an oplog whose last frame is damaged says where, in one line, with status 1."""
+        segment = segment_of(big_oplog)
+        bad = frame_starts(segment)[-1]
+        flip_byte(segment, bad + 30)
+        result = run("oplog", "info", str(big_oplog))
+        assert result.returncode == 1
+        assert f"{segment} at byte {bad}" in one_line_error(result, "info")
+
+    def test_verify_names_a_damaged_index(self, big_oplog: Path) -> None:
+        """verify checks the index against the segment: a wrong record exits 1 naming the index file and offset."""
+        index = segment_of(big_oplog).with_suffix(".idx")
+        index.write_bytes(bytes(16))
+        result = run("oplog", "verify", str(big_oplog))
+        assert result.returncode == 1
+        assert f"{index} at byte 0" in one_line_error(result, "verify")
+
+    def test_trim_on_a_damaged_newest_segment_exits_1(self, big_oplog: Path) -> None:
+        """trim needs the writer, which refuses damage in the newest segment: one line naming it, status 1."""
+        segment = segment_of(big_oplog)
+        bad = frame_starts(segment)[5]
+        flip_byte(segment, bad + 40)
+        result = run("oplog", "trim", str(big_oplog), "--before", "2")
+        assert result.returncode == 1
+        assert f"{segment} at byte {bad}" in one_line_error(result, "trim")
+
+    def test_verify_passes_a_torn_tail(self, big_oplog: Path) -> None:
+        """A torn tail is what a crash leaves, not damage: verify says ok with every whole entry."""
+        with segment_of(big_oplog).open("ab") as handle:
+            handle.write(b"\x40\x00\x00\x00\x21\x00")
+        result = run("oplog", "verify", str(big_oplog))
+        assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "ok: 32", "")
+
+    def test_a_damaged_meta_file_exits_1(self, big_oplog: Path) -> None:
+        """Every oplog command on an oplog whose oplog.meta is damaged: one line naming it, status 1."""
+        meta = big_oplog / "oplog.meta"
+        meta.write_text(meta.read_text()[:-5])
+        for action in ("info", "dump", "verify"):
+            result = run("oplog", action, str(big_oplog))
+            assert result.returncode == 1
+            assert str(meta) in one_line_error(result, action)
+
+
+class TestRepair:
+    def test_dry_run_shows_what_repair_then_does(self, big_oplog: Path) -> None:
+        """--dry-run lists the torn tail and the bad index it would fix and changes nothing; repair then does it."""
+        segment = segment_of(big_oplog)
+        index = segment.with_suffix(".idx")
+        with segment.open("ab") as handle:
+            handle.write(b"\x30\x00\x00\x00torn")
+        index.write_bytes(bytes(32))
+        before = {p.name: p.read_bytes() for p in big_oplog.iterdir()}
+        dry = run("oplog", "repair", str(big_oplog), "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert {p.name: p.read_bytes() for p in big_oplog.iterdir()} == before
+        planned = dry.stdout.splitlines()
+        assert any(line.startswith("would cut 8 bytes") and segment.name in line for line in planned), planned
+        assert any(line.startswith("would rebuild") and index.name in line for line in planned), planned
+        done = run("oplog", "repair", str(big_oplog))
+        assert done.returncode == 0, done.stderr
+        assert [line.removeprefix("would ") for line in planned] == done.stdout.splitlines()[: len(planned)]
+        assert run("oplog", "verify", str(big_oplog)).stdout.strip() == "ok: 32"
+        again = run("oplog", "repair", str(big_oplog))
+        assert (again.returncode, again.stdout.strip()) == (0, "nothing to repair")
+
+    def test_repair_refuses_while_a_writer_holds_the_oplog(self, big_oplog: Path) -> None:
+        """repair takes the writer lock: beside a live writer it exits 3 with one line."""
+        with rxcs.open_oplog(big_oplog) as writer:
+            writer.insert("shop", "users", {"_id": "w"})
+            result = run("oplog", "repair", str(big_oplog))
+        assert result.returncode == 3
+        assert "another writer" in one_line_error(result, "repair")
+
+    def test_damage_in_the_middle_is_refused_unless_asked_and_then_listed(self, big_oplog: Path) -> None:
+        """A bad frame with good ones after it: repair refuses and names it; --truncate-at-damage cuts it,
+        listing the op_ids that go, and the oplog carries on from there."""
+        segment = segment_of(big_oplog)
+        bad = frame_starts(segment)[20]
+        flip_byte(segment, bad + 25)
+        before = segment.read_bytes()
+        refused = run("oplog", "repair", str(big_oplog))
+        assert refused.returncode == 1
+        line = one_line_error(refused, "repair")
+        assert f"{segment} at byte {bad}" in line
+        assert "op_ids 21..32" in line
+        assert segment.read_bytes() == before
+        cut = run("oplog", "repair", str(big_oplog), "--truncate-at-damage")
+        assert cut.returncode == 0, cut.stderr
+        assert "op_ids 21..32" in cut.stdout
+        assert run("oplog", "verify", str(big_oplog)).stdout.strip() == "ok: 20"
+        with rxcs.open_oplog(big_oplog) as oplog:
+            assert oplog.insert("shop", "users", {"_id": "next"}) == 21
+
+    def test_damage_in_an_older_segment_is_never_cut(self, tmp_path: Path) -> None:
+        """Cutting at damage in an older segment would drop every newer segment: repair refuses even when asked."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, segment_bytes=4096) as oplog:
+            for start in range(0, 200, 10):
+                oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(start, start + 10)])
+        oldest = sorted(path.glob("*.seg"))[0]
+        bad = frame_starts(oldest)[3]
+        flip_byte(oldest, bad + 18)
+        result = run("oplog", "repair", str(path), "--truncate-at-damage")
+        assert result.returncode == 1
+        line = one_line_error(result, "repair")
+        assert f"{oldest} at byte {bad}" in line
+        assert "oplog trim" in line
+
+
 class TestOplogCommandsOnRedis:
     @pytest.fixture
     def url(self, redis_server: RedisServer, tmp_path: Path) -> str:
@@ -279,6 +453,22 @@ class TestOplogCommandsOnRedis:
         assert trimmed.returncode == 0, trimmed.stderr
         with rxcs.open_oplog(url) as oplog:
             assert (oplog.first_op_id, oplog.last_op_id) == (3, 3)
+
+    def test_repair_is_for_directories(self, url: str) -> None:
+        """repair on a Redis URL is a usage error: status 2, one line."""
+        result = run("oplog", "repair", url)
+        assert result.returncode == 2
+        assert "directory" in one_line_error(result, "repair")
+
+    def test_an_unreachable_server_is_one_line_and_status_1(self) -> None:
+        """info, dump, verify and trim on a Redis nobody listens on: one line each, status 1."""
+        from redis_server import free_port
+
+        url = f"redis://127.0.0.1:{free_port()}/0?stream=gone"
+        for action in (["info"], ["dump"], ["verify"], ["trim", "--before", "3"]):
+            result = run("oplog", action[0], url, *action[1:])
+            assert result.returncode == 1, (action, result.stderr)
+            assert "127.0.0.1" in one_line_error(result, action[0])
 
     def test_verify_names_a_garbled_entry(self, url: str, redis_server: RedisServer, tmp_path: Path) -> None:
         """An entry that does not decode makes verify exit 1 naming the stream entry."""

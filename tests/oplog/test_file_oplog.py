@@ -307,3 +307,308 @@ class TestReaderIndex:
         replacement.write_bytes(INDEX_RECORD.pack(1, 100) + INDEX_RECORD.pack(5, 500))
         os.replace(replacement, path)
         assert index.refreshed().op_ids == [1, 5]
+
+
+# -- the faults of the reliability issue (#16), one class per kind -------------------------------------
+
+
+def fill_padded(path: Path, n: int, *, pad: int = 500, **options: object) -> None:
+    """n entries of about ``pad`` bytes: a segment of them holds an index record every ~30 entries."""
+    with rxcs.open_oplog(path, **options) as oplog:
+        for start in range(0, n, 50):
+            batch = range(start, min(n, start + 50))
+            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "x" * pad}) for i in batch])
+
+
+def frame_spans(segment: Path) -> list[tuple[int, int]]:
+    """(start, end) of every whole frame of a segment, in order."""
+    from rxcs.oplog.segments import HEADER, scan_frames
+
+    data = segment.read_bytes()
+    first = int(segment.name[:20])
+    return [(frame.offset, frame.end) for frame in scan_frames(memoryview(data)[HEADER.size :], HEADER.size, first)]
+
+
+def index_records(segment: Path) -> list[tuple[int, int]]:
+    from rxcs.oplog.segments import INDEX_RECORD
+
+    return list(INDEX_RECORD.iter_unpack(segment.with_suffix(".idx").read_bytes()))
+
+
+def flip(path: Path, offset: int, mask: int = 0x10) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= mask
+    path.write_bytes(bytes(data))
+
+
+def read_all(path: Path) -> list[int]:
+    with rxcs.open_oplog(path, readonly=True) as oplog:
+        return [entry.op_id for entry in oplog.read(0, 1_000_000)]
+
+
+def verify(path: Path) -> int:
+    with rxcs.open_oplog(path, readonly=True) as oplog:
+        assert isinstance(oplog, FileOplog)
+        return oplog.verify()
+
+
+class TestTornTailRecovery:
+    @pytest.mark.parametrize("filler", ["garbage", "zeros"])
+    def test_a_tear_with_bytes_after_it_is_cut_at_the_tear(self, tmp_path: Path, filler: str) -> None:
+        """A segment cut mid-frame, then filled past its last index record, recovers to the frames before the cut.
+
+        The index still holds records past the cut; none of them is believed,
+        so no torn op_id is kept and the next append follows the last whole frame.
+        """
+        path = tmp_path / "oplog"
+        fill_padded(path, 300)
+        segment = segments(path)[-1]
+        records = index_records(segment)
+        spans = frame_spans(segment)
+        cut = records[-2][1] + 700  # inside a frame, two index records before the end
+        whole = sum(1 for _, end in spans if end <= cut)
+        data = segment.read_bytes()
+        rest = random.Random(3).randbytes(len(data) - cut) if filler == "garbage" else bytes(len(data) - cut)
+        segment.write_bytes(data[:cut] + rest)
+        with rxcs.open_oplog(path) as oplog:
+            assert oplog.last_op_id == whole
+            assert oplog.insert("shop", "users", {"_id": "after"}) == whole + 1
+        assert read_all(path) == list(range(1, whole + 2))
+        assert verify(path) == whole + 1
+
+
+class TestIndexHints:
+    def test_a_garbage_record_at_the_end_of_an_index_is_not_believed(self, tmp_path: Path) -> None:
+        """A torn index write leaving a whole garbage record never becomes last_op_id, for readers or the writer."""
+        from rxcs.oplog.segments import INDEX_RECORD
+
+        path = tmp_path / "oplog"
+        fill_padded(path, 100)
+        segment = segments(path)[-1]
+        with segment.with_suffix(".idx").open("ab") as index:
+            index.write(INDEX_RECORD.pack(7093839458608414719, segment.stat().st_size - 100))
+        with rxcs.open_oplog(path, readonly=True) as reader:
+            assert reader.last_op_id == 100
+        with rxcs.open_oplog(path) as writer:
+            assert writer.last_op_id == 100
+            assert writer.insert("shop", "users", {"_id": "after"}) == 101
+        with rxcs.open_oplog(path, readonly=True) as reader:
+            assert reader.last_op_id == 101
+        assert read_all(path) == list(range(1, 102))
+
+    def test_a_zeroed_newest_index_neither_stops_the_writer_nor_misleads_readers(self, tmp_path: Path) -> None:
+        """An index of zeros (a lost write) for the segment being written: the writer opens, readers count right."""
+        path = tmp_path / "oplog"
+        fill_padded(path, 100)
+        index = segments(path)[-1].with_suffix(".idx")
+        index.write_bytes(bytes(index.stat().st_size))
+        with rxcs.open_oplog(path, readonly=True) as reader:
+            assert reader.last_op_id == 100
+            assert [e.op_id for e in reader.read(90, 5)] == [91, 92, 93, 94, 95]
+        with rxcs.open_oplog(path) as writer:
+            assert writer.insert("shop", "users", {"_id": "after"}) == 101
+        assert read_all(path) == list(range(1, 102))
+
+    def test_a_zeroed_older_index_still_seeks_exactly(self, tmp_path: Path) -> None:
+        """Readers seek to every op_id of a segment whose index is zeros, landing on the right entry."""
+        path = tmp_path / "oplog"
+        fill_padded(path, 400, segment_bytes=64 * 1024)
+        first = segments(path)[0]
+        assert len(segments(path)) > 2
+        index = first.with_suffix(".idx")
+        index.write_bytes(bytes(index.stat().st_size))
+        in_first = len(frame_spans(first))
+        with rxcs.open_oplog(path, readonly=True) as reader:
+            for after in range(in_first + 1):
+                (entry,) = reader.read(after, 1)
+                assert entry.op_id == after + 1
+        assert read_all(path) == list(range(1, 401))
+
+    @pytest.mark.parametrize("damage", ["garbage record", "zeros", "wrong offset"])
+    def test_verify_names_a_bad_index_record(self, tmp_path: Path, damage: str) -> None:
+        """verify checks every index record against its segment and names the index file and the record's offset."""
+        from rxcs.oplog.segments import INDEX_RECORD
+
+        path = tmp_path / "oplog"
+        fill_padded(path, 400, segment_bytes=64 * 1024)
+        segment = segments(path)[0]
+        index = segment.with_suffix(".idx")
+        records = index_records(segment)
+        assert len(records) >= 3
+        raw = bytearray(index.read_bytes())
+        if damage == "garbage record":
+            raw += INDEX_RECORD.pack(7093839458608414719, 40)
+            bad_at = len(records) * INDEX_RECORD.size
+        elif damage == "zeros":
+            raw[16:32] = bytes(16)
+            bad_at = 16
+        else:
+            op_id, offset = records[2]
+            raw[32:48] = INDEX_RECORD.pack(op_id, offset + 3)
+            bad_at = 32
+        index.write_bytes(bytes(raw))
+        with pytest.raises(rxcs.OplogCorruptedError) as caught:
+            verify(path)
+        assert caught.value.path == str(index)
+        assert caught.value.offset == bad_at
+        assert read_all(path) == list(range(1, 401))
+
+
+class TestFlippedFrames:
+    def test_a_flipped_length_bit_in_the_newest_segment_is_reported_everywhere(self, tmp_path: Path) -> None:
+        """A frame whose length grew past the segment's end is damage: readers, verify and the writer all say where."""
+        path = tmp_path / "oplog"
+        fill_padded(path, 300)
+        segment = segments(path)[-1]
+        start, _ = frame_spans(segment)[100]  # well before the last index record
+        flip(segment, start + 3, 0x01)  # length += 16 MiB
+        for check in (read_all, verify):
+            with pytest.raises(rxcs.OplogCorruptedError) as caught:
+                check(path)
+            assert (caught.value.path, caught.value.offset) == (str(segment), start)
+        with pytest.raises(rxcs.OplogCorruptedError) as caught, rxcs.open_oplog(path) as writer:
+            writer.insert("shop", "users", {"_id": "after"})
+        assert (caught.value.path, caught.value.offset) == (str(segment), start)
+
+    @pytest.mark.parametrize(("field", "at", "mask"), [
+        ("length", 0, 0x04), ("length", 3, 0x80), ("crc", 5, 0x01), ("op_id", 8, 0x01), ("payload", 40, 0x20),
+    ])
+    def test_a_flipped_bit_in_the_last_frame_is_reported_not_cut(
+        self, tmp_path: Path, field: str, at: int, mask: int
+    ) -> None:
+        """The last, acknowledged frame damaged in any field is reported, never cut off as a torn tail."""
+        path = tmp_path / "oplog"
+        fill_padded(path, 60)
+        segment = segments(path)[-1]
+        start, _ = frame_spans(segment)[-1]
+        flip(segment, start + at, mask)
+        damaged = segment.read_bytes()
+        with pytest.raises(rxcs.OplogCorruptedError) as caught:
+            read_all(path)
+        assert (caught.value.path, caught.value.offset) == (str(segment), start), field
+        with pytest.raises(rxcs.OplogCorruptedError), rxcs.open_oplog(path) as writer:
+            writer.insert("shop", "users", {"_id": "after"})
+        assert segment.read_bytes() == damaged  # nothing was cut
+
+    def test_a_flipped_payload_byte_in_a_large_frame_is_reported(self, tmp_path: Path) -> None:
+        """A bad frame over 1 MiB in the newest segment, with frames after it, stops readers with an error."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path) as oplog:
+            large = [rxcs.Change.insert("shop", "users", {"_id": i, "pad": "y" * 1_300_000}) for i in range(3)]
+            oplog.append_many(large)
+            oplog.insert("shop", "users", {"_id": "small"})
+        segment = segments(path)[-1]
+        start, end = frame_spans(segment)[0]
+        flip(segment, (start + end) // 2)
+        with pytest.raises(rxcs.OplogCorruptedError) as caught:
+            read_all(path)
+        assert (caught.value.path, caught.value.offset) == (str(segment), start)
+
+    def test_a_reader_follows_frames_larger_than_its_read_block(self, tmp_path: Path) -> None:
+        """A reader process's last_op_id moves past an entry larger than the 256 KiB it reads at a time."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path) as writer, rxcs.open_oplog(path, readonly=True) as reader:
+            writer.insert("shop", "users", {"_id": 0})
+            assert reader.last_op_id == 1
+            writer.insert("shop", "users", {"_id": 1, "pad": "z" * 400_000})
+            writer.insert("shop", "users", {"_id": 2})
+            assert reader.last_op_id == 3
+
+
+class TestShortSegments:
+    @pytest.mark.parametrize("size", [0, 10])
+    def test_an_empty_or_short_first_segment_is_recovered(self, tmp_path: Path, size: int) -> None:
+        """A crash between creating the first segment and writing its header leaves an oplog a writer reopens."""
+        path = tmp_path / "oplog"
+        rxcs.open_oplog(path).close()
+        (path / "00000000000000000001.seg").write_bytes(b"RXCSSEG1\x00\x00"[:size])
+        assert read_all(path) == []
+        with rxcs.open_oplog(path) as oplog:
+            assert oplog.insert("shop", "users", {"_id": 1}) == 1
+        assert read_all(path) == [1]
+        assert verify(path) == 1
+
+    def test_verify_takes_a_short_newest_segment_for_one_being_started(self, tmp_path: Path) -> None:
+        """A newest segment without its whole header is one a writer is starting: verify does not call it damage."""
+        path = tmp_path / "oplog"
+        fill_padded(path, 20)
+        (path / "00000000000000000021.seg").write_bytes(b"RXCS")
+        assert verify(path) == 20
+
+
+class TestTrimmingUnderReaders:
+    def test_a_reader_whose_next_segment_was_trimmed_gets_history_lost(self, tmp_path: Path) -> None:
+        """A cursor at the end of a segment that is trimmed away with the next one raises ChangeStreamHistoryLost."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, segment_bytes=4096) as writer:
+            for start in range(0, 200, 10):
+                writer.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(start, start + 10)])
+            firsts = [int(p.name[:20]) for p in segments(path)]
+            assert len(firsts) >= 4
+            with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(0) as cursor:
+                assert [e.op_id for e in cursor.read(firsts[1] - 1)] == list(range(1, firsts[1]))
+                writer.trim(before_op_id=firsts[3])
+                with pytest.raises(rxcs.ChangeStreamHistoryLost):
+                    cursor.read(100)
+
+    def test_cursors_under_hard_trimming_see_entries_or_history_lost(self, tmp_path: Path) -> None:
+        """Reader threads seeking anywhere and reading to the end while a writer process trims hard get
+        entries or ChangeStreamHistoryLost, never OplogCorruptedError or a raw FileNotFoundError."""
+        path = tmp_path / "oplog"
+        fill(path, 10)
+        script = QUIET + textwrap.dedent(
+            """
+            import sys, time, rxcs
+            with rxcs.open_oplog(sys.argv[1], segment_bytes=4096, retain_entries=40, durability="none") as oplog:
+                deadline = time.monotonic() + float(sys.argv[2])
+                n = 0
+                while time.monotonic() < deadline:
+                    oplog.append_many([rxcs.Change.insert("s", "u", {"_id": n + i}) for i in range(5)])
+                    n += 5
+            """
+        )
+        writer = subprocess.Popen([sys.executable, "-c", script, str(path), "2.5"])
+        failures: list[str] = []
+        reads = [0, 0]  # entries read, history lost
+
+        def read_hard(reader: rxcs.Oplog, seed: int) -> None:
+            rng = random.Random(seed)
+            while writer.poll() is None:
+                try:
+                    if rng.random() < 0.1:
+                        assert isinstance(reader, FileOplog)
+                        reader.info()
+                    after = max(0, reader.last_op_id - rng.randrange(0, 120))
+                    with reader.cursor(after) as cursor:
+                        while batch := cursor.read(7):
+                            assert [e.op_id for e in batch] == list(range(after + 1, after + 1 + len(batch)))
+                            after += len(batch)
+                    reads[0] += 1
+                except rxcs.ChangeStreamHistoryLost:
+                    reads[1] += 1
+                except Exception as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+
+        with rxcs.open_oplog(path, readonly=True) as reader:
+            threads = [threading.Thread(target=read_hard, args=(reader, seed)) for seed in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert writer.wait() == 0
+        assert reads[0] > 50
+        assert failures == []
+
+    def test_a_missing_middle_segment_is_a_reported_gap(self, tmp_path: Path) -> None:
+        """A segment deleted by hand from the middle is damage: readers and verify name the segment before the gap."""
+        path = tmp_path / "oplog"
+        fill(path, 0)
+        with rxcs.open_oplog(path, segment_bytes=4096) as writer:
+            for start in range(0, 200, 10):
+                writer.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(start, start + 10)])
+        before, gone = segments(path)[:2]
+        gone.unlink()
+        for check in (read_all, verify):
+            with pytest.raises(rxcs.OplogCorruptedError) as caught:
+                check(path)
+            assert caught.value.path == str(before)
