@@ -61,6 +61,8 @@ class OplogCursor(abc.ABC):
 
     ``position`` is the op_id of the last entry read past (or the start).
     A cursor whose next entry was trimmed away raises ``ChangeStreamHistoryLost``.
+    An entry that cannot be read (damage) raises after the entries before
+    it: a read may return those and leave the error to the next read.
     """
 
     position: int
@@ -151,9 +153,19 @@ class Oplog(abc.ABC):
         """
 
     def read(self, after: int, limit: int) -> list[OplogEntry]:
-        """Return up to ``limit`` entries with op_id greater than ``after``."""
+        """Return up to ``limit`` entries with op_id greater than ``after``.
+
+        Fewer come back only at the end of the log: an entry that cannot be
+        read raises, even when the entries before it were read.
+        """
         with self.cursor(after) as cursor:
-            return cursor.read(limit)
+            entries = cursor.read(limit)
+            while entries and len(entries) < limit:  # a short batch: the end, or a cursor that stopped at damage
+                more = cursor.read(limit - len(entries))
+                if not more:
+                    break
+                entries.extend(more)
+            return entries
 
     @abc.abstractmethod
     def wait(self, after: int, timeout: float | None) -> bool:

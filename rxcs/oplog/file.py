@@ -938,6 +938,7 @@ class _FileCursor(OplogCursor):
         self._buffer = memoryview(self._data)
         self._buffer_base = 0
         self._placed = False
+        self._damage: RxcsError | None = None  # met after the entries a read returned: the next read raises it
 
     def close(self) -> None:
         if self._handle is not None:
@@ -1092,21 +1093,28 @@ class _FileCursor(OplogCursor):
         oplog._check_open()
         if not self._placed and not self._place():
             return []
+        if self._damage is not None:
+            raise self._damage
         entries: list[OplogEntry] = []
         stop = self.position + limit  # op_ids rise by one: the last op_id this read may pass
-        while self.position < stop:
-            self._read_whole_frames(entries, stop, sift)
-            if self.position >= stop:
-                break
-            # The edges, one frame at a time: a frame across the buffer's end, the tail, damage.
-            frame = self._next_frame()
-            if frame is None:
-                if not self._next_segment():
+        try:
+            while self.position < stop:
+                self._read_whole_frames(entries, stop, sift)
+                if self.position >= stop:
                     break
-                continue
-            path = segment_path(oplog._dir, self._segment or 0)
-            entries.append(oplog._decode(frame.payload, path, frame.offset, frame.op_id))
-            self.position = frame.op_id
+                # The edges, one frame at a time: a frame across the buffer's end, the tail, damage.
+                frame = self._next_frame()
+                if frame is None:
+                    if not self._next_segment():
+                        break
+                    continue
+                path = segment_path(oplog._dir, self._segment or 0)
+                entries.append(oplog._decode(frame.payload, path, frame.offset, frame.op_id))
+                self.position = frame.op_id
+        except (OplogCorruptedError, ChangeStreamHistoryLost) as exc:
+            if not entries:
+                raise
+            self._damage = exc  # the entries before it first; the next read raises it
         return entries
 
     def _read_whole_frames(self, entries: list[OplogEntry], stop: int, sift: Sift | None) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from rxcs.limits import MAX_ENTRY_BYTES
 from rxcs.oplog import osio
 
 __all__ = [
@@ -66,7 +67,7 @@ MAGIC: Final = b"RXCSSEG1"
 HEADER: Final = struct.Struct("<8s16sQ")
 FRAME_HEADER: Final = struct.Struct("<IIQ")
 INDEX_RECORD: Final = struct.Struct("<QQ")
-FRAME_LIMIT: Final = 64 * 1024 * 1024  # the largest payload accepted, checked before reading it
+FRAME_LIMIT: Final = MAX_ENTRY_BYTES  # the largest payload accepted, checked before reading it
 INDEX_INTERVAL: Final = 16 * 1024
 SEGMENT_SUFFIX: Final = ".seg"
 INDEX_SUFFIX: Final = ".idx"

@@ -612,3 +612,34 @@ class TestTrimmingUnderReaders:
             with pytest.raises(rxcs.OplogCorruptedError) as caught:
                 check(path)
             assert caught.value.path == str(before)
+
+
+class TestDamageAfterGoodEntries:
+    def test_a_cursor_returns_the_entries_before_damage_then_raises(self, tmp_path: Path) -> None:
+        """A read that meets a bad frame returns the good entries before it; the next read raises, naming it."""
+        path = tmp_path / "oplog"
+        fill_padded(path, 40, pad=100)
+        segment = segments(path)[-1]
+        spans = frame_spans(segment)
+        flip(segment, spans[30][0] + 20)  # inside op_id 31's payload: good frames follow, so it is damage
+        with rxcs.open_oplog(path, readonly=True) as oplog, oplog.cursor(0) as cursor:
+            assert [entry.op_id for entry in cursor.read(100)] == list(range(1, 31))
+            with pytest.raises(rxcs.OplogCorruptedError) as caught:
+                cursor.read(100)
+            assert caught.value.path == str(segment)
+            assert caught.value.offset == spans[30][0]
+            with pytest.raises(rxcs.OplogCorruptedError):
+                oplog.read(0, 100)  # a one-shot read never passes a short batch off as the end
+
+    def test_a_stream_delivers_the_events_before_damage_then_fails(self, tmp_path: Path) -> None:
+        """iterate() hands over every event before the damaged entry, then raises OplogCorruptedError."""
+        path = tmp_path / "oplog"
+        fill_padded(path, 80, pad=100, segment_bytes=4096)
+        first = segments(path)[0]
+        assert len(segments(path)) > 1
+        flip(first, frame_spans(first)[10][0] + 20)  # op_id 11, in a finished segment
+        with rxcs.open_oplog(path, readonly=True) as oplog:
+            with rxcs.watch(oplog, start_at_operation_time=rxcs.BEGINNING).iterate() as stream:
+                assert [stream.next(timeout=10).op_id for _ in range(10)] == list(range(1, 11))
+                with pytest.raises(rxcs.OplogCorruptedError):
+                    stream.next(timeout=10)
