@@ -2,10 +2,12 @@
 
 ``dumps`` writes what ``json`` cannot: dates as ``{"$date": "...Z"}``,
 cluster times as ``{"$timestamp": {"t": .., "i": ..}}``, binary and UUIDs as
-``{"$binary": ...}``, regexes, and non-finite floats. ``loads`` reads
+``{"$binary": ...}``, decimals as ``{"$numberDecimal": "..."}``, regexes, and
+non-finite floats. A calendar date or a time of day (captured from SQL), which
+MongoDB has no type for, is written as its ISO 8601 string. ``loads`` reads
 ``$date``, ``$timestamp``, ``$binary``, ``$uuid``, ``$regularExpression``,
-``$numberLong``/``$numberInt``/``$numberDouble`` back, so filters given on
-a command line can compare against dates.
+``$numberLong``/``$numberInt``/``$numberDouble``/``$numberDecimal`` back, so
+filters given on a command line can compare against dates and decimals.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from rxcs.events import ClusterTime, Namespace
@@ -46,6 +49,10 @@ def to_extended(value: Any) -> Any:
         aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         text = aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return {"$date": text}
+    if isinstance(value, Decimal):
+        return {"$numberDecimal": str(value)}
+    if isinstance(value, (date, time)):
+        return value.isoformat()
     if isinstance(value, uuid.UUID):
         return {"$binary": {"base64": base64.b64encode(value.bytes).decode(), "subType": "04"}}
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -90,6 +97,11 @@ def _from_wrapper(document: dict[str, Any]) -> Any:
         return int(value)
     elif key == "$numberDouble" and isinstance(value, str):
         return float(value)
+    elif key == "$numberDecimal" and isinstance(value, str):
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"$numberDecimal: {value!r} is not a decimal") from None
     return document
 
 

@@ -166,7 +166,7 @@ def valid_frame_after(data: memoryview, start: int) -> int | None:
         if length == 0 or position + FRAME_HEADER.size + length > len(data):
             continue
         payload = data[position + FRAME_HEADER.size : position + FRAME_HEADER.size + length]
-        if not payload or not 0x97 <= payload[0] <= 0x9E:  # a msgpack array of 7..14 fields
+        if not payload or not 0x97 <= payload[0] <= 0x9F:  # a msgpack array of 7..15 fields
             continue
         crc = int.from_bytes(data[position + 4 : position + 8], "little")
         if zlib.crc32(payload, zlib.crc32(data[position + 8 : position + 16])) == crc:
