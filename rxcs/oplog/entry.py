@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from rxcs.errors import InvalidChangeError
 from rxcs.events import ClusterTime, Namespace, OperationType
 
-__all__ = ["Change", "OplogEntry"]
+__all__ = ["Change", "OplogEntry", "check_namespace"]
 
 Document = Mapping[str, Any]
 
@@ -245,6 +245,11 @@ class Change(NamedTuple):
             OperationType.DROP_INDEXES, db, coll,
             operation_description={"indexes": [{"name": index_name}]},
         )
+
+
+def check_namespace(db: object, coll: object) -> None:
+    """Raise ``InvalidChangeError`` naming the problem unless ``db.coll`` is a namespace a change may name."""
+    _check_ns(db, coll)
 
 
 def _check_db(db: object, what: str) -> None:
