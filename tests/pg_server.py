@@ -42,7 +42,10 @@ def find_postgres_bin() -> Path | None:
 def unavailable_reason() -> str | None:
     """Why a PostgreSQL server cannot be run here, or None when it can."""
     if find_postgres_bin() is None:
-        return "no PostgreSQL server binaries (initdb, postgres) on PATH or in /usr/lib/postgresql (apt-get install postgresql)"
+        return (
+            "no PostgreSQL server binaries (initdb, postgres) on PATH or in /usr/lib/postgresql "
+            "(apt-get install postgresql)"
+        )
     try:
         import psycopg2  # noqa: F401
     except ImportError:

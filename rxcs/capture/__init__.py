@@ -24,10 +24,10 @@ from rxcs.errors import CaptureError
 from rxcs.oplog import Oplog, open_oplog
 
 if TYPE_CHECKING:
-    from rxcs.capture.postgres import PostgresCapture
-    from rxcs.capture.sqlite import SqliteCapture
+    from rxcs.capture._postgres import PostgresCapture, SlotStatus
+    from rxcs.capture._sqlite import SqliteCapture
 
-__all__ = ["postgres", "sqlite"]
+__all__ = ["drop_postgres_slot", "postgres", "postgres_slots", "sqlite"]
 
 
 def _oplog(oplog: Oplog | str | PathLike[str]) -> tuple[Oplog, bool]:
@@ -75,10 +75,7 @@ def postgres(
             for event in rxcs.watch(rxcs.open_oplog("data/oplog", readonly=True), "shop", "orders").iterate():
                 ...
     """
-    try:
-        module = importlib.import_module("rxcs.capture.postgres")
-    except ImportError as exc:
-        raise CaptureError(f"PostgreSQL capture needs psycopg2 ({exc}); install rxcs[postgres]") from None
+    module = _postgres_module()
     target, owned = _oplog(oplog)
     capture: PostgresCapture = module.PostgresCapture(
         dsn, target, tables=tables, slot=slot, publication=publication, db=db, namespace=namespace,
@@ -111,7 +108,7 @@ def sqlite(
 
     ``run()`` blocks until ``stop()``; ``start()`` or ``with`` runs it in a thread.
     """
-    from rxcs.capture.sqlite import SqliteCapture
+    from rxcs.capture._sqlite import SqliteCapture
 
     target, owned = _oplog(oplog)
     return SqliteCapture(
@@ -120,9 +117,31 @@ def sqlite(
     )
 
 
+def postgres_slots(dsn: str, slot: str | None = None) -> list[SlotStatus]:
+    """The server's logical replication slots (or the one named): active or left behind, WAL held, lag.
+
+    A slot no capture reads keeps WAL on the server until it is dropped:
+    ``drop_postgres_slot`` drops it. ``rxcs capture status DSN`` prints these.
+    """
+    slots: list[SlotStatus] = _postgres_module().slot_status(dsn, slot)
+    return slots
+
+
+def drop_postgres_slot(dsn: str, slot: str) -> None:
+    """Drop a replication slot left behind by a capture that will not run again."""
+    _postgres_module().drop_slot(dsn, slot)
+
+
+def _postgres_module() -> Any:
+    try:
+        return importlib.import_module("rxcs.capture._postgres")
+    except ImportError as exc:
+        raise CaptureError(f"PostgreSQL capture needs psycopg2 ({exc}); install rxcs[postgres]") from None
+
+
 def __getattr__(name: str) -> Any:  # the classes, for type annotations, without importing psycopg2 eagerly
-    if name == "PostgresCapture":
-        return importlib.import_module("rxcs.capture.postgres").PostgresCapture
-    if name == "SqliteCapture":
-        return importlib.import_module("rxcs.capture.sqlite").SqliteCapture
+    if name in ("PostgresCapture", "SlotStatus", "CaptureStatistics"):
+        return getattr(_postgres_module(), name)
+    if name in ("SqliteCapture", "SqliteCaptureStatistics"):
+        return getattr(importlib.import_module("rxcs.capture._sqlite"), name)
     raise AttributeError(name)

@@ -294,8 +294,8 @@ def _array_literal(text: str, delimiter: str = ",") -> list[Any]:
                 end = position
                 while text[end] not in (delimiter, "}"):
                     end += 1
-                word = text[position:end].strip()
-                items.append(None if word.upper() == "NULL" else word)
+                word = text[position:end]  # the server quotes any element with blanks: nothing to strip
+                items.append(None if word == "NULL" else word)
                 position = end
             if text[position] == delimiter:
                 position += 1

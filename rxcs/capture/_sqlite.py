@@ -358,8 +358,10 @@ class SqliteCapture:
                 return [mapping.delete(old_key, previous, None), mapping.insert(after, None)]
             changed = {column: document[column] for column in mapping.columns if document[column] != previous[column]
                        or type(document[column]) is not type(previous[column])}
-            return [Change.update(mapping.db, mapping.coll, {"_id": key}, updated_fields=changed, full_document=document,
-                                  full_document_before_change=previous)]
+            return [Change.update(
+                mapping.db, mapping.coll, {"_id": key}, updated_fields=changed, full_document=document,
+                full_document_before_change=previous,
+            )]
         raise CaptureError(f"{self._path}: an outbox row of {table} has operation {op!r} without its row")
 
 

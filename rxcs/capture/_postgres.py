@@ -875,7 +875,9 @@ def redact_dsn(dsn: str) -> str:
     except psycopg2.ProgrammingError:
         return "<a connection string that does not parse>"
     parts.pop("password", None)
-    return " ".join(f"{key}={value}" for key, value in parts.items()) or "<defaults>"
+    first = [key for key in ("host", "port", "dbname", "user") if key in parts]
+    ordered = first + sorted(key for key in parts if key not in first)
+    return " ".join(f"{key}={parts[key]}" for key in ordered) or "<defaults>"
 
 
 def _table_name(text: str) -> tuple[str, str]:
