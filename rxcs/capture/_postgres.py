@@ -650,7 +650,7 @@ class PostgresCapture:
                     confirm = max(confirm, server)
                 if confirm and confirm != self._confirmed:
                     self._oplog.sync()  # the slot moves only past entries on disk
-                    cursor.send_feedback(write_lsn=confirm, flush_lsn=confirm, apply_lsn=confirm)
+                    cursor.send_feedback(write_lsn=confirm, flush_lsn=confirm, apply_lsn=confirm, force=True)
                     with self._lock:
                         self._confirmed = confirm
                 unconfirmed, last_confirm = False, now

@@ -387,7 +387,7 @@ class TestOneWriter:
     def test_a_second_capture_on_the_slot_is_refused_and_nothing_is_recorded_twice(
         self, database: Database, redis_url: str
     ) -> None:
-        """Two captures of one slot into one Redis oplog: the second fails naming the slot; each change is there once."""
+        """Two captures of one slot into one Redis oplog: the second fails naming the slot; each change is in once."""
         database.execute("CREATE TABLE t (id int PRIMARY KEY)")
         first_oplog, second_oplog = rxcs.open_oplog(redis_url), rxcs.open_oplog(redis_url)
         try:
@@ -428,7 +428,8 @@ class TestErrors:
     def test_a_bad_connection_string_names_the_server_without_the_password(self, pg_server: Any) -> None:
         """Nothing listens on the port: CaptureError naming host and port, never the password."""
         dsn = "host=127.0.0.1 port=1 user=rxcs password=s3cret dbname=x connect_timeout=2"
-        with pytest.raises(rxcs.CaptureError, match=r"cannot connect to host=127\.0\.0\.1 port=1 dbname=x user=rxcs:") as caught:
+        where = r"cannot connect to host=127\.0\.0\.1 port=1 dbname=x user=rxcs:"
+        with pytest.raises(rxcs.CaptureError, match=where) as caught:
             rxcs.capture.postgres(dsn, rxcs.MemoryOplog()).run()
         assert "s3cret" not in str(caught.value)
 
