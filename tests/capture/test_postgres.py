@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
@@ -465,3 +468,63 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 
 
 from redis_server import redis_server  # noqa: E402, F401 - the session's Redis server, for redis_url
+
+
+def rxcs_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rxcs", *args], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+class TestMonitoring:
+    def test_statistics_and_the_slot_of_a_running_capture(self, database: Database) -> None:
+        """A running capture counts its work; its slot is active, confirmed up to what it recorded, lag near 0."""
+        database.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        database.execute("INSERT INTO t SELECT generate_series(1, 10)")
+        oplog = rxcs.MemoryOplog()
+        with database.streaming(oplog, tables=["t"]) as capture:
+            database.execute("INSERT INTO t SELECT generate_series(11, 30)")
+            wait_for_entries(oplog, 30)
+            wait_for(lambda: capture.statistics().lag_bytes == 0, 20, "the capture to catch up")
+            statistics = capture.statistics()
+            (slot,) = rxcs.capture.postgres_slots(database.dsn, database.slot)
+        assert (statistics.phase, statistics.snapshot_rows, statistics.changes) == ("streaming", 10, 20)
+        assert statistics.transactions == 1
+        assert statistics.recorded_lsn is not None
+        assert statistics.lag_seconds == 0.0
+        assert slot.active
+        assert slot.plugin == "pgoutput"
+        assert slot.lag_seconds is not None
+        assert slot.lag_seconds < 5
+
+    def test_status_reports_a_slot_left_behind_and_drop_slot_removes_it(
+        self, database: Database, tmp_path: Path
+    ) -> None:
+        """After the capture stops, `rxcs capture status` shows its slot inactive, the WAL it holds, the oplog's
+        last recorded position, and a warning; `rxcs capture drop-slot` drops it."""
+        database.execute("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+        with rxcs.open_oplog(tmp_path / "oplog") as oplog, database.streaming(oplog, tables=["t"]):
+            database.execute("INSERT INTO t VALUES (1, 'x')")
+            wait_for_entries(oplog, 1)
+        database.execute("INSERT INTO t SELECT g, repeat('x', 1000) FROM generate_series(2, 2000) g")
+        shown = rxcs_command("capture", "status", database.dsn, "--slot", database.slot, "--oplog",
+                             str(tmp_path / "oplog"))
+        assert shown.returncode == 0, shown.stderr
+        report = json.loads(shown.stdout)
+        assert report["slot"]["active"] is False
+        assert report["slot"]["retained_bytes"] > 1_000_000
+        assert report["slot"]["lag_bytes"] > 1_000_000
+        assert report["slot"]["lag_seconds"] is None
+        assert report["recorded"]["op_id"] == 1
+        assert report["recorded"]["behind_bytes"] > 1_000_000
+        assert "committed" in report["recorded"]
+        assert any(database.slot in warning and "holds" in warning for warning in report["warnings"])
+        dropped = rxcs_command("capture", "drop-slot", database.dsn, database.slot)
+        assert dropped.returncode == 0, dropped.stderr
+        assert rxcs.capture.postgres_slots(database.dsn, database.slot) == []
+
+    def test_a_bad_command_line_exits_2_with_one_line(self, tmp_path: Path) -> None:
+        """A bad slot name is a usage error: status 2, one line naming it."""
+        result = rxcs_command("capture", "postgres", "dbname=x", "--oplog", str(tmp_path / "o"), "--slot", "Bad-Name")
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            "rxcs: error: slot 'Bad-Name': use 1-63 lower-case letters, digits and underscores"]

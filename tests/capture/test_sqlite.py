@@ -156,7 +156,7 @@ class TestSnapshotAndSchema:
     def test_existing_rows_are_recorded_once_when_the_triggers_are_installed(
         self, app: sqlite3.Connection, tmp_path: Path
     ) -> None:
-        """The first run records existing rows as inserts (with its triggers, in one transaction); a second not again."""
+        """The first run records existing rows as inserts (in one transaction with its triggers); no later run again."""
         app.executemany("INSERT INTO items (id, name) VALUES (?, ?)", [(i, f"n{i}") for i in range(1, 101)])
         oplog = rxcs.MemoryOplog()
         with running(tmp_path, oplog):
