@@ -207,8 +207,7 @@ class PostgresCapture:
     def stop(self, timeout: float | None = 30.0) -> None:
         """Ask the capture to stop and wait for it; raise the error it failed with, if it did."""
         self._stopping.set()
-        with contextlib.suppress(OSError):
-            os.write(self._wake_write, b"!")
+        self._poke()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -593,13 +592,24 @@ class PostgresCapture:
             self._recorded = position.lsn
         log.info("capture streaming", capture=self.name, slot=self._slot, after=_lsn_text(self._recorded))
         skip_to = (position.lsn, position.seq) if position is not None and not position.snapshot else (0, -1)
+        connection_fd = replication.fileno()
+        syncer = _Syncer(self._oplog, self._poke, self._confirm_interval)
+        try:
+            self._read_stream(cursor, connection_fd, syncer, skip_to)
+        finally:
+            syncer.close()
+        log.info("capture stopped", capture=self.name, recorded_lsn=_lsn_text(self._recorded))
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"!")
+
+    def _read_stream(self, cursor: Any, connection_fd: int, syncer: _Syncer, skip_to: tuple[int, int]) -> None:
+        """Read, map and append transactions until stopped; tell the slot what the syncer has made durable."""
         transaction: list[Change] | None = None
         begin: Begin | None = None
         finished: list[Change] = []
         finished_end = 0
-        unconfirmed = False
-        last_confirm = time.monotonic()
-        connection_fd = replication.fileno()
         while not self._stopping.is_set():
             message = cursor.read_message()
             if message is not None:
@@ -635,8 +645,8 @@ class PostgresCapture:
                         self._last_commit = self._last_commit_seen
                 with self._lock:
                     self._recorded = max(self._recorded or 0, finished_end)
-                finished, finished_end, unconfirmed = [], 0, True
-            now = time.monotonic()
+                finished, finished_end = [], 0
+                syncer.want(self._recorded or 0)
             idle = message is None and transaction is None
             server = cursor.wal_end or None
             with self._lock:
@@ -644,16 +654,13 @@ class PostgresCapture:
                     self._server = max(self._server or 0, server)
                 if idle:
                     self._read_to = max(self._read_to, server or 0)
-            if (unconfirmed or idle) and (now - last_confirm >= self._confirm_interval or idle):
-                confirm = self._recorded or 0
-                if idle and server:  # nothing open, nothing pending: the server has nothing before this for us
-                    confirm = max(confirm, server)
-                if confirm and confirm != self._confirmed:
-                    self._oplog.sync()  # the slot moves only past entries on disk
-                    cursor.send_feedback(write_lsn=confirm, flush_lsn=confirm, apply_lsn=confirm, force=True)
-                    with self._lock:
-                        self._confirmed = confirm
-                unconfirmed, last_confirm = False, now
+            if idle and server:  # nothing open, nothing pending: the server has nothing before this for us
+                syncer.want(max(self._recorded or 0, server))
+            durable = syncer.synced()  # the slot moves only past entries on disk
+            if durable > (self._confirmed or 0):
+                cursor.send_feedback(write_lsn=durable, flush_lsn=durable, apply_lsn=durable, force=True)
+                with self._lock:
+                    self._confirmed = durable
             if message is None:
                 ready, _, _ = select.select([connection_fd, self._wake_read], [], [], 1.0)
                 if self._wake_read in ready:
@@ -668,7 +675,6 @@ class PostgresCapture:
                 cursor.send_feedback(
                     write_lsn=self._recorded, flush_lsn=self._recorded, apply_lsn=self._recorded, force=True
                 )
-        log.info("capture stopped", capture=self.name, recorded_lsn=_lsn_text(self._recorded))
 
     def _open_stream(self) -> Any:
         return self._connect(connection_factory=psycopg2.extras.LogicalReplicationConnection)
@@ -788,6 +794,67 @@ class PostgresCapture:
         for fd in (self._wake_read, self._wake_write):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+@final
+class _Syncer:
+    """Syncs the oplog off the reading thread, at most every ``interval`` s, and says which LSN is durable.
+
+    The reader asks for an LSN once the entries up to it are appended
+    (``want``) and tells the slot only what ``synced()`` returns: an fsync
+    never stalls the stream, and the slot never passes what is on disk.
+    """
+
+    def __init__(self, oplog: Oplog, poke: Any, interval: float) -> None:
+        self._oplog = oplog
+        self._poke = poke
+        self._interval = interval
+        self._changed = threading.Condition()
+        self._wanted = 0
+        self._synced = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="rxcs-capture-sync", daemon=True)
+        self._thread.start()
+
+    def want(self, lsn: int) -> None:
+        with self._changed:
+            if lsn > self._wanted:
+                self._wanted = lsn
+                self._changed.notify()
+
+    def synced(self) -> int:
+        """The highest LSN whose entries are synced; raises what a sync failed with."""
+        with self._changed:
+            if self._error is not None:
+                raise self._error
+            return self._synced
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while self._wanted <= self._synced and not self._closed:
+                    self._changed.wait()
+                if self._closed:
+                    return
+                target = self._wanted
+            try:
+                self._oplog.sync()
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
+                with self._changed:
+                    self._error = exc
+                self._poke()
+                return
+            with self._changed:
+                self._synced = max(self._synced, target)
+                self._poke()
+                self._changed.wait(self._interval)  # one sync per interval at most: the group flusher does the rest
 
 
 # -- monitoring ---------------------------------------------------------------------------------------------
