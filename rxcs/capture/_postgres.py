@@ -62,6 +62,8 @@ _IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _SNAPSHOT_BATCH: Final = 2000
 _APPEND_AT: Final = 5000  # changes of finished transactions gathered before an append, when they come that fast
 _ADVISORY_SALT: Final = "rxcs capture slot "
+_RETRY_FIRST: Final = 0.5
+_RETRY_MAX: Final = 5.0
 
 Phase = Literal["starting", "snapshot", "streaming", "stopped", "failed"]
 
@@ -93,6 +95,17 @@ class CaptureStatistics:
 
 class _Stopped(Exception):
     """stop() was called while the capture was still taking its snapshot."""
+
+
+class _Unreachable(CaptureError):
+    """The server could not be reached (a CaptureError for callers; retried once the capture has streamed)."""
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """Whether an error means the connection is gone (retry), not that the server refused something (fail)."""
+    if isinstance(exc, (_Unreachable, psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return True
+    return type(exc) is psycopg2.DatabaseError  # libpq's own: "server closed the connection", "no COPY in progress"
 
 
 @final
@@ -167,13 +180,33 @@ class PostgresCapture:
         self._read_to = 0
         self._last_commit: datetime | None = None
         self._last_commit_seen: datetime | None = None
+        self._streamed = False
 
     # -- running ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Capture until ``stop()``: connect, check, snapshot or resume, then stream. Raises what stopped it."""
+        """Capture until ``stop()``: connect, check, snapshot or resume, then stream. Raises what stopped it.
+
+        Once it has streamed, a lost connection (a server restart, a network
+        cut) is retried with backoff until ``stop()``: each attempt resumes
+        from the oplog's own newest entry, as a restarted process would.
+        """
+        delay = _RETRY_FIRST
         try:
-            self._run()
+            while True:
+                try:
+                    self._run()
+                    break
+                except (psycopg2.DatabaseError, psycopg2.InterfaceError, _Unreachable) as exc:
+                    if not self._streamed or self._stopping.is_set() or not _lost_connection(exc):
+                        raise
+                    log.warning("capture lost its connection; reconnecting", capture=self.name,
+                                error=str(exc).strip(), retry_in=delay)
+                    self._close_connections()
+                    self._phase = "starting"
+                    if self._stopping.wait(delay):
+                        break
+                    delay = min(delay * 2, _RETRY_MAX)
         except _Stopped:
             self._phase = "stopped"
             log.info("capture stopped during its snapshot; the next run takes a new one", capture=self.name)
@@ -185,7 +218,10 @@ class PostgresCapture:
         else:
             self._phase = "stopped"
         finally:
-            self._disconnect()
+            self._close_connections()
+            for fd in (self._wake_read, self._wake_write):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             if self._close_oplog:
                 self._oplog.close()
 
@@ -243,6 +279,9 @@ class PostgresCapture:
     # -- setup -----------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._captured.clear()
+        self._keys.clear()
+        self._relations.clear()
         self._catalog = self._connect()
         self._check_server()
         self._lock_slot()
@@ -282,7 +321,7 @@ class PostgresCapture:
         try:
             connection = psycopg2.connect(**options, **extra)
         except psycopg2.OperationalError as exc:
-            raise CaptureError(f"cannot connect to {self._where}: {str(exc).strip()}") from None
+            raise _Unreachable(f"cannot connect to {self._where}: {str(exc).strip()}") from None
         if "connection_factory" not in extra:
             connection.autocommit = True
         return connection
@@ -471,7 +510,8 @@ class PostgresCapture:
         replication = self._connect(connection_factory=psycopg2.extras.LogicalReplicationConnection)
         try:
             consistent, snapshot_name = self._create_slot(replication)
-            self._take_snapshot(consistent, snapshot_name, None)
+            if self._snapshot:
+                self._take_snapshot(consistent, snapshot_name, None)
         finally:
             replication.close()
         self._stream(Position(consistent, -1, snapshot=True, last=True))
@@ -497,8 +537,9 @@ class PostgresCapture:
         self._stream(Position(consistent, -1, snapshot=True, last=True))
 
     def _create_slot(self, replication: Any) -> tuple[int, str]:
+        export = "EXPORT_SNAPSHOT" if self._snapshot else "NOEXPORT_SNAPSHOT"
         with replication.cursor() as cursor:
-            cursor.execute(f"CREATE_REPLICATION_SLOT {self._slot} LOGICAL pgoutput EXPORT_SNAPSHOT")
+            cursor.execute(f"CREATE_REPLICATION_SLOT {self._slot} LOGICAL pgoutput {export}")
             _, consistent, snapshot_name, _ = cursor.fetchone()
         log.info("capture created its slot", capture=self.name, slot=self._slot, consistent_point=consistent)
         return parse_lsn(consistent), snapshot_name
@@ -588,6 +629,7 @@ class PostgresCapture:
         cursor = replication.cursor()
         self._start_replication(cursor)
         self._phase = "streaming"
+        self._streamed = True
         if position is not None and not position.snapshot:
             self._recorded = position.lsn
         log.info("capture streaming", capture=self.name, slot=self._slot, after=_lsn_text(self._recorded))
@@ -785,15 +827,12 @@ class PostgresCapture:
             return [Change.update(mapping.db, mapping.coll, {"_id": key}, updated_fields=fields, txn=xid)]
         return [Change.replace(mapping.db, mapping.coll, {"_id": key}, mapping.document(new), txn=xid)]
 
-    def _disconnect(self) -> None:
+    def _close_connections(self) -> None:
         for connection in (self._replication, self._catalog):
             if connection is not None:
                 with contextlib.suppress(psycopg2.Error):
                     connection.close()
         self._replication = self._catalog = None
-        for fd in (self._wake_read, self._wake_write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 @final

@@ -119,6 +119,7 @@ class SqliteCapture:
         self._recorded = 0
         self._running = False
         self._skip = (0, -1)
+        self._deleted = -1  # outbox rows up to this id are deleted; the first batch deletes what the oplog holds
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -135,7 +136,6 @@ class SqliteCapture:
             self._running = True
             log.info("capture started", capture=self.name, path=str(self._path), tables=sorted(self._mappings),
                      resume_id=self._recorded)
-            self._delete_recorded()
             self._move()
         except BaseException as exc:
             if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -300,43 +300,51 @@ class SqliteCapture:
 
     # -- moving ------------------------------------------------------------------------------------------
 
-    def _delete_recorded(self) -> None:
-        """Delete the outbox rows the oplog holds (a capture killed after its append, before its delete)."""
-        connection = self._connection
-        assert connection is not None
-        connection.execute(f"DELETE FROM {OUTBOX} WHERE id <= ?", (self._recorded,))
-
     def _move(self) -> None:
-        connection = self._connection
-        assert connection is not None
+        """Move outbox rows until stopped; a database busy with the application's writes is waited for, not an error."""
         idle = 0
         while not self._stopping.is_set():
-            version = connection.execute("PRAGMA schema_version").fetchone()[0]
-            if version != self._schema_version:
-                self._install()  # a table changed: its triggers are rewritten for its columns now
-            rows = connection.execute(
-                f"SELECT id, tbl, op, old, new FROM {OUTBOX} WHERE id > ? ORDER BY id LIMIT {_BATCH}",
-                (self._recorded,),
-            ).fetchall()
-            if not rows:
-                idle = min(idle + 1, 6)
-                self._stopping.wait(self._poll * min(1.0, 0.1 * 2 ** idle))  # soon after a busy moment
+            try:
+                moved = self._move_batch()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise CaptureError(f"{self._path}: {exc}") from None
+                moved = False  # the application holds the write lock: the rows wait, nothing is lost
+            if moved:
+                idle = 0
                 continue
-            idle = 0
-            changes = []
-            skip_id, skip_seq = self._skip
-            for outbox_id, table, op, old, new in rows:
-                for seq, change in enumerate(self._changes_of(table, op, old, new)):
-                    if outbox_id == skip_id and seq <= skip_seq:
-                        continue
-                    changes.append(change.with_source({"capture": self.name, "outbox": outbox_id, "seq": seq}))
-            if changes:
-                self._oplog.append_many(changes)
-                self._oplog.sync()
-            last = rows[-1][0]
-            connection.execute(f"DELETE FROM {OUTBOX} WHERE id <= ?", (last,))
-            self._recorded = last
-            self._changes += len(changes)
+            idle = min(idle + 1, 6)
+            self._stopping.wait(self._poll * min(1.0, 0.1 * 2 ** idle))  # soon again after a busy moment
+
+    def _move_batch(self) -> bool:
+        """Delete what the oplog holds, then append the next batch of outbox rows; False when there was none."""
+        connection = self._connection
+        assert connection is not None
+        if self._deleted < self._recorded:
+            connection.execute(f"DELETE FROM {OUTBOX} WHERE id <= ?", (self._recorded,))
+            self._deleted = self._recorded
+        version = connection.execute("PRAGMA schema_version").fetchone()[0]
+        if version != self._schema_version:
+            self._install()  # a table changed: its triggers are rewritten for its columns now
+        rows = connection.execute(
+            f"SELECT id, tbl, op, old, new FROM {OUTBOX} WHERE id > ? ORDER BY id LIMIT {_BATCH}",
+            (self._recorded,),
+        ).fetchall()
+        if not rows:
+            return False
+        changes = []
+        skip_id, skip_seq = self._skip
+        for outbox_id, table, op, old, new in rows:
+            for seq, change in enumerate(self._changes_of(table, op, old, new)):
+                if outbox_id == skip_id and seq <= skip_seq:
+                    continue
+                changes.append(change.with_source({"capture": self.name, "outbox": outbox_id, "seq": seq}))
+        if changes:
+            self._oplog.append_many(changes)
+            self._oplog.sync()  # the rows are deleted only once their entries are on disk
+        self._recorded = rows[-1][0]
+        self._changes += len(changes)
+        return True
 
     def _changes_of(self, table: str, op: str, old: str | None, new: str | None) -> list[Change]:
         mapping = self._mappings.get(table)

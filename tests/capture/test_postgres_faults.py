@@ -24,7 +24,7 @@ import rxcs
 from rxcs.capture._mapping import hashable
 from rxcs.capture._pgoutput import parse_lsn
 
-from .conftest import Database, entries, replay, wait_for
+from .conftest import Database, entries, replay, wait_for, wait_for_entries
 
 FULL = os.environ.get("RXCS_FULL_FAULTS") == "1"
 
@@ -220,3 +220,39 @@ class TestKilledCapture:
             assert oplog.last_op_id == 500
 
 
+
+
+class TestLostConnection:
+    def test_a_server_killed_and_restarted_is_reconnected_to_without_loss_or_repeat(self, tmp_path: Path) -> None:
+        """The server is SIGKILLed mid-stream and restarted: the capture reconnects by itself and resumes from its
+        oplog, so rows written before, during the outage's aftermath and after are each recorded once."""
+        from pg_server import PostgresServer
+
+        server = PostgresServer(settings={"fsync": "off"})
+        server.start()
+        try:
+            server.execute("CREATE TABLE t (id int PRIMARY KEY)")
+            with rxcs.open_oplog(tmp_path / "oplog") as oplog:
+                capture = rxcs.capture.postgres(server.dsn(), oplog, tables=["t"], start_timeout=10).start()
+                wait_for(lambda: capture.statistics().phase == "streaming", 30, "the capture to stream")
+                server.execute("INSERT INTO t SELECT generate_series(1, 100)")
+                wait_for(lambda: oplog.last_op_id >= 100, 30, "the first rows")
+                server.kill()
+                server.start()
+                server.execute("INSERT INTO t SELECT generate_series(101, 200)")
+                wait_for(lambda: oplog.last_op_id >= 200, 60, "the rows written after the restart")
+                capture.stop()
+                recorded = entries(oplog)
+        finally:
+            server.stop()
+        assert [entry.document_key for entry in recorded] == [{"_id": key} for key in range(1, 201)]
+
+    def test_without_a_snapshot_the_first_run_streams_from_the_slots_creation(self, database: Database) -> None:
+        """snapshot=False: rows already there are not recorded; rows written once it streams are."""
+        database.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        oplog = rxcs.MemoryOplog()
+        with database.streaming(oplog, tables=["t"], snapshot=False) as capture:
+            database.execute("INSERT INTO t VALUES (2)")
+            recorded = wait_for_entries(oplog, 1)
+            assert capture.statistics().snapshot_rows == 0
+        assert [entry.document_key for entry in recorded] == [{"_id": 2}]
