@@ -167,24 +167,29 @@ class _Reader:
         return _POSTGRES_EPOCH + timedelta(microseconds=self.take(_I64))
 
     def tuple(self) -> Tuple:
-        count = self.take(_I16)
+        """TupleData: a column count, then per column a kind byte ('t' text, 'n' null, 'u' unchanged TOAST)."""
+        data, offset = self.data, self.offset
+        count = int.from_bytes(data[offset : offset + 2], "big", signed=True)
+        offset += 2
+        size = len(data)
         values: Tuple = []
-        data = self.data
-        for _ in range(count):
-            kind = self.byte()
-            if kind == "t":
-                length = self.take(_I32)
-                end = self.offset + length
-                if end > len(data):
+        append = values.append
+        for _ in range(count):  # the hot loop of a capture: one pass, no calls per column but the decode
+            kind = data[offset]
+            offset += 1
+            if kind == 0x74:  # 't'
+                end = offset + 4 + int.from_bytes(data[offset : offset + 4], "big")
+                if end > size:
                     raise ProtocolError("a value runs past the message")
-                values.append(data[self.offset : end].decode("utf-8"))
-                self.offset = end
-            elif kind == "n":
-                values.append(None)
-            elif kind == "u":
-                values.append(UNCHANGED)
+                append(data[offset + 4 : end].decode("utf-8"))
+                offset = end
+            elif kind == 0x6E:  # 'n'
+                append(None)
+            elif kind == 0x75:  # 'u'
+                append(UNCHANGED)
             else:
-                raise ProtocolError(f"unknown column kind {kind!r} (binary values are not requested)")
+                raise ProtocolError(f"unknown column kind {chr(kind)!r} (binary values are not requested)")
+        self.offset = offset
         return values
 
 
