@@ -24,7 +24,8 @@ from rxcs.errors import CaptureError
 from rxcs.oplog import Oplog, open_oplog
 
 if TYPE_CHECKING:
-    from rxcs.capture._postgres import PostgresCapture, SlotStatus
+    from rxcs.capture._postgres import PostgresCapture
+    from rxcs.capture._slots import SlotStatus
     from rxcs.capture._sqlite import SqliteCapture
 
 __all__ = ["drop_postgres_slot", "postgres", "postgres_slots", "sqlite"]
@@ -123,25 +124,28 @@ def postgres_slots(dsn: str, slot: str | None = None) -> list[SlotStatus]:
     A slot no capture reads keeps WAL on the server until it is dropped:
     ``drop_postgres_slot`` drops it. ``rxcs capture status DSN`` prints these.
     """
-    slots: list[SlotStatus] = _postgres_module().slot_status(dsn, slot)
+    slots: list[SlotStatus] = _postgres_module("_slots").slot_status(dsn, slot)
     return slots
 
 
 def drop_postgres_slot(dsn: str, slot: str) -> None:
     """Drop a replication slot left behind by a capture that will not run again."""
-    _postgres_module().drop_slot(dsn, slot)
+    _postgres_module("_slots").drop_slot(dsn, slot)
 
 
-def _postgres_module() -> Any:
+def _postgres_module(name: str = "_postgres") -> Any:
+    """A module of the PostgreSQL capture (they import psycopg2, an optional extra)."""
     try:
-        return importlib.import_module("rxcs.capture._postgres")
+        return importlib.import_module(f"rxcs.capture.{name}")
     except ImportError as exc:
         raise CaptureError(f"PostgreSQL capture needs psycopg2 ({exc}); install rxcs[postgres]") from None
 
 
 def __getattr__(name: str) -> Any:  # the classes, for type annotations, without importing psycopg2 eagerly
-    if name in ("PostgresCapture", "SlotStatus", "CaptureStatistics"):
+    if name in ("PostgresCapture", "CaptureStatistics"):
         return getattr(_postgres_module(), name)
+    if name == "SlotStatus":
+        return _postgres_module("_slots").SlotStatus
     if name in ("SqliteCapture", "SqliteCaptureStatistics"):
         return getattr(importlib.import_module("rxcs.capture._sqlite"), name)
     raise AttributeError(name)

@@ -47,17 +47,14 @@ from rxcs.capture._pgoutput import (
     parse_lsn,
 )
 from rxcs.capture._position import Position, newest_position, own_entries
+from rxcs.capture._slots import SESSION_OPTIONS, redact_dsn
 from rxcs.errors import CaptureError, InvalidChangeError
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
 from rxcs.oplog.entry import Change, check_namespace
 
-__all__ = ["CaptureStatistics", "PostgresCapture", "SlotStatus", "drop_slot", "slot_status"]
+__all__ = ["CaptureStatistics", "PostgresCapture"]
 
-# Every session the capture opens speaks these, so values arrive in one text form.
-_SESSION_OPTIONS: Final = (
-    "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1 -c bytea_output=hex"
-)
 _IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _SNAPSHOT_BATCH: Final = 2000
 _APPEND_AT: Final = 5000  # changes of finished transactions gathered before an append, when they come that fast
@@ -199,7 +196,9 @@ class PostgresCapture:
                     break
                 except (psycopg2.DatabaseError, psycopg2.InterfaceError, _Unreachable) as exc:
                     if not self._streamed or self._stopping.is_set() or not _lost_connection(exc):
-                        raise
+                        if isinstance(exc, CaptureError):
+                            raise
+                        raise CaptureError(f"{self._where}: {type(exc).__name__}: {str(exc).strip()}") from exc
                     log.warning("capture lost its connection; reconnecting", capture=self.name,
                                 error=str(exc).strip(), retry_in=delay)
                     self._close_connections()
@@ -315,7 +314,7 @@ class PostgresCapture:
             options = psycopg2.extensions.parse_dsn(self._dsn)
         except psycopg2.ProgrammingError as exc:
             raise CaptureError(f"{self._where}: not a connection string ({exc})") from None
-        options["options"] = (options.get("options", "") + " " + _SESSION_OPTIONS).strip()
+        options["options"] = (options.get("options", "") + " " + SESSION_OPTIONS).strip()
         options.setdefault("connect_timeout", "10")
         options.setdefault("application_name", f"rxcs capture {self._slot}")
         try:
@@ -395,9 +394,12 @@ class PostgresCapture:
             raise CaptureError(f"{self._where}: publication {self._publication!r} publishes no table")
         for schema, table in wanted:
             oid, identity = published[(schema, table)]
-            self._captured[oid] = (schema, table, identity)
-            self._keys[oid] = self._key_columns(oid, f"{schema}.{table}", identity)
-            self._check_columns(oid, f"{schema}.{table}")
+            self._capture_table(oid, schema, table, identity)
+
+    def _capture_table(self, oid: int, schema: str, table: str, identity: str) -> None:
+        self._keys[oid] = self._key_columns(oid, f"{schema}.{table}", identity)
+        self._check_columns(oid, f"{schema}.{table}")
+        self._captured[oid] = (schema, table, identity)
 
     def _create_publication(self) -> None:
         if self._tables is None:
@@ -758,8 +760,13 @@ class PostgresCapture:
         return tagged
 
     def _relation(self, relation: Relation) -> None:
+        if relation.oid not in self._captured and self._tables is None:
+            # Capturing the whole publication: a table added to it since the start is captured from now on.
+            self._capture_table(relation.oid, relation.schema, relation.name, relation.replica_identity)
+            log.info("capture added a table the publication gained", capture=self.name,
+                     table=f"{relation.schema}.{relation.name}")
         if relation.oid not in self._captured:
-            self._relations[relation.oid] = None
+            self._relations[relation.oid] = None  # a table of the publication left out with tables=
             return
         columns = [(column.name, column.type_oid) for column in relation.columns]
         self._relations[relation.oid] = self._mapping(relation.oid, columns)
@@ -896,94 +903,7 @@ class _Syncer:
                 self._changed.wait(self._interval)  # one sync per interval at most: the group flusher does the rest
 
 
-# -- monitoring ---------------------------------------------------------------------------------------------
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class SlotStatus:
-    """A logical replication slot as the server sees it, with the WAL it holds and how far behind it is."""
-
-    slot: str
-    plugin: str
-    database: str
-    active: bool
-    active_pid: int | None
-    confirmed_lsn: str | None
-    restart_lsn: str | None
-    server_lsn: str
-    retained_bytes: int
-    lag_bytes: int
-    lag_seconds: float | None
-    wal_status: str | None
-
-
-def slot_status(dsn: str, slot: str | None = None) -> list[SlotStatus]:
-    """The logical slots of the server (or the one named): active or left behind, WAL held, lag.
-
-    ``lag_seconds`` is the server's own ``flush_lag`` for an active slot
-    (0 when caught up), None for a slot nobody reads.
-    """
-    where = redact_dsn(dsn)
-    try:
-        connection = psycopg2.connect(dsn, options=_SESSION_OPTIONS)
-    except psycopg2.OperationalError as exc:
-        raise CaptureError(f"cannot connect to {where}: {str(exc).strip()}") from None
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT s.slot_name, s.plugin, s.database, s.active, s.active_pid, s.confirmed_flush_lsn::text, "
-                "s.restart_lsn::text, pg_current_wal_lsn()::text, "
-                "coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn), 0)::bigint, "
-                "coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0)::bigint, "
-                "extract(epoch FROM r.flush_lag)::float8, s.wal_status, r.pid IS NOT NULL "
-                "FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid "
-                "WHERE s.slot_type = 'logical' AND (%s::text IS NULL OR s.slot_name = %s) ORDER BY s.slot_name",
-                (slot, slot),
-            )
-            rows = cursor.fetchall()
-    finally:
-        connection.close()
-    return [
-        SlotStatus(
-            name, plugin, database, active, pid, confirmed, restart, current, max(0, int(retained)), max(0, int(lag)),
-            (flush_lag or 0.0) if active and has_sender else None, wal_status,
-        )
-        for (name, plugin, database, active, pid, confirmed, restart, current, retained, lag, flush_lag, wal_status,
-             has_sender) in rows
-    ]
-
-
-def drop_slot(dsn: str, slot: str) -> None:
-    """Drop a replication slot left behind (it holds WAL on the server until it is dropped)."""
-    where = redact_dsn(dsn)
-    try:
-        connection = psycopg2.connect(dsn)
-    except psycopg2.OperationalError as exc:
-        raise CaptureError(f"cannot connect to {where}: {str(exc).strip()}") from None
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-    except psycopg2.Error as exc:
-        raise CaptureError(f"{where}: cannot drop slot {slot!r}: {str(exc).strip()}") from None
-    finally:
-        connection.close()
-
-
 # -- helpers ----------------------------------------------------------------------------------------------------
-
-
-def redact_dsn(dsn: str) -> str:
-    """A connection string for messages: its parts without the password."""
-    try:
-        parts = psycopg2.extensions.parse_dsn(dsn)
-    except psycopg2.ProgrammingError:
-        return "<a connection string that does not parse>"
-    parts.pop("password", None)
-    first = [key for key in ("host", "port", "dbname", "user") if key in parts]
-    ordered = first + sorted(key for key in parts if key not in first)
-    return " ".join(f"{key}={parts[key]}" for key in ordered) or "<defaults>"
 
 
 def _table_name(text: str) -> tuple[str, str]:

@@ -427,7 +427,36 @@ class TestOneWriter:
                 connection.close()
 
 
+class TestPublication:
+    def test_a_table_added_to_the_publication_later_is_captured_from_then_on(self, database: Database) -> None:
+        """Capturing a whole publication: a table ALTER PUBLICATION adds while it runs is captured, not dropped."""
+        database.execute("CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY); "
+                         "CREATE PUBLICATION rxcs FOR TABLE a")
+        oplog = rxcs.MemoryOplog()
+        with database.streaming(oplog):
+            database.execute("INSERT INTO a VALUES (1)")
+            wait_for_entries(oplog, 1)
+            database.execute("ALTER PUBLICATION rxcs ADD TABLE b")
+            database.execute("INSERT INTO b VALUES (2)")
+            recorded = wait_for_entries(oplog, 2)
+        assert [(e.coll, e.document_key) for e in recorded] == [("a", {"_id": 1}), ("b", {"_id": 2})]
+
+
 class TestErrors:
+    def test_a_role_that_may_not_read_the_table_gets_an_error_naming_it(self, database: Database) -> None:
+        """REPLICATION without SELECT on the table: the snapshot fails with CaptureError saying so, not a traceback."""
+        database.execute("CREATE TABLE secret (id int PRIMARY KEY); CREATE PUBLICATION rxcs FOR TABLE secret; "
+                         f"CREATE ROLE {database.name}_r LOGIN REPLICATION")
+        dsn = database.server.dsn(database.name, user=f"{database.name}_r")
+        try:
+            with pytest.raises(rxcs.CaptureError, match="permission denied for table secret"):
+                rxcs.capture.postgres(dsn, rxcs.MemoryOplog(), slot=database.slot).run()
+        finally:
+            for (slot,) in database.execute(
+                    f"SELECT slot_name FROM pg_replication_slots WHERE slot_name = '{database.slot}'"):
+                database.execute(f"SELECT pg_drop_replication_slot('{slot}')")
+            database.execute(f"DROP ROLE {database.name}_r")
+
     def test_a_bad_connection_string_names_the_server_without_the_password(self, pg_server: Any) -> None:
         """Nothing listens on the port: CaptureError naming host and port, never the password."""
         dsn = "host=127.0.0.1 port=1 user=rxcs password=s3cret dbname=x connect_timeout=2"
