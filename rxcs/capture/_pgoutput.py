@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, final
 
+from rxcs.errors import CaptureError
+
 __all__ = [
     "UNCHANGED",
     "Begin",
@@ -33,8 +35,8 @@ __all__ = [
 _POSTGRES_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-class ProtocolError(ValueError):
-    """A replication message that does not parse as pgoutput."""
+class ProtocolError(CaptureError, ValueError):
+    """A replication message that does not parse as pgoutput, or comes where it cannot."""
 
 
 @final
