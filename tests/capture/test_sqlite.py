@@ -251,11 +251,13 @@ class TestKilledCapture:
             time.sleep(rng.uniform(0.05, 0.6))
             process.send_signal(signal.SIGKILL)
             process.wait(10)
+            offset = (tmp_path / "capture.log").stat().st_size
             process = sqlite_capture_process(tmp_path)
         writer.join()
+        wait_for(lambda: "capture started" in (tmp_path / "capture.log").read_text()[offset:], 60, "the last run")
         wait_for(lambda: outbox_rows(tmp_path) == 0, 60, "the outbox to empty")
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) in (0, -signal.SIGTERM)
+        assert process.wait(30) == 0
         with rxcs.open_oplog(tmp_path / "oplog", readonly=True) as oplog:
             recorded = entries(oplog)
         assert [entry.document_key["_id"] for entry in recorded if entry.document_key] == committed
