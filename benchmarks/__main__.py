@@ -18,7 +18,11 @@ Scenarios (``--only`` takes their names):
 - ``backpressure``: a 1,000 events/s consumer under a 50,000 events/s producer;
 - ``scaling``: catch-up rate and seek time at 10^4, 10^5, 10^6 entries;
 - ``redis``: RedisOplog appends and catch-up against redis-py doing the same;
-- ``http``: 100 SSE watchers of ``rxcs serve``: a 10,000-event burst, and latency at a steady rate.
+- ``http``: 100 SSE watchers of ``rxcs serve``: a 10,000-event burst, and latency at a steady rate;
+- ``capture``: PostgreSQL rows from commit to oplog, against the server's own
+  ``pg_logical_slot_get_binary_changes``, and commit-to-event latency at one
+  commit per ms, against a bare psycopg2 replication reader (a PostgreSQL
+  server is started; skipped without one).
 
 Redis scenarios start a redis-server on a free loopback port and are skipped,
 with a note, when there is none. ``--write-docs`` replaces the "Results"
@@ -42,6 +46,7 @@ import structlog
 from benchmarks import (
     appends,
     backpressure,
+    capture,
     catchup,
     fanout,
     http_fanout,
@@ -63,6 +68,7 @@ SCENARIOS: dict[str, Callable[[Bench, Report], None]] = {
     "scaling": scaling.run,
     "redis": redis_backend.run,
     "http": http_fanout.run,
+    "capture": capture.run,
 }
 DOCS = ROOT / "docs" / "performance.md"
 

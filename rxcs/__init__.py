@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from rxcs import operators, query
+from rxcs import capture, operators, query
 from rxcs.errors import (
     BufferOverflowError,
+    CaptureError,
     ChangeStreamHistoryLost,
     EventTooLargeError,
     InvalidChangeError,
@@ -30,6 +31,7 @@ __all__ = [
     "BEGINNING",
     "AsyncChangeStream",
     "BufferOverflowError",
+    "CaptureError",
     "Change",
     "ChangeEvent",
     "ChangeStream",
@@ -57,6 +59,7 @@ __all__ = [
     "StreamClosedError",
     "StreamStatistics",
     "UpdateDescription",
+    "capture",
     "oplog_entries",
     "open_oplog",
     "operators",

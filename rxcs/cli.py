@@ -132,7 +132,41 @@ def _build_parser() -> argparse.ArgumentParser:
         "--truncate-at-damage", action="store_true",
         help="cut the newest segment at a damaged frame, dropping the op_ids it lists (refused otherwise)",
     )
+    _capture_parser(commands)
     return parser
+
+
+def _capture_parser(commands: Any) -> None:
+    capture = commands.add_parser("capture", help="record the changes a PostgreSQL or SQLite database commits")
+    sources = capture.add_subparsers(dest="source", required=True, parser_class=_Parser)
+    oplog_help = "oplog directory (created when missing), or redis://host:port/db?stream=NAME"
+    postgres = sources.add_parser("postgres", help="logical decoding (pgoutput): snapshot, then stream")
+    postgres.add_argument("dsn", help="libpq connection string or URL (postgresql://user@host/db)")
+    postgres.add_argument("--oplog", required=True, help=oplog_help)
+    postgres.add_argument("--tables", action="append", metavar="T[,T...]",
+                          help="schema.table or table (public); default: every table of the publication")
+    postgres.add_argument("--slot", default="rxcs", help="replication slot (default rxcs)")
+    postgres.add_argument("--publication", default="rxcs", help="publication, created when missing (default rxcs)")
+    postgres.add_argument("--db", help="the namespace's db (default: the database's name)")
+    postgres.add_argument("--namespace", choices=["database", "schema"], default="database",
+                          help="db is the database (default) or the schema")
+    postgres.add_argument("--no-snapshot", action="store_true", help="stream only; do not record existing rows")
+    postgres.add_argument("--name", help="the capture's name in the entries' source (default postgres:SLOT)")
+    sqlite = sources.add_parser("sqlite", help="a trigger outbox inside the application's transactions")
+    sqlite.add_argument("database", help="SQLite database file")
+    sqlite.add_argument("--oplog", required=True, help=oplog_help)
+    sqlite.add_argument("--tables", action="append", metavar="T[,T...]", help="default: every table with a key")
+    sqlite.add_argument("--db", help="the namespace's db (default: the file's name without suffix)")
+    sqlite.add_argument("--no-snapshot", action="store_true", help="do not record rows that exist when installing")
+    sqlite.add_argument("--name", help="the capture's name in the entries' source (default sqlite:DB)")
+    status = sources.add_parser("status", help="a PostgreSQL capture's slot: lag, WAL held, slots left behind")
+    status.add_argument("dsn", help="libpq connection string or URL")
+    status.add_argument("--slot", default="rxcs", help="the capture's slot (default rxcs)")
+    status.add_argument("--oplog", help="also read the capture's last recorded position from this oplog")
+    status.add_argument("--name", help="the capture's name in the entries' source (default postgres:SLOT)")
+    drop = sources.add_parser("drop-slot", help="drop a replication slot left behind (it holds WAL)")
+    drop.add_argument("dsn", help="libpq connection string or URL")
+    drop.add_argument("slot")
 
 
 def _configure_logging(*, as_json: bool, level: str) -> None:
@@ -166,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _watch(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "capture":
+            return _capture(args)
         return _oplog(args)
     except UsageError as exc:
         _say(f"rxcs: error: {exc}", sys.stderr)
@@ -600,6 +636,106 @@ def _trim(oplog: Any, before: int | None, keep_bytes: int | None) -> int:
     dropped = oplog.trim(before_op_id=before)
     _say(f"dropped {dropped} entries; oldest retained op_id is now {oplog.first_op_id}", sys.stdout)
     return 0
+
+
+# -- capture ----------------------------------------------------------------------------
+
+
+def _tables(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    tables = [table.strip() for value in values for table in value.split(",") if table.strip()]
+    if not tables:
+        raise UsageError("--tables names no table")
+    return tables
+
+
+def _capture(args: argparse.Namespace) -> int:
+    import rxcs.capture
+
+    if args.source == "status":
+        return _capture_status(args)
+    if args.source == "drop-slot":
+        try:
+            rxcs.capture.drop_postgres_slot(args.dsn, args.slot)
+        except RxcsError as exc:
+            _say(f"rxcs capture: {exc}", sys.stderr)
+            return 1
+        _say(f"dropped slot {args.slot}", sys.stdout)
+        return 0
+    location = args.oplog
+    try:
+        oplog = rxcs.open_oplog(location if location.startswith(_REDIS_SCHEMES) else Path(location))
+    except RxcsError as exc:
+        raise UsageError(f"--oplog {location}: {exc}") from None
+    try:
+        if args.source == "postgres":
+            capture: Any = rxcs.capture.postgres(
+                args.dsn, oplog, tables=_tables(args.tables), slot=args.slot, publication=args.publication,
+                db=args.db, namespace=args.namespace, snapshot=not args.no_snapshot, name=args.name,
+            )
+        else:
+            capture = rxcs.capture.sqlite(
+                args.database, oplog, tables=_tables(args.tables), db=args.db, snapshot=not args.no_snapshot,
+                name=args.name,
+            )
+    except RxcsError as exc:
+        oplog.close()
+        raise UsageError(str(exc)) from None
+    previous = {number: signal.signal(number, lambda *_: capture.stop()) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        capture.run()
+    except RxcsError as exc:
+        _say(f"rxcs capture: {type(exc).__name__}: {exc}", sys.stderr)
+        return 1
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        oplog.close()
+    return 0
+
+
+def _capture_status(args: argparse.Namespace) -> int:
+    import rxcs.capture
+    from rxcs.capture._pgoutput import format_lsn, parse_lsn
+    from rxcs.capture._position import newest_position
+
+    try:
+        slots = rxcs.capture.postgres_slots(args.dsn)
+    except RxcsError as exc:
+        _say(f"rxcs capture status: {exc}", sys.stderr)
+        return 1
+    mine = next((slot for slot in slots if slot.slot == args.slot), None)
+    report: dict[str, Any] = {"slot": None if mine is None else _plain_record(mine)}
+    warnings = []
+    if mine is None:
+        warnings.append(f"no slot {args.slot!r}: no capture has run with it, or it was dropped")
+    warnings.extend(
+        f"slot {slot.slot!r} is not being read and holds {slot.retained_bytes} bytes of WAL on the server; "
+        f"drop it (rxcs capture drop-slot DSN {slot.slot}) if no capture will read it again"
+        for slot in slots if not slot.active
+    )
+    if args.oplog:
+        with _open_oplog(_checked_location(args.oplog), readonly=True) as oplog:
+            position = newest_position(oplog, args.name or f"postgres:{args.slot}")
+        recorded: dict[str, Any] | None = None
+        if position is not None:
+            lsn = format_lsn(position.lsn)
+            recorded = {"lsn": lsn, "snapshot": position.snapshot, "op_id": position.op_id}
+            if position.committed is not None:
+                recorded["committed"] = position.committed
+            if mine is not None:
+                behind = parse_lsn(mine.server_lsn) - position.lsn
+                recorded["behind_bytes"] = max(0, behind)
+        report["recorded"] = recorded
+    report["other_slots"] = [_plain_record(slot) for slot in slots if slot.slot != args.slot]
+    report["warnings"] = warnings
+    _say(extjson.dumps(report, indent=2), sys.stdout)
+    return 0
+
+
+def _plain_record(record: Any) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}
 
 
 # -- demo -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "BufferOverflowError",
+    "CaptureError",
     "ChangeStreamHistoryLost",
     "EventTooLargeError",
     "InvalidChangeError",
@@ -94,6 +95,15 @@ class OplogClosedError(RxcsError):
 
 class OplogUnavailableError(RxcsError):
     """The oplog's storage cannot be reached (for example a Redis server is down)."""
+
+
+class CaptureError(RxcsError):
+    """A capture cannot go on as configured: a source it cannot reach or read, a value it cannot map.
+
+    The message names what is wrong (the table and column, the slot, the
+    connection string without its password); nothing was recorded for the
+    change that raised it.
+    """
 
 
 class BufferOverflowError(RxcsError):

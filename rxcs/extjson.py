@@ -2,12 +2,14 @@
 
 ``dumps`` writes what ``json`` cannot: dates as ``{"$date": "...Z"}``,
 cluster times as ``{"$timestamp": {"t": .., "i": ..}}``, binary and UUIDs as
-``{"$binary": ...}``, regexes, and non-finite floats. ``loads`` reads
+``{"$binary": ...}``, decimals as ``{"$numberDecimal": "..."}``, regexes, and
+non-finite floats. A calendar date or a time of day (captured from SQL), which
+MongoDB has no type for, is written as its ISO 8601 string. ``loads`` reads
 ``$date``, ``$timestamp``, ``$binary``, ``$uuid``, ``$regularExpression``,
-``$numberLong``/``$numberInt``/``$numberDouble`` back, so filters given on
-a command line can compare against dates. As MongoDB reads JSON, an integer
-outside the 64-bit range is a double; text nested deeper than
-``MAX_JSON_DEPTH`` is refused before it is parsed.
+``$numberLong``/``$numberInt``/``$numberDouble``/``$numberDecimal`` back, so
+filters given on a command line can compare against dates and decimals. As
+MongoDB reads JSON, an integer outside the 64-bit range is a double; text
+nested deeper than ``MAX_JSON_DEPTH`` is refused before it is parsed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from rxcs.events import ClusterTime, Namespace
@@ -55,6 +58,10 @@ def to_extended(value: Any) -> Any:
         aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         text = aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return {"$date": text}
+    if isinstance(value, Decimal):
+        return {"$numberDecimal": str(value)}
+    if isinstance(value, (date, time)):
+        return value.isoformat()
     if isinstance(value, uuid.UUID):
         return {"$binary": {"base64": base64.b64encode(value.bytes).decode(), "subType": "04"}}
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -106,6 +113,11 @@ def _unwrap(key: str, value: Any, document: dict[str, Any]) -> Any:
         return int(value)
     elif key == "$numberDouble" and isinstance(value, str):
         return float(value)
+    elif key == "$numberDecimal" and isinstance(value, str):
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"$numberDecimal: {value!r} is not a decimal") from None
     return document
 
 

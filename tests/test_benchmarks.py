@@ -130,3 +130,26 @@ def test_unknown_scenario_is_refused() -> None:
     assert done.returncode == 2
     assert "nonsense" in done.stderr
     assert "backpressure" in done.stderr
+
+
+class TestCaptureScenario:
+    def test_capture_rates_and_latency_have_their_references(self) -> None:
+        """``--only capture`` starts a PostgreSQL server, and reports rows/s against the server's own decoding
+        (1.00) and commit-to-event latency beside a bare replication reader; without PostgreSQL it says so."""
+        from pg_server import unavailable_reason
+
+        done = benchmarks("--quick", "--only", "capture", "--latency-samples", "50")
+        assert done.returncode == 0, done.stderr
+        reason = unavailable_reason()
+        if reason is not None:
+            assert "Capture scenario skipped" in done.stdout
+            return
+        rows = table_rows(done.stdout, "Capture: ")
+        assert rows["pg_logical_slot_get_binary_changes, pgoutput (reference)"][-1] == "1.00"
+        value, unit, note = rows["rxcs capture postgres → FileOplog (group commit)"]
+        assert unit == "rows/s"
+        assert float(value.replace(",", "")) > 0
+        assert re.fullmatch(r"\d+\.\d\d", note)
+        latency = table_rows(done.stdout, "Capture latency")
+        assert {name.rsplit(" ", 1)[-1] for name in latency} == {"p50", "p99", "p99.9"}
+        assert all(cells[1] == "ms" for cells in latency.values())

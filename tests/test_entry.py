@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta, timezone
 from typing import Any
 
 import hypothesis.strategies as st
@@ -54,10 +54,13 @@ class TestValidation:
         assert Change.delete("shop", "users", {"_id": 5, "region": "eu"}).document_key == {"_id": 5, "region": "eu"}
 
 
+offsets = st.integers(-86_399, 86_399).map(lambda seconds: timezone(timedelta(seconds=seconds)))
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False),
               st.text(max_size=10), st.binary(max_size=10),
-              st.datetimes(timezones=st.just(UTC)).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))),
+              st.datetimes(timezones=st.just(UTC)).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)),
+              st.decimals(allow_nan=False), st.uuids(), st.dates(),
+              st.times(timezones=st.one_of(st.none(), st.timezones(), offsets))),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
     max_leaves=10,
 )
@@ -80,6 +83,24 @@ class TestCodec:
         # The thread's packer is reused: a refused value leaves nothing behind in it.
         good = Change.insert("shop", "users", {"_id": 2, "v": [1, {"a": "b"}]})
         assert decode_entry(encode_entry(2, ClusterTime(1, 2), 1, good)) == OplogEntry(2, ClusterTime(1, 2), 1, *good)
+
+    @given(st.one_of(st.decimals(), st.uuids(), st.dates(), st.times(timezones=st.one_of(st.none(), offsets))))
+    def test_extension_values_decode_as_the_same_value_and_type(self, value: Any) -> None:
+        """Decimal (NaN, infinities and exponents too), UUID, date and time decode as themselves, digit for digit."""
+        entry = decode_entry(encode_entry(1, ClusterTime(1, 1), 1, Change.insert("s", "c", {"_id": 1, "v": value})))
+        assert entry.full_document is not None
+        back = entry.full_document["v"]
+        assert type(back) is type(value)
+        assert str(back) == str(value)
+        if isinstance(value, time):
+            assert back.utcoffset() == value.utcoffset()
+
+    @pytest.mark.parametrize("data", [b"\xc7\x02\x03\x00\x01", b"\xd4\x09\x00", b"\xc7\x01\x01\xff"])
+    def test_malformed_extension_values_are_decode_errors(self, data: bytes) -> None:
+        """A truncated date, an unknown extension type or a non-ASCII decimal in a record is EntryDecodeError."""
+        record = b"\x98\x01\x01\x01\x01\xa6insert\xa1s\xa1c" + b"\x81\xa3_id" + data
+        with pytest.raises(EntryDecodeError):
+            decode_entry(record)
 
     @given(st.binary(max_size=64))
     def test_arbitrary_bytes_decode_or_raise_entry_decode_error(self, data: bytes) -> None:

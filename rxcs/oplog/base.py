@@ -135,6 +135,16 @@ class Oplog(abc.ABC):
         """Append one change and return its op_id."""
         return self.append_many((change,))[0]
 
+    def sync(self) -> None:  # noqa: B027 - backends whose appends are durable when they return need nothing
+        """Return once every entry appended so far is as durable as the backend makes anything.
+
+        ``FileOplog`` with ``durability="group"`` or ``"none"`` syncs its file
+        now (its appends survive a killed process at once, a power loss only
+        once synced); ``MemoryOplog`` has nothing to do; ``RedisOplog``'s
+        appends are what the server's persistence makes them when the append
+        returns. A capture confirms its source position only after this.
+        """
+
     @abc.abstractmethod
     def trim(self, before_op_id: int) -> int:
         """Drop retained entries with op_id below ``before_op_id``; return how many went.

@@ -7,15 +7,17 @@ Every constructor here validates its input, so nothing malformed reaches disk.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from rxcs.errors import InvalidChangeError
 from rxcs.events import ClusterTime, Namespace, OperationType
 from rxcs.limits import MAX_NESTING
 
-__all__ = ["Change", "OplogEntry"]
+__all__ = ["Change", "OplogEntry", "check_namespace"]
 
 Document = Mapping[str, Any]
 
@@ -27,6 +29,8 @@ class OplogEntry(NamedTuple):
 
     ``update_description`` is the MongoDB-shaped document (``updatedFields``,
     ``removedFields``, ``truncatedArrays``); ``to`` is the rename target.
+    ``source`` is where a captured change came from (``rxcs.capture``: the
+    source database's position), None for changes appended directly.
     """
 
     op_id: int
@@ -42,6 +46,7 @@ class OplogEntry(NamedTuple):
     to: Namespace | None = None
     operation_description: Document | None = None
     txn_number: int | None = None
+    source: Document | None = None
 
     @property
     def ns(self) -> Namespace:
@@ -81,6 +86,19 @@ class Change(NamedTuple):
     to: Namespace | None = None
     operation_description: Document | None = None
     txn_number: int | None = None
+    source: Document | None = None
+
+    def with_source(self, source: Document) -> Change:
+        """This change, carrying ``source``: a document naming where it came from (a capture's position).
+
+        The oplog records it with the entry (``OplogEntry.source``); change
+        events do not show it. ``rxcs.capture`` keeps its source position there.
+
+        Examples:
+            >>> Change.insert("shop", "users", {"_id": 1}).with_source({"lsn": 42}).source
+            {'lsn': 42}
+        """
+        return self._replace(source=_check_document(source, "source"))
 
     @classmethod
     def insert(
@@ -227,6 +245,11 @@ class Change(NamedTuple):
         )
 
 
+def check_namespace(db: object, coll: object) -> None:
+    """Raise ``InvalidChangeError`` naming the problem unless ``db.coll`` is a namespace a change may name."""
+    _check_ns(db, coll)
+
+
 def _check_db(db: object, what: str) -> None:
     if not isinstance(db, str) or not db:
         raise InvalidChangeError(f"{what}: expected a non-empty string, got {db!r}")
@@ -253,7 +276,7 @@ def _check_document(document: object, path: str) -> dict[str, Any]:
 
 # Values that hold no field names: most of a document. Checking their exact type first spares
 # the ABC check of isinstance(value, Mapping), which is most of the cost of validating a change.
-_LEAVES = frozenset({str, int, float, bool, type(None), bytes, datetime})
+_LEAVES = frozenset({str, int, float, bool, type(None), bytes, datetime, Decimal, uuid.UUID, date, time})
 
 
 _CONTAINERS = (dict, list, tuple, Mapping)  # the exact types first: isinstance tries them in order

@@ -41,7 +41,7 @@ from rxcs.log import log
 from rxcs.oplog import osio
 from rxcs.oplog.base import Clock, Oplog, OplogCursor, Sift
 from rxcs.oplog.check import RepairPlan, RepairStep, plan_repair, verify_directory
-from rxcs.oplog.codec import EntryDecodeError, encode_entry, entry_from_record
+from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.segments import (
     FRAME_HEADER,
@@ -290,6 +290,20 @@ class FileOplog(Oplog):
             self._appended.notify_all()
         self._poke()
         return list(range(first, first + len(frames)))
+
+    def sync(self) -> None:
+        """Sync the segment being written now (earlier segments were synced when the writer left them)."""
+        with self._lock:
+            if self._write_fd is None or self._durability == "fsync":
+                return
+            # Even when not dirty: the group flusher may have taken the flag and not finished its sync yet.
+            self._dirty = False
+            fd = os.dup(self._write_fd)
+        try:
+            os.fdatasync(fd)  # outside the lock, as the group flusher does
+            self._fsyncs += 1
+        finally:
+            os.close(fd)
 
     def trim(self, before_op_id: int) -> int:
         with self._lock:
@@ -632,7 +646,7 @@ class FileOplog(Oplog):
     def _decode(self, payload: memoryview, path: Path, offset: int, op_id: int) -> OplogEntry:
         self._frames_decoded += 1
         try:
-            record = msgpack.unpackb(payload, raw=False, timestamp=3, strict_map_key=False)
+            record = msgpack.unpackb(payload, **UNPACK_OPTIONS)
             entry = entry_from_record(record)
         except (ValueError, TypeError, EntryDecodeError, msgpack.UnpackException) as exc:
             raise OplogCorruptedError(f"frame payload is not an entry ({exc})", path=str(path), offset=offset) from None
@@ -1132,6 +1146,7 @@ class _FileCursor(OplogCursor):
         unpack_header = FRAME_HEADER.unpack_from
         crc32 = zlib.crc32
         unpackb = msgpack.unpackb
+        ext_hook = UNPACK_OPTIONS["ext_hook"]
         make_entry = entry_from_record
         append = entries.append
         first = expected
@@ -1146,7 +1161,9 @@ class _FileCursor(OplogCursor):
                 break
             if sift is None or sift(data, body, end):
                 try:
-                    entry = make_entry(unpackb(buffer[body:end], raw=False, timestamp=3, strict_map_key=False))
+                    entry = make_entry(unpackb(
+                        buffer[body:end], raw=False, timestamp=3, strict_map_key=False, ext_hook=ext_hook
+                    ))
                 except (ValueError, TypeError, EntryDecodeError, msgpack.UnpackException):
                     break
                 if entry.op_id != op_id:

@@ -46,7 +46,7 @@ from rxcs.events import ClusterTime
 from rxcs.limits import MAX_ENTRY_BYTES
 from rxcs.log import log
 from rxcs.oplog.base import Oplog, OplogCursor, Sift
-from rxcs.oplog.codec import EntryDecodeError, decode_entry, encode_entry, entry_from_record
+from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, decode_entry, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 
 __all__ = ["RedisOplog", "RedisOplogInfo"]
@@ -827,9 +827,7 @@ def _arrived(record: bytes, expected: int) -> OplogEntry | None:
 
 def _decode_batch(records: bytes, count: int) -> list[OplogEntry]:
     """Decode ``count`` concatenated records (each is one msgpack array, so they split themselves)."""
-    unpacker = msgpack.Unpacker(
-        raw=False, timestamp=3, strict_map_key=False, max_buffer_size=max(len(records), 1 << 20)
-    )
+    unpacker = msgpack.Unpacker(**UNPACK_OPTIONS, max_buffer_size=max(len(records), 1 << 20))
     unpacker.feed(records)
     try:
         entries = [entry_from_record(record) for record in unpacker]
@@ -843,7 +841,7 @@ def _decode_batch(records: bytes, count: int) -> list[OplogEntry]:
 def _record(change: Change) -> bytes:
     """The codec's record of ``change`` with a zeroed head, for the append script to fill in.
 
-    A record is a msgpack fixarray (it has at most 14 fields) whose first four
+    A record is a msgpack fixarray (it has at most 15 fields) whose first four
     fields are op_id, time, inc and wall_ms; zeros pack to one byte each. The
     script keeps byte 1, writes the four real values, and keeps the rest.
     """

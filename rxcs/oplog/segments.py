@@ -208,7 +208,7 @@ def valid_frame_after(data: bytes, start: int, min_op_id: int) -> int | None:
     best: int | None = None
     for high in range(min_op_id >> 24, (most >> 24) + 1):
         prefix = high.to_bytes(5, "little")
-        for head in range(0x97, 0x9F):  # an entry is a msgpack array of 7..14 fields
+        for head in range(0x97, 0xA0):  # an entry is a msgpack array of 7..15 fields
             needle = prefix + bytes((head,))
             found = data.find(needle, start + 12)
             while found != -1 and (best is None or found - 11 < best):

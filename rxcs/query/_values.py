@@ -33,9 +33,9 @@ class _Missing:
 
 MISSING: Final = _Missing()
 
-# MongoDB's canonical type order (lower sorts first).
-_NULL, _NUMBER, _STRING, _OBJECT, _ARRAY, _BINARY, _BOOL, _DATE, _TIMESTAMP, _REGEX = (
-    5, 10, 15, 20, 25, 30, 40, 45, 47, 50,
+# MongoDB's canonical type order (lower sorts first). A time of day has no BSON type: it sorts after dates.
+_NULL, _NUMBER, _STRING, _OBJECT, _ARRAY, _BINARY, _BOOL, _DATE, _TIME, _TIMESTAMP, _REGEX = (
+    5, 10, 15, 20, 25, 30, 40, 45, 46, 47, 50,
 )
 _OTHER = 100
 
@@ -65,8 +65,10 @@ def type_rank(value: object) -> int:
         return _ARRAY
     if isinstance(value, (bytes, bytearray, memoryview, uuid.UUID)):
         return _BINARY
-    if isinstance(value, datetime.datetime):
+    if isinstance(value, datetime.date):  # a datetime, or a calendar date (captured from SQL): midnight UTC
         return _DATE
+    if isinstance(value, datetime.time):
+        return _TIME
     if isinstance(value, re.Pattern):
         return _REGEX
     return _OTHER
@@ -96,7 +98,7 @@ def bson_type_name(value: object) -> str | None:
         return "array"
     if isinstance(value, (bytes, bytearray, memoryview, uuid.UUID)):
         return "binData"
-    if isinstance(value, datetime.datetime):
+    if isinstance(value, datetime.date):
         return "date"
     if isinstance(value, re.Pattern):
         return "regex"
@@ -135,6 +137,9 @@ def compare_values(a: Any, b: Any) -> int:
         return int((a > b) - (a < b))
     if rank_a == _DATE:
         return _compare_dates(a, b)
+    if rank_a == _TIME:
+        x4, y4 = _time_key(a), _time_key(b)
+        return (x4 > y4) - (x4 < y4)
     if rank_a == _OBJECT:
         return _compare_documents(a, b)
     if rank_a == _ARRAY:
@@ -153,11 +158,27 @@ def compare_values(a: Any, b: Any) -> int:
     return (x3 > y3) - (x3 < y3)
 
 
-def _compare_dates(a: datetime.datetime, b: datetime.datetime) -> int:
-    if (a.tzinfo is None) != (b.tzinfo is None):  # naive values are taken as UTC
-        a = a if a.tzinfo is not None else a.replace(tzinfo=datetime.UTC)
-        b = b if b.tzinfo is not None else b.replace(tzinfo=datetime.UTC)
-    return (a > b) - (a < b)
+def _time_key(value: datetime.time) -> tuple[int, int]:
+    """A time of day as (seconds, microseconds) in UTC; a naive time is taken as UTC."""
+    offset = value.utcoffset()
+    seconds = value.hour * 3600 + value.minute * 60 + value.second
+    return (seconds - (0 if offset is None else int(offset.total_seconds())), value.microsecond)
+
+
+def _as_datetime(value: datetime.date) -> datetime.datetime:
+    if isinstance(value, datetime.datetime):
+        return value
+    return datetime.datetime(value.year, value.month, value.day, tzinfo=datetime.UTC)
+
+
+def _compare_dates(a: datetime.date, b: datetime.date) -> int:
+    if type(a) is datetime.date and type(b) is datetime.date:
+        return (a > b) - (a < b)
+    x, y = _as_datetime(a), _as_datetime(b)  # a calendar date is its midnight, UTC
+    if (x.tzinfo is None) != (y.tzinfo is None):  # naive values are taken as UTC
+        x = x if x.tzinfo is not None else x.replace(tzinfo=datetime.UTC)
+        y = y if y.tzinfo is not None else y.replace(tzinfo=datetime.UTC)
+    return (x > y) - (x < y)
 
 
 def _compare_documents(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:

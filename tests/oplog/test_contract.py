@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import threading
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 
@@ -142,6 +144,51 @@ class TestAppend:
         oplog.insert("shop", "users", {"_id": 1, "created": when, "raw": b"\x00\x01"})
         document = oplog.read(0, 1)[0].full_document
         assert document == {"_id": 1, "created": when, "raw": b"\x00\x01"}
+
+    def test_decimals_uuids_dates_and_times_round_trip_as_themselves(self, oplog_factory: OplogFactory) -> None:
+        """Decimal, UUID, date and time (aware or not) values come back as equal values of the same types."""
+        oplog = oplog_factory()
+        key = uuid.UUID("12345678-1234-5678-1234-567812345678")
+        document = {
+            "_id": key, "price": Decimal("19.990"), "nan": Decimal("NaN"), "big": Decimal("-1E+400"),
+            "born": date(1815, 12, 10), "opens": time(9, 30), "closes": time(17, 0, 0, 5, tzinfo=timezone(
+                timedelta(hours=-3, minutes=-30))),
+            "nested": [{"when": date(1, 1, 1)}, Decimal("0.000")],
+        }
+        oplog.insert("shop", "items", document)
+        oplog.update("shop", "items", key, updated_fields={"price": Decimal("1.5")},
+                     full_document_before_change={"_id": key, "price": Decimal("19.990")})
+        insert, update = oplog.read(0, 2)
+        assert insert.document_key == {"_id": key}
+        recorded = insert.full_document
+        assert recorded is not None
+        assert recorded["nan"].is_nan()
+        assert {k: v for k, v in recorded.items() if k != "nan"} == {k: v for k, v in document.items() if k != "nan"}
+        assert [type(recorded[k]) for k in ("_id", "price", "born", "opens", "closes")] == [
+            uuid.UUID, Decimal, date, time, time]
+        assert str(recorded["price"]) == "19.990"
+        assert recorded["closes"].utcoffset() == timedelta(hours=-3, minutes=-30)
+        assert update.update_description is not None
+        assert update.update_description["updatedFields"] == {"price": Decimal("1.5")}
+        assert oplog.verify() == 2
+
+    def test_a_naive_datetime_is_still_refused(self, oplog_factory: OplogFactory) -> None:
+        """Naive datetimes stay refused (rxcs records instants): InvalidChangeError, nothing appended."""
+        oplog = oplog_factory()
+        with pytest.raises(rxcs.InvalidChangeError, match="naive datetime"):
+            oplog.insert("shop", "items", {"_id": 1, "at": datetime(2026, 1, 1)})
+        assert oplog.last_op_id == 0
+
+    def test_a_source_is_recorded_with_the_entry(self, oplog_factory: OplogFactory) -> None:
+        """A change's source document is kept with its entry, beside records without one."""
+        oplog = oplog_factory()
+        change = rxcs.Change.insert("shop", "users", {"_id": 1}, txn=7).with_source({"capture": "pg", "lsn": 2**40})
+        oplog.append_many([change, rxcs.Change.insert("shop", "users", {"_id": 2})])
+        first, second = oplog.read(0, 2)
+        assert first.source == {"capture": "pg", "lsn": 2**40}
+        assert first.txn_number == 7
+        assert first.change == change
+        assert second.source is None
 
 
 class TestRead:
