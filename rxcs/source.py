@@ -435,10 +435,18 @@ class OplogEntries(reactivex.Observable[OplogEntry]):
         on_next = observer.on_next
 
         def finish(error: Exception | None) -> None:
-            if error is None:
-                observer.on_completed()
-            else:
-                observer.on_error(error)
+            try:
+                if error is None:
+                    observer.on_completed()
+                else:
+                    observer.on_error(error)
+            except Exception as again:  # noqa: BLE001 - the tailer must not die: said once, here
+                if again is not error:
+                    log.error("subscriber raised at the end of its stream", error=repr(again))
+                elif isinstance(error, OplogClosedError):
+                    log.debug("oplog entries ended: the oplog closed")
+                else:
+                    log.error("oplog entries failed; the subscriber has no on_error", error=repr(error))
 
         lane = Lane(self.oplog, start.after, ALL, finish)
 

@@ -179,8 +179,9 @@ class TestSeek:
         memory_oplog.trim(before_op_id=3)  # a read from the beginning would meet the trim
         got: list[int] = []
         token = rxcs.ResumeToken(memory_oplog.oplog_id, 3, high_water=True)
-        rxcs.oplog_entries(memory_oplog, after=token).subscribe(lambda entry: got.append(entry.op_id))
+        subscription = rxcs.oplog_entries(memory_oplog, after=token).subscribe(lambda entry: got.append(entry.op_id))
         assert eventually(lambda: got == [4, 5])
+        subscription.dispose()
 
     def test_seek_is_a_plain_operator(self, memory_oplog: rxcs.Oplog) -> None:
         """seek() passes over what lies up to its token whatever its source is: here a plain Observable of entries."""
