@@ -79,7 +79,7 @@ class WatchOptions:
         >>> WatchOptions(collection="users")
         Traceback (most recent call last):
         ...
-        rxcs.errors.InvalidOptionError: a collection scope needs its database: scope(db, collection)
+        rxcs.errors.InvalidOptionError: collection 'users' needs its database: give db too
     """
 
     db: str | None = None

@@ -78,7 +78,7 @@ END: Final = "end"
 def check_scope(db: object, collection: object) -> None:
     """Validate a namespace: ``db`` and ``collection`` are non-empty strings or None, a collection needs its db."""
     if collection is not None and db is None:
-        raise InvalidOptionError("a collection scope needs its database: scope(db, collection)")
+        raise InvalidOptionError(f"collection {collection!r} needs its database: give db too")
     for name, value in (("db", db), ("collection", collection)):
         if value is not None and (not isinstance(value, str) or not value):
             raise InvalidOptionError(f"{name} must be a non-empty string or None, not {value!r}")
