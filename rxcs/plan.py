@@ -17,7 +17,9 @@ stream of those options, compiled:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, final
@@ -51,7 +53,7 @@ from rxcs.steps import (
 )
 from rxcs.tokens import ResumeToken
 
-__all__ = ["ENDED", "YIELDED", "Stepper", "StreamPlan", "TokenLike", "WatchOptions"]
+__all__ = ["ENDED", "YIELDED", "Skip", "Stepper", "Steps", "StreamPlan", "TokenLike", "WatchOptions"]
 
 TokenLike = ResumeToken | str | Mapping[str, Any]
 """A resume token, its string, or an event's ``_id`` document."""
@@ -61,8 +63,6 @@ YIELDED: Final = 1
 ENDED: Final = 2
 """A stepper's answer: the entry ended the stream (an invalidate); nothing follows it."""
 
-Stepper = Callable[[OplogEntry], int]
-"""Takes one entry, emits what the stream delivers for it, answers ``YIELDED`` and ``ENDED`` bits."""
 
 
 @final
@@ -142,10 +142,72 @@ class WatchOptions:
 
 
 @final
+class Skip:
+    """A resumed subscription's skip: the events up to ``token`` are passed over (then ``token`` is None)."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: ResumeToken | None) -> None:
+        self.token = token
+
+
+Stepper = Callable[[OplogEntry, Callable[[Any], None], Skip | None], int]
+"""``step(entry, emit, skip)``: emits what the stream delivers for the entry; answers ``YIELDED``/``ENDED`` bits."""
+
+
+@final
+class Steps:
+    """What alike streams compile once and share: what they read, and their steps in one function."""
+
+    __slots__ = ("__weakref__", "reads", "step")
+
+    def __init__(self, oplog_id: Hashable, options: WatchOptions) -> None:
+        stages = compile_pipeline(options.pipeline) if options.pipeline is not None else None
+        found = prefilter(
+            stages.leading_matches if stages is not None else (),
+            full_document=options.full_document, full_document_before_change=options.full_document_before_change,
+        )
+        rule = scope_rule(options.db, options.collection)
+        scope = None if options.db is None else (options.db, options.collection)
+        key = (oplog_id, scope, found.key)
+        self.reads = Reads.interned(key, lambda: Reads(key, scope, _selection(rule, found.entry_filter), found.sift))
+        self.step = _stepper(
+            rule, options.collection, found.entry_filter,
+            shared_entry_converter(
+                oplog_id, options.full_document, options.full_document_before_change,  # type: ignore[arg-type]
+                options.show_expanded_events, options.lookup,
+            ),
+            shaper(stages.after(found.covered) if stages is not None else None, options.max_event_bytes),
+            options.description,
+        )
+
+
+_shared_steps: weakref.WeakValueDictionary[Hashable, Steps] = weakref.WeakValueDictionary()
+_shared_steps_lock = threading.Lock()
+
+
+def _steps_of(oplog_id: Any, options: WatchOptions) -> Steps:
+    """The compiled steps of these options: shared with every live stream of the same oplog and options."""
+    if options.lookup is not None:  # a lookup may answer differently each time: its stream converts alone
+        return Steps(oplog_id, options)
+    key = (
+        oplog_id, options.db, options.collection, repr(options.pipeline), options.full_document,
+        options.full_document_before_change, options.show_expanded_events, options.max_event_bytes,
+    )
+    with _shared_steps_lock:
+        steps = _shared_steps.get(key)
+    if steps is None:
+        steps = Steps(oplog_id, options)  # compiled outside the lock: a bad pipeline raises here
+        with _shared_steps_lock:
+            steps = _shared_steps.setdefault(key, steps)
+    return steps
+
+
+@final
 class StreamPlan:
     """A stream of one oplog with one set of options, compiled once: what it reads, how it steps, where it starts."""
 
-    __slots__ = ("_collection", "_convert", "_ending_filter", "_rule", "_shape", "oplog", "options", "reads")
+    __slots__ = ("_steps", "oplog", "options")
 
     def __init__(self, oplog: Oplog, options: WatchOptions) -> None:
         token = options.resume_after or options.start_after
@@ -155,26 +217,17 @@ class StreamPlan:
             )
         self.oplog = oplog
         self.options = options
-        stages = compile_pipeline(options.pipeline) if options.pipeline is not None else None
-        found = prefilter(
-            stages.leading_matches if stages is not None else (),
-            full_document=options.full_document, full_document_before_change=options.full_document_before_change,
-        )
-        rest = stages.after(found.covered) if stages is not None else None
-        self._shape: Shaper | None = shaper(rest, options.max_event_bytes)
-        self._rule = scope_rule(options.db, options.collection)
-        self._collection = options.collection
-        self._ending_filter: EntryFilter | None = found.entry_filter
-        self._convert = shared_entry_converter(
-            oplog.oplog_id, options.full_document, options.full_document_before_change,
-            options.show_expanded_events, options.lookup,
-        )
-        scope = None if options.db is None else (options.db, options.collection)
-        self.reads = Reads.interned(
-            (oplog.oplog_id, scope, found.key),
-            lambda: Reads((oplog.oplog_id, scope, found.key), scope, _selection(self._rule, found.entry_filter),
-                          found.sift),
-        )
+        self._steps = _steps_of(oplog.oplog_id, options)
+
+    @property
+    def reads(self) -> Reads:
+        """What the stream's lanes read of each batch."""
+        return self._steps.reads
+
+    @property
+    def steps(self) -> Steps:
+        """The stream's compiled steps, shared by every subscription of alike streams while one of them holds it."""
+        return self._steps
 
     def start(self) -> Start:
         """Resolve where a subscription starts, now."""
@@ -188,57 +241,56 @@ class StreamPlan:
         except (ChangeStreamHistoryLost, InvalidResumeToken) as exc:
             raise type(exc)(f"{options.description}: {exc}") from None
 
-    def stepper(self, skip: ResumeToken | None, emit: Callable[[Any], None]) -> Stepper:
-        """The stream's steps for one subscription, in one function: ``emit`` gets what it delivers.
 
-        ``skip`` names the last event a resumed stream delivered before: the
-        events up to it are passed over (the later fragments of a split event
-        that it names are delivered).
-        """
-        rule, convert, shape = self._rule, self._convert, self._shape
-        ending_filter, collection = self._ending_filter, self._collection
-        description = self.options.description
-        pending_skip = skip
+def _stepper(
+    rule: Callable[[OplogEntry], str],
+    collection: str | None,
+    ending_filter: EntryFilter | None,
+    convert: Callable[[OplogEntry], ChangeEvent | None],
+    shape: Shaper | None,
+    description: str,
+) -> Stepper:
+    """The steps of ``rxcs.steps`` for one set of options, in one function: scope, conversion, skip, shaping."""
 
-        def one(event: ChangeEvent | None) -> int:
-            nonlocal pending_skip
-            if event is None:
-                return 0
-            after_fragment = 0
-            if pending_skip is not None:
-                if event.id <= pending_skip:
-                    if not within_split(event, pending_skip):
-                        return 0
-                    after_fragment = pending_skip.fragment
-                pending_skip = None
-                if after_fragment and shape is None:
-                    raise not_split_any_more(event, after_fragment)
-            if shape is None:
-                emit(event)
-                return YIELDED
-            outputs = shape(event)
-            if after_fragment:
-                if len(outputs) < 2:
-                    raise not_split_any_more(event, after_fragment)
-                outputs = outputs[after_fragment:]
-            for output in outputs:
-                emit(output)
-            return YIELDED if outputs else 0
+    def one(event: ChangeEvent | None, emit: Callable[[Any], None], skip: Skip | None) -> int:
+        if event is None:
+            return 0
+        after_fragment = 0
+        if skip is not None and skip.token is not None:
+            token = skip.token
+            if event.id <= token:
+                if not within_split(event, token):
+                    return 0
+                after_fragment = token.fragment
+            skip.token = None
+            if after_fragment and shape is None:
+                raise not_split_any_more(event, after_fragment)
+        if shape is None:
+            emit(event)
+            return YIELDED
+        outputs = shape(event)
+        if after_fragment:
+            if len(outputs) < 2:
+                raise not_split_any_more(event, after_fragment)
+            outputs = outputs[after_fragment:]
+        for output in outputs:
+            emit(output)
+        return YIELDED if outputs else 0
 
-        def step(entry: OplogEntry) -> int:
-            verdict = rule(entry)
-            if verdict is PASS:
-                return one(convert(entry))
-            if verdict is not END:
-                return 0
-            result = ENDED
-            for ending in endings(entry, collection):
-                if ending_filter is None or ending_filter(ending):
-                    result |= one(convert(ending))
-            log.info("change stream invalidated", stream=description, op=entry.op, op_id=entry.op_id)
-            return result
+    def step(entry: OplogEntry, emit: Callable[[Any], None], skip: Skip | None) -> int:
+        verdict = rule(entry)
+        if verdict is PASS:
+            return one(convert(entry), emit, skip)
+        if verdict is not END:
+            return 0
+        result = ENDED
+        for ending in endings(entry, collection):
+            if ending_filter is None or ending_filter(ending):
+                result |= one(convert(ending), emit, skip)
+        log.info("change stream invalidated", stream=description, op=entry.op, op_id=entry.op_id)
+        return result
 
-        return step
+    return step
 
 
 def _selection(

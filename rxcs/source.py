@@ -309,7 +309,7 @@ class Lane:
         self._rejoin: Callable[[Lane], None] = _unpause
         # Entries read for this lane but not delivered because it paused: delivered first when it
         # resumes, so a pause costs no second read and a cursor that moved past them loses nothing.
-        self.leftover: list[OplogEntry] = []
+        self.leftover: list[OplogEntry] = _NOTHING_LEFT
         self.yielded = 0  # entries that gave the stream at least one event (the delivery counts them)
 
     def pause(self) -> None:
@@ -355,6 +355,9 @@ class Lane:
             return
         self.disposed = True
         self._finish(error)
+
+
+_NOTHING_LEFT: Final[list[OplogEntry]] = []  # shared by every lane with nothing left over: never changed in place
 
 
 def _take_all(entries: list[OplogEntry]) -> int:
@@ -682,7 +685,7 @@ class _Tailer:
                 continue
             group = groups.get(lane.position)
             if group is not None:  # that group reads on from here: what the lane held is read again
-                lane.leftover = []
+                lane.leftover = _NOTHING_LEFT
                 group.lanes.append(lane)
                 if given is not None:
                     given.close()
@@ -691,7 +694,7 @@ class _Tailer:
                 if given is not None:
                     cursor = given
                 elif lane.leftover:
-                    cursor, lane.leftover = _LeftoverCursor(self._oplog, lane.leftover), []
+                    cursor, lane.leftover = _LeftoverCursor(self._oplog, lane.leftover), _NOTHING_LEFT
                 else:
                     cursor = self._oplog.cursor(lane.position)
             except OplogClosedError:
@@ -879,7 +882,7 @@ class _ScheduledTailer:
         if lane.disposed or self._halted():
             return
         if lane.leftover:  # what it read before it paused: its own selection already
-            leftover, lane.leftover = lane.leftover, []
+            leftover, lane.leftover = lane.leftover, _NOTHING_LEFT
             lane.take(leftover)
             if not self._halted():
                 self._schedule(0.0)

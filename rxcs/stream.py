@@ -40,7 +40,7 @@ from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
 from rxcs.oplog.entry import OplogEntry
-from rxcs.plan import ENDED, YIELDED, Stepper, StreamPlan, TokenLike, WatchOptions
+from rxcs.plan import ENDED, YIELDED, Skip, Steps, StreamPlan, TokenLike, WatchOptions
 from rxcs.source import Beginning, Lane, SelectionError, Start, open_lane
 from rxcs.steps import FullDocument, FullDocumentBeforeChange, Lookup
 from rxcs.tokens import ResumeToken
@@ -76,14 +76,24 @@ class StreamStatistics:
 # -- deliveries: a lane's entries into the stream's steps, and on to a sink ------------------------
 
 
-def _direct(lane: Lane, step: Stepper) -> Callable[[list[OplogEntry]], int]:
-    """A lane's delivery straight to its subscriber (the stepper emits to ``on_next``)."""
+@final
+class _Direct:
+    """A lane's delivery straight to its subscriber: each entry's events go to ``emit`` (``on_next``) at once."""
 
-    def deliver(entries: list[OplogEntry]) -> int:
+    __slots__ = ("_emit", "_lane", "_skip", "_steps")
+
+    def __init__(self, lane: Lane, steps: Steps, emit: Callable[[Any], None], skip: Skip | None) -> None:
+        self._lane = lane
+        self._steps = steps  # held here: alike streams share it for as long as one of them lives
+        self._emit = emit
+        self._skip = skip
+
+    def __call__(self, entries: list[OplogEntry]) -> int:
+        lane, step, emit, skip = self._lane, self._steps.step, self._emit, self._skip
         taken = 0
         for entry in entries:
             taken += 1
-            result = step(entry)
+            result = step(entry, emit, skip)
             if result:
                 if result & YIELDED:
                     lane.yielded += 1
@@ -92,20 +102,31 @@ def _direct(lane: Lane, step: Stepper) -> Callable[[list[OplogEntry]], int]:
                     return taken
             if lane.disposed:  # the subscriber disposed it while being fed
                 return taken
+        if skip is not None and skip.token is None:
+            self._skip = None  # passed: the rest go straight through
         return taken
 
-    return deliver
 
-
-def _buffered(
-    lane: Lane, step: Stepper, events: list[Any], buffer: EventBuffer[Any]
-) -> Callable[[list[OplogEntry]], int]:
+@final
+class _Buffered:
     """A lane's delivery into a bounded buffer: it takes what fits, then pauses the lane.
 
-    The stepper emits to ``events``; a batch's events go into the buffer at once.
+    A batch's events go into the buffer at once, so the consumer is woken
+    once per batch, not once per event.
     """
 
-    def deliver(entries: list[OplogEntry]) -> int:
+    __slots__ = ("_buffer", "_events", "_lane", "_skip", "_steps")
+
+    def __init__(self, lane: Lane, steps: Steps, buffer: EventBuffer[Any], skip: Skip | None) -> None:
+        self._lane = lane
+        self._steps = steps
+        self._buffer = buffer
+        self._skip = skip
+        self._events: list[Any] = []
+
+    def __call__(self, entries: list[OplogEntry]) -> int:
+        lane, step, buffer, skip, events = self._lane, self._steps.step, self._buffer, self._skip, self._events
+        emit = events.append
         room = buffer.room()
         if room <= 0:
             lane.pause()
@@ -116,7 +137,7 @@ def _buffered(
         try:
             for entry in entries:
                 taken += 1
-                result = step(entry)
+                result = step(entry, emit, skip)
                 if result:
                     if result & YIELDED:
                         lane.yielded += 1
@@ -133,32 +154,40 @@ def _buffered(
             buffer.put_many(batch)
         if ended:
             lane.end()
+        if skip is not None and skip.token is None:
+            self._skip = None
         return taken
 
-    return deliver
 
-
-def _finisher(
-    description: str, on_error: abc.OnError | None, on_completed: abc.OnCompleted | None
-) -> Callable[[Exception | None], None]:
+@final
+class _Finish:
     """How a subscriber hears of the end: ``on_completed``, ``on_error``; an error nobody handles is logged once."""
 
-    def finish(error: Exception | None) -> None:
+    __slots__ = ("_description", "_on_completed", "_on_error")
+
+    def __init__(self, description: str, on_error: abc.OnError | None, on_completed: abc.OnCompleted | None) -> None:
+        self._description = description
+        self._on_error = on_error
+        self._on_completed = on_completed
+
+    def __call__(self, error: Exception | None) -> None:
         try:
             if error is None:
-                if on_completed is not None:
-                    on_completed()
-            elif on_error is not None:
-                on_error(error)
+                if self._on_completed is not None:
+                    self._on_completed()
+            elif self._on_error is not None:
+                self._on_error(error)
             elif isinstance(error, OplogClosedError):
-                log.debug("change stream ended: its oplog closed", stream=description)
+                log.debug("change stream ended: its oplog closed", stream=self._description)
             else:
-                log.error("change stream failed; its subscriber has no on_error", stream=description,
+                log.error("change stream failed; its subscriber has no on_error", stream=self._description,
                           error=repr(error))
         except Exception as again:  # noqa: BLE001 - the tailer must not die: said once, here
-            log.error("subscriber raised at the end of its stream", stream=description, error=repr(again))
+            log.error("subscriber raised at the end of its stream", stream=self._description, error=repr(again))
 
-    return finish
+
+def _skip(start: Start) -> Skip | None:
+    return None if start.skip is None else Skip(start.skip)
 
 
 # -- the Observable ------------------------------------------------------------------------------
@@ -220,14 +249,13 @@ class ChangeStreamObservable(reactivex.Observable[EventT_co]):
             on_error(exc)
             return Disposable()
         _log_start(plan, start)
-        lane = Lane(self.oplog, start.after, plan.reads, _finisher(self.description, on_error, on_completed))
         if options.scheduler is None:
-            lane.deliver = _direct(lane, plan.stepper(start.skip, on_next or _ignore))
+            lane = Lane(self.oplog, start.after, plan.reads, _Finish(self.description, on_error, on_completed))
+            lane.deliver = _Direct(lane, plan.steps, on_next or _ignore, _skip(start))
             return open_lane(lane, options.batch_size, options.max_await_time, None)
-        events: list[Any] = []
         buffer: EventBuffer[Any] = EventBuffer(options.buffer_size, options.overflow)
-        lane.deliver = _buffered(lane, plan.stepper(start.skip, events.append), events, buffer)
-        lane._finish = buffer.finish
+        lane = Lane(self.oplog, start.after, plan.reads, buffer.finish)
+        lane.deliver = _Buffered(lane, plan.steps, buffer, _skip(start))
         subscriber = _Subscriber(on_next, on_error, on_completed, self.description)
         drain = Drain(buffer, subscriber, options.scheduler, options.buffer_size)
         reading = open_lane(lane, options.batch_size, options.max_await_time, None)
@@ -260,7 +288,7 @@ class _Subscriber(abc.ObserverBase[Any]):
         description: str,
     ) -> None:
         self._on_next = on_next or _ignore
-        self._finish = _finisher(description, on_error, on_completed)
+        self._finish = _Finish(description, on_error, on_completed)
 
     def on_next(self, value: Any) -> None:
         self._on_next(value)
@@ -323,7 +351,8 @@ class _Pulled(_Source):
         self._reads = plan.reads
         self._batch_size = min(options.batch_size, options.buffer_size)  # what is read ahead stays in bounds
         self._pending: collections.deque[Any] = collections.deque()
-        self._step = plan.stepper(start.skip, self._pending.append)
+        self._steps = plan.steps
+        self._skip = _skip(start)
         self._cursor = plan.oplog.cursor(start.after)
         self._first = start.after
         self._yielded = 0
@@ -359,7 +388,8 @@ class _Pulled(_Source):
                 return
             self._reading = True
         deadline = time.monotonic() + wait
-        cursor, oplog, reads, step, pending = self._cursor, self._oplog, self._reads, self._step, self._pending
+        cursor, oplog, reads, step, pending = self._cursor, self._oplog, self._reads, self._steps.step, self._pending
+        emit, skip = pending.append, self._skip
         try:
             while not pending and not self._ended and not self._closed:
                 position = cursor.position
@@ -375,7 +405,7 @@ class _Pulled(_Source):
                 except SelectionError as failed:  # the events before the entry that failed, then the error
                     mine, self._error = failed.kept, failed.error
                 for entry in mine:
-                    result = step(entry)
+                    result = step(entry, emit, skip)
                     if result & YIELDED:
                         self._yielded += 1
                     if result & ENDED:
@@ -422,8 +452,7 @@ class _Pushed(_Source):
         options = plan.options
         self._buffer: EventBuffer[Any] = EventBuffer(options.buffer_size, options.overflow)
         self._lane = Lane(plan.oplog, start.after, plan.reads, self._buffer.finish)
-        events: list[Any] = []
-        self._lane.deliver = _buffered(self._lane, plan.stepper(start.skip, events.append), events, self._buffer)
+        self._lane.deliver = _Buffered(self._lane, plan.steps, self._buffer, _skip(start))
         self._reading = open_lane(self._lane, options.batch_size, options.max_await_time, None)
         error = self._buffer.error
         if error is not None and not len(self._buffer):
