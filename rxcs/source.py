@@ -219,7 +219,7 @@ class Reads:
     once per batch for all of them, and their cursor may use the sift.
     """
 
-    __slots__ = ("__weakref__", "key", "scope", "select", "sift")
+    __slots__ = ("__weakref__", "_passed", "_resting", "_sifted", "key", "scope", "select", "sift")
 
     def __init__(
         self,
@@ -232,6 +232,31 @@ class Reads:
         self.scope = scope
         self.select = select
         self.sift = sift
+        self._sifted = 0  # entries read with the sift lately, and how many it let through
+        self._passed = 0
+        self._resting = 0  # entries to read without the sift before it is tried again
+
+    def sift_now(self) -> Sift | None:
+        """The sift for the next read: None while it rests, having let nearly everything through lately.
+
+        A sift costs a search of each record; when (almost) every record
+        holds what it looks for, that search is all it does. It then rests
+        for ten times the span it was judged on, and is tried again.
+        """
+        return None if self._resting > 0 else self.sift
+
+    def read_past(self, count: int, passed: int, sifted: bool) -> None:
+        """Note a read of ``count`` entries, ``passed`` of which the sift let through (when ``sifted``)."""
+        if not sifted:
+            if self._resting > 0:
+                self._resting -= count
+            return
+        self._sifted += count
+        self._passed += passed
+        if self._sifted >= _SIFT_SPAN:
+            if self._passed > _SIFT_PAYS_BELOW * self._sifted:
+                self._resting = 10 * _SIFT_SPAN
+            self._sifted = self._passed = 0
 
     @staticmethod
     def interned(key: Hashable, build: Callable[[], Reads]) -> Reads:
@@ -271,6 +296,8 @@ class SelectionError(Exception):
         self.error = error
 
 
+_SIFT_SPAN: Final = 20_000  # entries a sift is judged on
+_SIFT_PAYS_BELOW: Final = 0.8  # a sift that lets through more than this share of what it reads rests
 _interned: weakref.WeakValueDictionary[Hashable, Reads] = weakref.WeakValueDictionary()
 _interning = threading.Lock()
 
@@ -708,8 +735,9 @@ class _Tailer:
         """Read one batch for every group; False when all are caught up."""
         progressed = False
         for position, group in list(groups.items()):
+            sift = _group_sift(group.lanes)
             try:
-                entries = group.cursor.read(self._batch_size, _group_sift(group.lanes))
+                entries = group.cursor.read(self._batch_size, sift)
             except OplogClosedError:
                 raise  # the whole oplog is gone: every lane ends, said once
             except Exception as exc:  # noqa: BLE001 - the group's lanes get on_error
@@ -726,6 +754,8 @@ class _Tailer:
                     group.cursor.close()
                 continue
             progressed = True
+            if group.lanes:
+                group.lanes[0].reads.read_past(new_position - position, len(entries), sift is not None)
             selections: dict[Reads, list[OplogEntry]] = {}  # lanes that read alike select once
             fed = [lane for lane in group.lanes if _feed_shared(lane, entries, new_position, selections)]
             kept = []
@@ -791,7 +821,7 @@ def _group_sift(lanes: list[Lane]) -> Sift | None:
     for lane in lanes:
         if lane.disposed:
             continue
-        candidate = lane.reads.sift
+        candidate = lane.reads.sift_now()
         if candidate is None or (sift is not None and candidate is not sift):
             return None
         sift = candidate
@@ -887,13 +917,16 @@ class _ScheduledTailer:
             if not self._halted():
                 self._schedule(0.0)
             return
+        sift = lane.reads.sift_now()
+        position = self._cursor.position
         try:
-            entries = self._cursor.read(self._batch_size, lane.reads.sift)
+            entries = self._cursor.read(self._batch_size, sift)
         except Exception as exc:  # noqa: BLE001 - the lane's stream gets on_error
             lane.end(exc)
             self._cursor.close()
             return
         if self._cursor.position > lane.position:
+            lane.reads.read_past(self._cursor.position - position, len(entries), sift is not None)
             feed(lane, entries, self._cursor.position)
             if self._halted():
                 return

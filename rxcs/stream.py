@@ -393,13 +393,15 @@ class _Pulled(_Source):
         try:
             while not pending and not self._ended and not self._closed:
                 position = cursor.position
-                entries = cursor.read(self._batch_size, reads.sift)
+                sift = reads.sift_now()
+                entries = cursor.read(self._batch_size, sift)
                 if cursor.position == position:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return
                     oplog.wait(position, remaining)
                     continue
+                reads.read_past(cursor.position - position, len(entries), sift is not None)
                 try:
                     mine = reads.of(entries) if entries else entries
                 except SelectionError as failed:  # the events before the entry that failed, then the error
