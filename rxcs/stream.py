@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, final, overload
+from typing import Any, Final, Generic, Self, TypeVar, final, overload
 
 import reactivex
 from reactivex import abc
@@ -77,58 +77,42 @@ class StreamStatistics:
 
 
 @final
-class _Direct:
-    """A lane's delivery straight to its subscriber: each entry's events go to ``emit`` (``on_next``) at once."""
+class _Delivery:
+    """A lane's delivery: the stream's steps over the lane's entries, their events to the subscriber or a buffer.
 
-    __slots__ = ("_emit", "_lane", "_skip", "_steps")
-
-    def __init__(self, lane: Lane, steps: Steps, emit: Callable[[Any], None], skip: Skip | None) -> None:
-        self._lane = lane
-        self._steps = steps  # held here: alike streams share it for as long as one of them lives
-        self._emit = emit
-        self._skip = skip
-
-    def __call__(self, entries: list[OplogEntry]) -> int:
-        lane, step, emit, skip = self._lane, self._steps.step, self._emit, self._skip
-        taken = 0
-        for entry in entries:
-            taken += 1
-            result = step(entry, emit, skip)
-            if result:
-                if result & YIELDED:
-                    lane.yielded += 1
-                if result & ENDED:
-                    lane.end()
-                    return taken
-            if lane.disposed:  # the subscriber disposed it while being fed
-                return taken
-        if skip is not None and skip.token is None:
-            self._skip = None  # passed: the rest go straight through
-        return taken
-
-
-@final
-class _Buffered:
-    """A lane's delivery into a bounded buffer: it takes what fits, then pauses the lane.
-
-    A batch's events go into the buffer at once, so the consumer is woken
-    once per batch, not once per event.
+    Straight to the subscriber (``emit``, its ``on_next``), each entry's
+    events go out at once and every entry is taken. Into a bounded
+    ``buffer``, it takes entries until their events fill it, puts the batch's
+    events in at once (the consumer is woken once per batch) and pauses the
+    lane before the consumer can see them, so the consumer's resume is never
+    lost.
     """
 
-    __slots__ = ("_buffer", "_events", "_lane", "_skip", "_steps")
+    __slots__ = ("_buffer", "_emit", "_events", "_lane", "_skip", "_steps")
 
-    def __init__(self, lane: Lane, steps: Steps, buffer: EventBuffer[Any], skip: Skip | None) -> None:
+    def __init__(
+        self,
+        lane: Lane,
+        steps: Steps,
+        skip: Skip | None,
+        *,
+        emit: Callable[[Any], None] | None = None,
+        buffer: EventBuffer[Any] | None = None,
+    ) -> None:
         self._lane = lane
-        self._steps = steps
-        self._buffer = buffer
+        self._steps = steps  # held here: alike streams share it for as long as one of them lives
         self._skip = skip
-        self._events: list[Any] = []
+        self._buffer = buffer
+        self._events: list[Any] | None = None if buffer is None else []
+        self._emit = emit if self._events is None else self._events.append
 
     def __call__(self, entries: list[OplogEntry]) -> int:
-        lane, step, buffer, skip, events = self._lane, self._steps.step, self._buffer, self._skip, self._events
-        emit = events.append
-        room = buffer.room()
-        if room <= 0:
+        lane, step, emit, skip, buffer, events = (
+            self._lane, self._steps.step, self._emit, self._skip, self._buffer, self._events
+        )
+        assert emit is not None
+        room = _UNBOUNDED if buffer is None else buffer.room()
+        if room <= 0 and buffer is not None:
             lane.pause()
             buffer.hold(lane.resume)
             return 0
@@ -144,19 +128,26 @@ class _Buffered:
                     if result & ENDED:
                         ended = True
                         break
-                if len(events) >= room:  # full: pause before the consumer can see it, so its resume is not lost
-                    lane.pause()
+                if lane.disposed:  # the subscriber disposed it while being fed
+                    break
+                if events is not None and len(events) >= room and buffer is not None:
+                    lane.pause()  # before the consumer can see the events
                     buffer.hold(lane.resume)
                     break
         finally:  # an entry that fails the stream comes after the events of the entries before it
-            batch = events.copy()
-            events.clear()
-            buffer.put_many(batch)
+            if events:
+                batch = events.copy()
+                events.clear()
+                assert buffer is not None
+                buffer.put_many(batch)
         if ended:
             lane.end()
         if skip is not None and skip.token is None:
-            self._skip = None
+            self._skip = None  # passed: the rest go straight through
         return taken
+
+
+_UNBOUNDED: Final = 1 << 62
 
 
 @final
@@ -251,11 +242,11 @@ class ChangeStreamObservable(reactivex.Observable[EventT_co]):
         _log_start(plan, start)
         if options.scheduler is None:
             lane = Lane(self.oplog, start.after, plan.reads, _Finish(self.description, on_error, on_completed))
-            lane.deliver = _Direct(lane, plan.steps, on_next or _ignore, _skip(start))
+            lane.deliver = _Delivery(lane, plan.steps, _skip(start), emit=on_next or _ignore)
             return open_lane(lane, options.batch_size, options.max_await_time, None)
         buffer: EventBuffer[Any] = EventBuffer(options.buffer_size, options.overflow)
         lane = Lane(self.oplog, start.after, plan.reads, buffer.finish)
-        lane.deliver = _Buffered(lane, plan.steps, buffer, _skip(start))
+        lane.deliver = _Delivery(lane, plan.steps, _skip(start), buffer=buffer)
         subscriber = _Subscriber(on_next, on_error, on_completed, self.description)
         drain = Drain(buffer, subscriber, options.scheduler, options.buffer_size)
         reading = open_lane(lane, options.batch_size, options.max_await_time, None)
@@ -454,7 +445,7 @@ class _Pushed(_Source):
         options = plan.options
         self._buffer: EventBuffer[Any] = EventBuffer(options.buffer_size, options.overflow)
         self._lane = Lane(plan.oplog, start.after, plan.reads, self._buffer.finish)
-        self._lane.deliver = _Buffered(self._lane, plan.steps, self._buffer, _skip(start))
+        self._lane.deliver = _Delivery(self._lane, plan.steps, _skip(start), buffer=self._buffer)
         self._reading = open_lane(self._lane, options.batch_size, options.max_await_time, None)
         error = self._buffer.error
         if error is not None and not len(self._buffer):
