@@ -10,6 +10,7 @@ from rxcs.errors import (
     EventTooLargeError,
     InvalidChangeError,
     InvalidLocationError,
+    InvalidOptionError,
     InvalidResumeToken,
     MissingImageError,
     OplogClosedError,
@@ -23,6 +24,7 @@ from rxcs.errors import (
 )
 from rxcs.events import ChangeEvent, ClusterTime, Namespace, OperationType, UpdateDescription
 from rxcs.oplog import Change, MemoryOplog, Oplog, OplogEntry, open_oplog
+from rxcs.plan import WatchOptions
 from rxcs.source import BEGINNING, oplog_entries
 from rxcs.stream import AsyncChangeStream, ChangeStream, ChangeStreamObservable, StreamStatistics, watch
 from rxcs.tokens import ResumeToken
@@ -41,6 +43,7 @@ __all__ = [
     "EventTooLargeError",
     "InvalidChangeError",
     "InvalidLocationError",
+    "InvalidOptionError",
     "InvalidResumeToken",
     "MemoryOplog",
     "MissingImageError",
@@ -59,6 +62,7 @@ __all__ = [
     "StreamClosedError",
     "StreamStatistics",
     "UpdateDescription",
+    "WatchOptions",
     "capture",
     "oplog_entries",
     "open_oplog",

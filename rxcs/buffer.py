@@ -4,11 +4,15 @@ The producer side runs on a tailer thread; the consumer side is a drain
 thread, a scheduler, a blocking iterator or an asyncio task. What happens
 when it is full is the ``overflow`` policy:
 
-- ``"block"`` (default): nothing is lost. When the producer is an oplog lane
-  (``rxcs.source.current_lane()``), the lane is paused and resumes reading
-  from the durable log once the consumer has drained half the buffer, so the
-  shared tailer never waits; any other producer thread blocks until there is
-  room.
+- ``"block"`` (default): nothing is lost. A stream's delivery asks for the
+  ``room()`` left and puts no more than that (``put_many``); when it fills
+  the buffer it pauses its lane and ``hold``s the lane's ``resume``, which the
+  buffer calls once the consumer has drained half of it, so the shared tailer
+  never waits. Any other producer (``put``) blocks until there is room, unless
+  the buffer is drained on a scheduler that runs on its producer's own
+  thread (virtual time, a trampoline): blocking there could never end, so
+  the buffer takes the producer's batch beyond its bound and the scheduler
+  drains it before the producer's next action.
 - ``"drop_oldest"`` / ``"drop_newest"``: drop, count, and log once per burst.
 - ``"error"``: the consumer gets what was buffered, then ``BufferOverflowError``.
 """
@@ -20,13 +24,15 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Generic, Literal, TypeVar, final, get_args
+from typing import Any, Final, Generic, Literal, TypeVar, final, get_args
 
-from rxcs.errors import BufferOverflowError, StreamClosedError
+from reactivex import abc
+from reactivex.scheduler import CurrentThreadScheduler, ImmediateScheduler, TrampolineScheduler, VirtualTimeScheduler
+
+from rxcs.errors import BufferOverflowError, InvalidOptionError, StreamClosedError
 from rxcs.log import log
-from rxcs.source import Lane, current_lane
 
-__all__ = ["EMPTY", "OVERFLOW_POLICIES", "BufferStatistics", "Empty", "EventBuffer", "Overflow"]
+__all__ = ["EMPTY", "OVERFLOW_POLICIES", "BufferStatistics", "Drain", "Empty", "EventBuffer", "Overflow"]
 
 T = TypeVar("T")
 Overflow = Literal["block", "drop_oldest", "drop_newest", "error"]
@@ -59,11 +65,11 @@ class BufferStatistics:
 
 
 def check_buffer_args(size: object, overflow: object) -> None:
-    """Validate a buffer size and overflow policy; raise ``ValueError`` naming the bad one."""
+    """Validate a buffer size and overflow policy; raise ``InvalidOptionError`` naming the bad one."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"buffer size must be a positive int, not {size!r}")
+        raise InvalidOptionError(f"buffer size must be a positive int, not {size!r}")
     if overflow not in OVERFLOW_POLICIES:
-        raise ValueError(
+        raise InvalidOptionError(
             f"overflow must be one of {', '.join(sorted(OVERFLOW_POLICIES))}, not {overflow!r}"
         )
 
@@ -84,7 +90,7 @@ class EventBuffer(Generic[T]):
         self._done = False
         self._error: Exception | None = None
         self._closed = False
-        self._paused_lane: Lane | None = None
+        self._resume: Callable[[], None] | None = None  # a paused producer's, called once there is room
         self._high_water = 0
         self._dropped = 0
         self._burst = 0
@@ -93,6 +99,7 @@ class EventBuffer(Generic[T]):
         self._producers_waiting = 0
         self.on_ready: Callable[[], None] | None = None
         self.on_overflow_error: Callable[[], None] | None = None
+        self.producers_may_wait = True  # False when its consumer runs on the producer's own thread
 
     # The deque's append and popleft are atomic, so the common cases (room to
     # put, something to take) take no lock; the lock and conditions are only for
@@ -101,21 +108,58 @@ class EventBuffer(Generic[T]):
     # -- producer side ---------------------------------------------------------
 
     def put(self, item: T) -> None:
-        """Add an item, applying the overflow policy when full."""
+        """Add an item, applying the overflow policy when full (``"block"``: wait for room)."""
         items = self._items
         if self._done or self._closed:
             return
-        if len(items) >= self._size and not self._make_room():
+        if len(items) >= self._size and not self._make_room(block=True):
             return
         items.append(item)
         count = len(items)
         self._high_water = max(self._high_water, count)
         if self._consumer_waiting or (count == 1 and self.on_ready is not None):
-            lane = current_lane()
-            if lane is None:
-                self._signal()
-            else:  # a tailer is feeding a batch: wake the consumer once, when the batch is in
-                lane.after_feed(self._signal)
+            self._signal()
+
+    def room(self) -> int:
+        """How many items ``put_many`` can take before the buffer is full; unbounded unless ``"block"``."""
+        if self._overflow != "block":
+            return 1 << 62
+        return max(0, self._size - len(self._items))
+
+    def hold(self, resume: Callable[[], None]) -> None:
+        """A producer that filled the buffer and paused: call ``resume()`` once the consumer made room.
+
+        Call it before putting what filled the buffer, so the consumer cannot
+        drain it before the producer is registered.
+        """
+        with self._lock:
+            self._resume = resume
+            self._pauses += 1
+        if self._pauses == 1:
+            log.info("stream paused by backpressure", buffer_size=self._size)
+
+    def put_many(self, batch: list[T]) -> None:
+        """Add a batch (a stream's events of a batch of entries), applying the overflow policy; wake the consumer once.
+
+        Under ``"block"`` the items are taken beyond the bound: the producer
+        asked for the ``room()`` first and pauses when it fills the buffer.
+        """
+        if self._done or self._closed or not batch:
+            return
+        items = self._items
+        if self._overflow == "block":
+            items.extend(batch)
+        else:
+            for item in batch:
+                if len(items) >= self._size and not self._make_room(block=False):
+                    if self._error is not None:  # overflow="error": the buffer ended
+                        break
+                    continue
+                items.append(item)
+        count = len(items)
+        self._high_water = max(self._high_water, count)
+        if count and (self._consumer_waiting or self.on_ready is not None):
+            self._signal()
 
     def _signal(self) -> None:
         """Wake the consumer: a thread blocked in ``take``, or the ``on_ready`` callback."""
@@ -125,19 +169,12 @@ class EventBuffer(Generic[T]):
         if self.on_ready is not None and self._items:
             self.on_ready()
 
-    def _make_room(self) -> bool:
+    def _make_room(self, *, block: bool) -> bool:
         """Apply the overflow policy to a full buffer; False when the item must not be added."""
         overflow = self._overflow
         if overflow == "block":
-            lane = current_lane()
-            if lane is not None:
-                if not lane.paused:
-                    lane.pause()
-                    self._paused_lane = lane
-                    self._pauses += 1
-                    if self._pauses == 1:
-                        log.info("stream paused by backpressure", buffer_size=self._size)
-                return True  # accepted beyond the bound: the rest of the entry being delivered
+            if not block or not self.producers_may_wait:
+                return True
             with self._lock:
                 self._producers_waiting += 1
                 try:
@@ -222,7 +259,7 @@ class EventBuffer(Generic[T]):
                 return EMPTY
         if self._closed:
             raise StreamClosedError("the change stream is closed")
-        if self._paused_lane is not None or self._producers_waiting or self._burst:
+        if self._resume is not None or self._producers_waiting or self._burst:
             self._taken()
         return item
 
@@ -236,8 +273,8 @@ class EventBuffer(Generic[T]):
                 self._consumer_waiting -= 1
 
     def _taken(self) -> None:
-        """After a take: wake blocked producers, end a drop burst, resume a paused lane."""
-        resume: Lane | None = None
+        """After a take: wake blocked producers, end a drop burst, resume a paused producer."""
+        resume: Callable[[], None] | None = None
         with self._lock:
             remaining = len(self._items)
             if self._producers_waiting:
@@ -245,10 +282,10 @@ class EventBuffer(Generic[T]):
             if self._burst and remaining < self._size:
                 log.warning("events dropped in burst", dropped=self._burst, policy=self._overflow)
                 self._burst = 0
-            if self._paused_lane is not None and remaining <= self._low_water:
-                resume, self._paused_lane = self._paused_lane, None
+            if self._resume is not None and remaining <= self._low_water:
+                resume, self._resume = self._resume, None
         if resume is not None:
-            resume.resume()
+            resume()
 
     @property
     def ended(self) -> bool:
@@ -268,7 +305,7 @@ class EventBuffer(Generic[T]):
         with self._lock:
             self._closed = True
             self._items.clear()
-            self._paused_lane = None
+            self._resume = None
             self._not_empty.notify_all()
             self._not_full.notify_all()
         if self.on_ready is not None:
@@ -280,3 +317,99 @@ class EventBuffer(Generic[T]):
             return BufferStatistics(
                 self._size, self._overflow, len(self._items), self._high_water, self._dropped, self._pauses
             )
+
+
+# Schedulers that run actions on the thread that schedules them: a producer there must not wait for its drain.
+_ON_THE_CALLERS_THREAD: Final = (VirtualTimeScheduler, CurrentThreadScheduler, ImmediateScheduler, TrampolineScheduler)
+
+
+@final
+class Drain:
+    """Moves batches out of an EventBuffer to the observer, on a thread or a scheduler."""
+
+    def __init__(
+        self,
+        events: EventBuffer[Any],
+        observer: abc.ObserverBase[Any],
+        scheduler: abc.SchedulerBase | None,
+        batch: int,
+    ) -> None:
+        self._events = events
+        self._observer = observer
+        self._scheduler = scheduler
+        self._batch = batch
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        if scheduler is None:
+            self._thread = threading.Thread(target=self._run_thread, name="rxcs-buffer", daemon=True)
+            self._thread.start()
+        else:
+            events.on_ready = self._schedule
+            events.producers_may_wait = not isinstance(scheduler, _ON_THE_CALLERS_THREAD)
+
+    def _run_thread(self) -> None:
+        while not self._stopped:
+            try:
+                batch = self._events.take(self._batch, timeout=None)
+            except StreamClosedError:
+                return
+            if not self._deliver(batch):
+                return
+
+    def _schedule(self) -> None:
+        with self._lock:
+            if self._scheduled or self._stopped:
+                return
+            self._scheduled = True
+        assert self._scheduler is not None
+        self._scheduler.schedule(self._run_scheduled)
+
+    def _run_scheduled(self, _scheduler: abc.SchedulerBase, _state: Any = None) -> None:
+        while not self._stopped:
+            with self._lock:
+                try:
+                    batch = self._events.take(self._batch)
+                except StreamClosedError:
+                    return
+                if not batch and not self._events.ended:
+                    self._scheduled = False
+                    return
+            if not self._deliver(batch):
+                return
+
+    def _deliver(self, batch: list[Any]) -> bool:
+        """Emit a batch; at the end of the buffer, emit the end. False when finished."""
+        observer = self._observer
+        try:
+            for item in batch:
+                if self._stopped:
+                    return False
+                observer.on_next(item)
+        except Exception as exc:  # noqa: BLE001 - a subscriber's error ends the stream, logged
+            log.error("subscriber raised in on_next", error=repr(exc))
+            self._finish(exc)
+            return False
+        if self._events.ended:
+            self._finish(self._events.error)
+            return False
+        return True
+
+    def _finish(self, error: Exception | None) -> None:
+        self._stopped = True
+        try:
+            if error is None:
+                self._observer.on_completed()
+            else:
+                self._observer.on_error(error)
+        except Exception as again:  # noqa: BLE001 - the drain thread must not die silently
+            log.error("subscriber raised at the end of the stream", error=repr(again))
+
+    def stop(self) -> None:
+        """Stop draining and wait for the drain thread; idempotent."""
+        self._stopped = True
+        self._events.close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()

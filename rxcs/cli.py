@@ -35,6 +35,8 @@ import rxcs
 from rxcs import extjson
 from rxcs.errors import OplogCorruptedError, OplogLockedError, OplogUnavailableError, RxcsError
 from rxcs.events import ChangeEvent
+from rxcs.plan import WatchOptions
+from rxcs.stream import watch_with
 
 __all__ = ["main"]
 
@@ -266,9 +268,12 @@ def _parse_json(text: str, option: str) -> Any:
         raise UsageError(f"{option}: not valid JSON ({exc})") from None
 
 
-def _watch_options(args: argparse.Namespace, oplog_id: uuid.UUID) -> dict[str, Any]:
-    """watch()'s options; the start: a token given, else where the last run stopped, else the beginning or now."""
+def _watch_options(args: argparse.Namespace, oplog_id: uuid.UUID) -> WatchOptions:
+    """The stream's options, checked; the start: a token given, else where the last run stopped, else the
+    beginning or now."""
     options: dict[str, Any] = {
+        "db": args.db,
+        "collection": args.collection,
         "full_document": args.full_document,
         "full_document_before_change": args.full_document_before_change,
         "show_expanded_events": args.show_expanded_events,
@@ -279,16 +284,18 @@ def _watch_options(args: argparse.Namespace, oplog_id: uuid.UUID) -> dict[str, A
         options["pipeline"] = _parse_json(args.pipeline, "--pipeline")
     if args.resume_after:
         options["resume_after"] = args.resume_after
-        return options
-    if args.start_after:
+    elif args.start_after:
         options["start_after"] = args.start_after
-        return options
-    stopped = _where_the_last_run_stopped(args, oplog_id)
-    if stopped is not None:
-        options["start_after" if stopped.invalidate else "resume_after"] = stopped
-    elif args.from_beginning:
-        options["start_at_operation_time"] = rxcs.BEGINNING
-    return options
+    else:
+        stopped = _where_the_last_run_stopped(args, oplog_id)
+        if stopped is not None:
+            options["start_after" if stopped.invalidate else "resume_after"] = stopped
+        elif args.from_beginning:
+            options["start_at_operation_time"] = rxcs.BEGINNING
+    try:
+        return WatchOptions(**options)
+    except RxcsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _where_the_last_run_stopped(args: argparse.Namespace, oplog_id: uuid.UUID) -> rxcs.ResumeToken | None:
@@ -375,8 +382,6 @@ def _save_token(path: Path, token: rxcs.ResumeToken) -> None:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    if args.collection and not args.db:
-        raise UsageError("--collection needs --db")
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be positive")
     location = _checked_location(args.location)
@@ -384,8 +389,8 @@ def _watch(args: argparse.Namespace) -> int:
     with _open_oplog(location, readonly=True) as oplog:
         options = _watch_options(args, oplog.oplog_id)
         try:
-            stream = rxcs.watch(oplog, args.db, args.collection, **options).iterate()
-        except (RxcsError, ValueError, TypeError) as exc:
+            stream = watch_with(oplog, options).iterate()
+        except RxcsError as exc:
             raise UsageError(str(exc)) from None
         printed = 0
         last = stream.resume_token  # of the last event written out: what a new run resumes after

@@ -12,6 +12,7 @@ __all__ = [
     "EventTooLargeError",
     "InvalidChangeError",
     "InvalidLocationError",
+    "InvalidOptionError",
     "InvalidResumeToken",
     "MissingImageError",
     "OplogClosedError",
@@ -63,6 +64,14 @@ class InvalidChangeError(RxcsError, ValueError):
 
 class InvalidLocationError(RxcsError, ValueError):
     """An oplog location (a path or URL) cannot be opened as given: an unknown parameter, a bad value."""
+
+
+class InvalidOptionError(RxcsError, ValueError, TypeError):
+    """An option or argument of ``watch()``, ``oplog_entries()`` or an operator is malformed; the message names it.
+
+    Both a ``ValueError`` and a ``TypeError``: the option has the wrong value
+    or the wrong type, and callers that catch either keep working.
+    """
 
 
 class MissingImageError(RxcsError):

@@ -20,20 +20,70 @@ any the conversion would refuse, always reach it.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, final
 
 from rxcs.events import OperationType
 from rxcs.oplog.base import Sift
 from rxcs.oplog.codec import DATA_CHANGE_HEAD
 from rxcs.oplog.entry import OplogEntry
+from rxcs.pipeline import compile_pipeline
 from rxcs.query import MISSING, compile_filter, rewrite_event_aliases, top_level_fields
 
-__all__ = ["EntryFilter", "entry_filter", "leading_match_filter", "leading_match_sift"]
+__all__ = ["EntryFilter", "Prefilter", "entry_filter", "leading_match_filter", "leading_match_sift", "prefilter"]
 
 EntryFilter = Callable[[OplogEntry], bool]
 Getter = Callable[[OplogEntry], Any]
+Predicate = Callable[[Mapping[str, Any]], bool]
+Match = tuple[Mapping[str, Any], Predicate]
+"""A ``$match`` stage: its filter (LauraDB's aliases rewritten) and its compiled predicate."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Prefilter:
+    """What a stream's leading ``$match`` stages let it do before entries become events.
+
+    ``entry_filter`` answers as the first ``covered`` stages would on the
+    events (None: none can be tested on entries); ``sift`` leaves out
+    records that cannot match, undecoded; ``key`` is equal for streams whose
+    prefilters are alike, so they can share one selection of each batch.
+    """
+
+    entry_filter: EntryFilter | None
+    covered: int
+    sift: Sift | None
+    key: Hashable
+
+
+def prefilter(
+    matches: Sequence[Match], *, full_document: str = "default", full_document_before_change: str = "off"
+) -> Prefilter:
+    """The prefilter of a pipeline's leading ``$match`` stages, already compiled (``CompiledPipeline.leading_matches``).
+
+    Examples:
+        >>> from rxcs.pipeline import compile_pipeline
+        >>> stages = compile_pipeline([{"$match": {"fullDocument.status": "paid"}}, {"$match": {"wallTime": 1}}])
+        >>> found = prefilter(stages.leading_matches)
+        >>> found.covered, found.sift is not None
+        (1, True)
+    """
+    usable: list[tuple[Mapping[str, Any], Predicate, list[tuple[str, Getter]]]] = []
+    for spec, predicate in matches:
+        getters = _entry_getters(spec, full_document, full_document_before_change)
+        if getters is None:
+            break
+        usable.append((spec, predicate, getters))
+    if not usable:
+        return Prefilter(None, 0, None, None)
+    filters = [_on_entries(predicate, getters) for _, predicate, getters in usable]
+    check = filters[0] if len(filters) == 1 else (lambda entry: all(test(entry) for test in filters))
+    groups = tuple(group for spec, _, _ in usable for group in _required_strings(spec))
+    key = (tuple(repr(spec) for spec, _, _ in usable), full_document, full_document_before_change)
+    return Prefilter(check, len(usable), _sift(groups) if groups else None, key)
 
 _WITH_PRE_IMAGE: Final = frozenset({"update", "replace", "delete"})
 _KNOWN_OPERATIONS: Final = frozenset(str(op) for op in OperationType)
@@ -116,12 +166,11 @@ def entry_filter(
     """
     spec = rewrite_event_aliases(spec)
     getters = _entry_getters(spec, full_document, full_document_before_change)
-    return None if getters is None else _compiled(spec, getters)
+    return None if getters is None else _on_entries(compile_filter(spec), getters)
 
 
-def _compiled(spec: Mapping[str, Any], getters: list[tuple[str, Getter]]) -> EntryFilter:
-    """The entry filter of ``spec`` (aliases rewritten), reading its fields with ``getters``."""
-    predicate = compile_filter(spec)
+def _on_entries(predicate: Predicate, getters: list[tuple[str, Getter]]) -> EntryFilter:
+    """A filter's ``predicate`` on entries, reading the fields it needs with ``getters``."""
     known = _KNOWN_OPERATIONS
 
     if len(getters) == 1:
@@ -170,9 +219,8 @@ def leading_match_filter(
 ) -> tuple[EntryFilter | None, int]:
     """The entry filter of a pipeline's leading ``$match`` stages, and how many stages it covers.
 
-    Call it on a pipeline that compiles. ``(None, 0)`` when the first stage
-    cannot be evaluated on entries; when it covers every stage, the pipeline
-    needs no other evaluation.
+    ``(None, 0)`` when the first stage cannot be evaluated on entries; when
+    it covers every stage, the pipeline needs no other evaluation.
 
     Examples:
         >>> check, covered = leading_match_filter(
@@ -180,13 +228,11 @@ def leading_match_filter(
         >>> covered
         2
     """
-    matches = _leading_matches(stages, full_document, full_document_before_change)
-    filters = [_compiled(spec, getters) for spec, getters in matches]
-    if not filters:
-        return None, 0
-    if len(filters) == 1:
-        return filters[0], 1
-    return (lambda entry: all(check(entry) for check in filters)), len(filters)
+    found = prefilter(
+        compile_pipeline(stages).leading_matches,
+        full_document=full_document, full_document_before_change=full_document_before_change,
+    )
+    return found.entry_filter, found.covered
 
 
 def leading_match_sift(
@@ -208,27 +254,10 @@ def leading_match_sift(
         >>> [sift(data, 0, len(data)) for data in (record("paid"), record("new"))]
         [True, False]
     """
-    groups: list[tuple[bytes, ...]] = []
-    for spec, _ in _leading_matches(stages, full_document, full_document_before_change):
-        groups.extend(_required_strings(spec))
-    return _sift(tuple(groups)) if groups else None
-
-
-def _leading_matches(
-    stages: Sequence[Mapping[str, Any]], full_document: str, full_document_before_change: str
-) -> list[tuple[Mapping[str, Any], list[tuple[str, Getter]]]]:
-    """The leading ``$match`` stages that entries can be filtered by: each spec (aliases rewritten), its getters."""
-    matches: list[tuple[Mapping[str, Any], list[tuple[str, Getter]]]] = []
-    for stage in stages:
-        spec = stage.get("$match") if len(stage) == 1 else None
-        if not isinstance(spec, Mapping):
-            break
-        spec = rewrite_event_aliases(spec)
-        getters = _entry_getters(spec, full_document, full_document_before_change)
-        if getters is None:
-            break
-        matches.append((spec, getters))
-    return matches
+    return prefilter(
+        compile_pipeline(stages).leading_matches,
+        full_document=full_document, full_document_before_change=full_document_before_change,
+    ).sift
 
 
 def _required_strings(spec: Mapping[str, Any]) -> list[tuple[bytes, ...]]:
@@ -269,9 +298,20 @@ def _encoded(strings: tuple[str, ...]) -> tuple[bytes, ...] | None:
     return None if b"" in needles else needles
 
 
-@functools.lru_cache(maxsize=256)
+_sifts: weakref.WeakValueDictionary[tuple[tuple[bytes, ...], ...], Sift] = weakref.WeakValueDictionary()
+_sifts_lock = threading.Lock()
+
+
 def _sift(groups: tuple[tuple[bytes, ...], ...]) -> Sift:
-    """The sift for these groups; alike streams get the same one, so a shared cursor can use it."""
+    """The sift for these groups: alike streams get the same one (while one lives), so a shared cursor uses it."""
+    with _sifts_lock:
+        found = _sifts.get(groups)
+        if found is None:
+            found = _sifts[groups] = _make_sift(groups)
+        return found
+
+
+def _make_sift(groups: tuple[tuple[bytes, ...], ...]) -> Sift:
     data_change = DATA_CHANGE_HEAD.match
     if len(groups) == 1 and len(groups[0]) == 1:
         needle = groups[0][0]

@@ -1,20 +1,26 @@
-"""``oplog_entries()``: the tailing Observable source of an oplog.
+"""Where streams start, and the tailer that feeds them: ``oplog_entries()``, lanes, reads.
 
-Each subscription is a *lane*: an observer and the op_id of the last entry it
-was given. Lanes of one oplog share one tailer thread: lanes at the same
-position share one cursor, so an entry is read and decoded once however many
-streams watch it, and a thousand idle streams cost one waiting thread.
-Lanes behind the live end (resuming, or released by backpressure) read from
-their own position in the same thread until they catch up and merge.
+Each subscription to an oplog is a *lane*: the op_id of the last entry it
+went past, what it *reads* (a ``Reads``: a namespace and an entry filter, and
+the cursor sift they allow) and its *delivery*, a function that takes the
+lane's entries of a batch and says how many it took. Lanes of one oplog share
+one tailer thread: lanes at the same position share one cursor, so an entry
+is read and decoded once however many streams watch it, lanes that read alike
+share one selection of each batch, and a thousand idle streams cost one
+waiting thread. Lanes behind the live end (resuming, or released by
+backpressure) read from their own position in the same thread until they
+catch up and merge.
 
-Backpressure is cooperative: an operator downstream that cannot take more
-(a full buffer) calls ``current_lane().pause()`` while it is being fed; the
-tailer stops feeding that lane after the current entry, keeps its position,
-and, once ``resume()`` is called, reads again from the log (which is durable)
-from where the lane stopped. Nothing is lost and no other lane waits.
+Demand is explicit. A delivery that takes fewer entries than it was given
+(its stream's buffer is full) has paused its lane: the tailer stops feeding
+it, keeps the entries it read and did not deliver, and, once whoever drains
+the buffer calls ``lane.resume()``, feeds it again from there, reading on
+from the durable log. Nothing is lost and no other lane waits.
 
-A subscription given a ``scheduler`` instead runs its own tailer on that
-scheduler, which is how the operators are driven in virtual time.
+``resolve_start`` is the one place a start (now, an op_id, a time, the
+beginning, a resume token) becomes a position. A subscription given a
+``scheduler`` runs its own tailer on that scheduler, which is how operators
+are driven in virtual time.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, final
 
@@ -31,15 +38,30 @@ from reactivex import abc
 from reactivex.disposable import Disposable
 from reactivex.scheduler import VirtualTimeScheduler
 
-from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken
+from rxcs.errors import ChangeStreamHistoryLost, InvalidOptionError, InvalidResumeToken, OplogClosedError
 from rxcs.events import ClusterTime
 from rxcs.log import log
 from rxcs.oplog.base import Oplog, OplogCursor, Sift
 from rxcs.oplog.entry import OplogEntry
 from rxcs.tokens import ResumeToken
 
-__all__ = ["BEGINNING", "Beginning", "EntrySource", "Lane", "Scope", "current_lane", "oplog_entries"]
-
+__all__ = [
+    "ALL",
+    "BEGINNING",
+    "Beginning",
+    "Delivery",
+    "Lane",
+    "Reads",
+    "Scope",
+    "SelectionError",
+    "Start",
+    "StartAt",
+    "check_token_history",
+    "feed",
+    "high_water_token",
+    "oplog_entries",
+    "resolve_start",
+]
 
 
 @final
@@ -61,131 +83,31 @@ BEGINNING: Final = Beginning()
 
 StartAt = Beginning | datetime | ClusterTime
 
-_delivery = threading.local()
-
 Scope = tuple[str, str | None]
-"""A lane's namespace: ``(db, None)`` takes the database's entries, ``(db, coll)`` the collection's
-and its database's ``dropDatabase``. A lane with a scope is fed only those entries of a batch."""
+"""A namespace: ``(db, None)`` takes the database's entries, ``(db, coll)`` the collection's
+and its database's ``dropDatabase``."""
+
+Delivery = Callable[[list[OplogEntry]], int]
+"""Takes a lane's entries of a batch, in order, and returns how many it took: all of them, or
+fewer when its stream has no room for more (it then paused the lane)."""
 
 
-def _in_scope(entries: list[OplogEntry], scope: Scope) -> list[OplogEntry]:
-    db, coll = scope
-    if coll is None:
-        return [entry for entry in entries if entry.db == db]
-    return [entry for entry in entries if entry.db == db and (entry.coll == coll or entry.op == "dropDatabase")]
-
-
-def current_lane() -> Lane | None:
-    """The lane being fed on this thread right now, if any (for backpressure)."""
-    lane: Lane | None = getattr(_delivery, "lane", None)
-    return lane
+# -- where a stream starts -----------------------------------------------------------------
 
 
 @final
-class Lane:
-    """One subscription's place in the oplog and its observer."""
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a subscription starts: after op_id ``after``, which ``token`` names; events up to ``skip`` are passed over.
 
-    __slots__ = (
-        "_after_feed", "_resume", "_start", "attached", "disposed", "leftover", "observer", "oplog", "paused",
-        "position", "scope", "sift",
-    )
+    ``skip`` is set when a stream resumes after an event token: the token's
+    entry is read again, since more events may follow it (an ``invalidate``
+    after a ``drop``, the later fragments of a split event).
+    """
 
-    def __init__(
-        self,
-        oplog: Oplog,
-        observer: abc.ObserverBase[OplogEntry],
-        position: int,
-        scope: Scope | None = None,
-        sift: Sift | None = None,
-    ) -> None:
-        self.oplog = oplog
-        self.scope = scope
-        self.sift = sift  # the observer wants no entry whose record fails it (see rxcs.prefilter)
-        self.observer = observer
-        self.position = position
-        self._start = position
-        self.paused = False
-        self.disposed = False
-        self.attached = True  # fed by its tailer; a paused lane is detached, and re-attached on resume
-        self._resume: Callable[[Lane], None] = _noop
-        self._after_feed: list[Callable[[], None]] = []
-        # Entries read for this lane but not fed because it paused: fed first when it resumes, so
-        # a pause costs no second read and a cursor that moved past them loses nothing.
-        self.leftover: list[OplogEntry] = []
-
-    def pause(self) -> None:
-        """Stop feeding this lane after the entry being delivered; idempotent."""
-        self.paused = True
-
-    def resume(self) -> None:
-        """Feed this lane again from its position; idempotent.
-
-        The tailer decides, under its lock, whether the lane is still being fed
-        or must rejoin from its position: a lane is never fed twice.
-        """
-        self._resume(self)
-
-    def after_feed(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the batch being fed is delivered (once, however often asked).
-
-        A buffer wakes its consumer this way: once per batch rather than once
-        per event, so a consumer thread is not woken, and the GIL not handed
-        over, for every event of a catch-up.
-        """
-        if callback not in self._after_feed:
-            self._after_feed.append(callback)
-
-    @property
-    def entries_seen(self) -> int:
-        """Entries this lane has read past: fed, out of its scope or sifted out (op_ids rise by one)."""
-        return self.position - self._start
-
-    @property
-    def lag(self) -> int:
-        """Entries in the oplog after this lane's position."""
-        return max(0, self.oplog.last_op_id - self.position)
-
-    def feed(self, entries: list[OplogEntry]) -> bool:
-        """Give entries to the observer until the lane pauses, ends or fails.
-
-        Returns False when the lane failed (its observer got ``on_error``).
-        """
-        observer = self.observer
-        _delivery.lane = self
-        try:
-            for entry in entries:
-                if self.paused or self.disposed:
-                    if not self.disposed:  # stopped short: keep the rest for when it resumes
-                        position = self.position
-                        self.leftover = [entry for entry in entries if entry.op_id > position]
-                    break
-                observer.on_next(entry)
-                self.position = entry.op_id
-        except Exception as exc:  # noqa: BLE001 - routed to the observer, never lost
-            self.fail(exc)
-            return False
-        finally:
-            _delivery.lane = None
-            if self._after_feed:
-                callbacks, self._after_feed = self._after_feed, []
-                for callback in callbacks:
-                    callback()
-        return True
-
-    def fail(self, exc: Exception) -> None:
-        """End the lane with ``exc``; an observer that raises again is logged."""
-        if self.disposed:
-            return
-        self.disposed = True
-        log.error("change stream error", op_id=self.position, error=repr(exc))
-        try:
-            self.observer.on_error(exc)
-        except Exception as again:  # noqa: BLE001 - a thread must not die silently
-            log.error("subscriber raised from on_error", error=repr(again))
-
-
-def _noop(lane: Lane) -> None:
-    lane.paused = False
+    after: int
+    token: ResumeToken
+    skip: ResumeToken | None = None
 
 
 def high_water_token(oplog: Oplog, op_id: int) -> ResumeToken:
@@ -235,11 +157,284 @@ def check_token_history(oplog: Oplog, token: ResumeToken) -> None:
         )
 
 
-class EntrySource(reactivex.Observable[OplogEntry]):
-    """The Observable ``oplog_entries()`` returns; knows its oplog and start.
+def resolve_start(
+    oplog: Oplog,
+    *,
+    after: int | None = None,
+    at: StartAt | None = None,
+    token: ResumeToken | None = None,
+    start_after: bool = False,
+) -> Start:
+    """Fix a start position now: after an op_id, at a time or ``BEGINNING``, after a resume token, or (none) now.
 
-    Operators read ``oplog_id`` from it (to make resume tokens) and ``seek``
-    moves its start instead of skipping entries.
+    Raises ``ChangeStreamHistoryLost`` when the position is older than the
+    oldest retained entry or the token's history was rewritten, and
+    ``InvalidResumeToken`` for an op_id past the end of the oplog.
+    ``start_after`` lets a token of an ``invalidate`` start after that event.
+    """
+    if token is not None:
+        check_token_history(oplog, token)
+        first = oplog.first_op_id
+        if token.fragment and token.op_id < first:
+            raise ChangeStreamHistoryLost(
+                f"resume token {token} names fragment {token.fragment} of op_id {token.op_id}, but that entry "
+                f"is gone (the oldest retained is {first}): its later fragments cannot be delivered"
+            )
+        if token.high_water or (start_after and token.invalidate) or token.op_id < first:
+            start = Start(token.op_id, token)
+        else:  # re-read the token's entry: its later events (an invalidate, fragments) may follow
+            start = Start(token.op_id - 1, token, token)
+    else:
+        if after is not None:
+            position = after
+            if position > oplog.last_op_id:
+                raise InvalidResumeToken(
+                    f"position op_id {position} is ahead of the oplog, which ends at {oplog.last_op_id}"
+                )
+        elif at is None:
+            position = oplog.last_op_id
+        elif isinstance(at, Beginning):
+            position = oplog.first_op_id - 1
+        else:
+            position = oplog.op_id_at(at)
+        start = Start(position, high_water_token(oplog, position))
+    if start.after < oplog.first_op_id - 1:
+        raise ChangeStreamHistoryLost(
+            f"the stream must start after op_id {start.after}, but the oldest retained entry is {oplog.first_op_id}"
+        )
+    return start
+
+
+# -- what a lane reads -----------------------------------------------------------------------
+
+
+@final
+class Reads:
+    """What a lane reads of each batch: a namespace, a selection beyond it, the cursor sift they allow.
+
+    ``select`` takes the batch's entries in the namespace and returns those
+    the lane wants (it must keep the entries that end the namespace's
+    streams). Lanes with equal ``key`` get the same ``Reads`` object
+    (``Reads.interned``) for as long as one of them lives: the tailer selects
+    once per batch for all of them, and their cursor may use the sift.
+    """
+
+    __slots__ = ("__weakref__", "_passed", "_resting", "_sifted", "key", "scope", "select", "sift")
+
+    def __init__(
+        self,
+        key: Hashable,
+        scope: Scope | None = None,
+        select: Callable[[list[OplogEntry]], list[OplogEntry]] | None = None,
+        sift: Sift | None = None,
+    ) -> None:
+        self.key = key
+        self.scope = scope
+        self.select = select
+        self.sift = sift
+        self._sifted = 0  # entries read with the sift lately, and how many it let through
+        self._passed = 0
+        self._resting = 0  # entries to read without the sift before it is tried again
+
+    def sift_now(self) -> Sift | None:
+        """The sift for the next read: None while it rests, having let nearly everything through lately.
+
+        A sift costs a search of each record; when (almost) every record
+        holds what it looks for, that search is all it does. It then rests
+        for ten times the span it was judged on, and is tried again.
+        """
+        return None if self._resting > 0 else self.sift
+
+    def read_past(self, count: int, passed: int, sifted: bool) -> None:
+        """Note a read of ``count`` entries, ``passed`` of which the sift let through (when ``sifted``)."""
+        if not sifted:
+            if self._resting > 0:
+                self._resting -= count
+            return
+        self._sifted += count
+        self._passed += passed
+        if self._sifted >= _SIFT_SPAN:
+            if self._passed > _SIFT_PAYS_BELOW * self._sifted:
+                self._resting = 10 * _SIFT_SPAN
+            self._sifted = self._passed = 0
+
+    @staticmethod
+    def interned(key: Hashable, build: Callable[[], Reads]) -> Reads:
+        """The live ``Reads`` of ``key``, or the one ``build()`` makes, kept for as long as one is used."""
+        with _interning:
+            reads = _interned.get(key)
+            if reads is None:
+                reads = _interned[key] = build()
+            return reads
+
+    def of(self, entries: list[OplogEntry]) -> list[OplogEntry]:
+        """The entries of a batch this lane reads."""
+        if self.scope is not None:
+            db, coll = self.scope
+            if coll is None:
+                entries = [entry for entry in entries if entry.db == db]
+            else:
+                entries = [
+                    entry for entry in entries
+                    if entry.db == db and (entry.coll == coll or entry.op == "dropDatabase")
+                ]
+        if self.select is not None and entries:
+            entries = self.select(entries)
+        return entries
+
+
+class SelectionError(Exception):
+    """A ``Reads.select`` that failed partway (a filter raised): the entries it kept before, and the error.
+
+    The lane takes those entries first, then ends with the error: nothing
+    before the entry that failed is lost.
+    """
+
+    def __init__(self, kept: list[OplogEntry], error: Exception) -> None:
+        super().__init__(str(error))
+        self.kept = kept
+        self.error = error
+
+
+_SIFT_SPAN: Final = 20_000  # entries a sift is judged on
+_SIFT_PAYS_BELOW: Final = 0.8  # a sift that lets through more than this share of what it reads rests
+_interned: weakref.WeakValueDictionary[Hashable, Reads] = weakref.WeakValueDictionary()
+_interning = threading.Lock()
+
+ALL: Final = Reads("all")
+"""Every entry: what ``oplog_entries()`` reads."""
+
+
+# -- lanes -------------------------------------------------------------------------------------
+
+
+@final
+class Lane:
+    """One subscription's place in the oplog, what it reads, and where its entries go.
+
+    ``deliver`` takes the lane's entries of each batch; ``finish`` hears how
+    the lane ended (None: completed), once. The stream that made the lane
+    wires both, and calls ``pause()`` (from inside ``deliver``) and
+    ``resume()`` (when its buffer has room again): demand is the stream's to say.
+    """
+
+    __slots__ = (
+        "_finish", "_rejoin", "attached", "deliver", "disposed", "leftover", "oplog", "paused", "position", "reads",
+        "start", "yielded",
+    )
+
+    def __init__(self, oplog: Oplog, position: int, reads: Reads, finish: Callable[[Exception | None], None]) -> None:
+        self.oplog = oplog
+        self.reads = reads
+        self.position = position
+        self.start = position
+        self.deliver: Delivery = _take_all
+        self._finish = finish
+        self.paused = False
+        self.disposed = False
+        self.attached = True  # fed by its tailer; a paused lane is detached, and re-attached on resume
+        self._rejoin: Callable[[Lane], None] = _unpause
+        # Entries read for this lane but not delivered because it paused: delivered first when it
+        # resumes, so a pause costs no second read and a cursor that moved past them loses nothing.
+        self.leftover: list[OplogEntry] = _NOTHING_LEFT
+        self.yielded = 0  # entries that gave the stream at least one event (the delivery counts them)
+
+    def pause(self) -> None:
+        """Stop feeding this lane after what the delivery takes now; idempotent."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Feed this lane again from where it stopped; idempotent.
+
+        The tailer decides, under its lock, whether the lane is still being fed
+        or must rejoin from its position: a lane is never fed twice.
+        """
+        self._rejoin(self)
+
+    @property
+    def entries_seen(self) -> int:
+        """Entries this lane has gone past: delivered, out of its namespace, filtered or sifted out."""
+        return self.position - self.start
+
+    @property
+    def lag(self) -> int:
+        """Entries in the oplog after this lane's position."""
+        return max(0, self.oplog.last_op_id - self.position)
+
+    def take(self, entries: list[OplogEntry]) -> bool:
+        """Deliver entries until the lane pauses, ends or fails; False when it failed."""
+        try:
+            taken = self.deliver(entries)
+        except Exception as exc:  # noqa: BLE001 - routed to the stream, never lost
+            self.end(exc)
+            return False
+        if taken:
+            self.position = entries[taken - 1].op_id
+        if taken < len(entries) and not self.disposed:
+            # Stopped short: the delivery paused the lane (and may have been resumed already, from
+            # another thread). The rest is kept for when it goes on.
+            self.leftover = entries[taken:]
+        return True
+
+    def end(self, error: Exception | None = None) -> None:
+        """End the lane: completed (None) or failed; the stream hears of it once."""
+        if self.disposed:
+            return
+        self.disposed = True
+        self._finish(error)
+
+
+_NOTHING_LEFT: Final[list[OplogEntry]] = []  # shared by every lane with nothing left over: never changed in place
+
+
+def _take_all(entries: list[OplogEntry]) -> int:
+    return len(entries)
+
+
+def _unpause(lane: Lane) -> None:
+    lane.paused = False
+
+
+def feed(lane: Lane, entries: list[OplogEntry], new_position: int, mine: list[OplogEntry] | None = None) -> bool:
+    """Give a lane its entries of a batch read up to ``new_position``; False when it failed.
+
+    ``mine`` is the lane's selection of the batch when already made. A lane
+    that takes all of it has gone past the whole batch: its position moves to
+    ``new_position`` (entries out of its namespace or sifted out lie behind
+    it too).
+    """
+    if lane.disposed or lane.paused:
+        return True
+    if mine is None:
+        try:
+            mine = lane.reads.of(entries) if entries else entries
+        except SelectionError as failed:  # a filter that fails ends this lane, not the tailer
+            mine = _Failed(failed)
+    if isinstance(mine, _Failed):
+        if mine:
+            if not lane.take(mine):
+                return False
+            if lane.position != mine[-1].op_id:
+                return True  # paused short of the failure: it meets it again when it goes on
+        lane.end(mine.error)
+        return False
+    if mine:
+        if not lane.take(mine):
+            return False
+        if lane.position != mine[-1].op_id:
+            return True  # it stopped short (paused, or ended): it goes on from there when resumed
+    if not lane.disposed:
+        lane.position = new_position
+    return True
+
+
+# -- oplog_entries() ---------------------------------------------------------------------------
+
+
+class OplogEntries(reactivex.Observable[OplogEntry]):
+    """The Observable ``oplog_entries()`` returns: the oplog's entries from a start, tailing forever.
+
+    ``oplog_id`` names the oplog, for the operators that make resume tokens.
     """
 
     def __init__(
@@ -248,116 +443,79 @@ class EntrySource(reactivex.Observable[OplogEntry]):
         *,
         after: int | None,
         start: StartAt | None,
+        resume: ResumeToken | None,
         batch_size: int,
         max_await_time: float,
         scheduler: abc.SchedulerBase | None,
-        scope: Scope | None = None,
-        sift: Sift | None = None,
-        resume: ResumeToken | None = None,
     ) -> None:
         super().__init__(self._subscribe)
         self.oplog = oplog
         self.oplog_id = oplog.oplog_id
-        self.after = after
-        self.start = start
-        self.batch_size = batch_size
-        self.max_await_time = max_await_time
-        self.scheduler = scheduler
-        self.scope = scope
-        self.sift = sift
-        self.resume = resume  # the token ``after`` came from: checked against the oplog's history
-
-    def starting_after(self, op_id: int, resume: ResumeToken | None = None) -> EntrySource:
-        """The same source, starting after ``op_id``, which ``resume`` (when given) names."""
-        return EntrySource(
-            self.oplog, after=op_id, start=None, batch_size=self.batch_size,
-            max_await_time=self.max_await_time, scheduler=self.scheduler, scope=self.scope, sift=self.sift,
-            resume=resume,
-        )
-
-    def within(self, db: str, collection: str | None = None) -> EntrySource:
-        """The same source, giving only the entries of a database or a collection.
-
-        A collection's source also gives its database's ``dropDatabase``. The
-        shared tailer then hands each subscription only its namespace's
-        entries of a batch: a thousand streams on different collections cost
-        one pass over the batch per namespace, not one call per stream per
-        entry. ``scope()`` applied to a source does this.
-        """
-        return EntrySource(
-            self.oplog, after=self.after, start=self.start, batch_size=self.batch_size,
-            max_await_time=self.max_await_time, scheduler=self.scheduler, scope=(db, collection), sift=self.sift,
-            resume=self.resume,
-        )
-
-    def sifted(self, sift: Sift) -> EntrySource:
-        """The same source, free to leave out the entries whose records fail ``sift``.
-
-        The subscriber must want none of them: ``rxcs.prefilter.leading_match_sift``
-        gives such a test for a stream's leading ``$match``. A cursor the
-        shared tailer reads for several subscriptions sifts only when they
-        all carry this same sift.
-        """
-        return EntrySource(
-            self.oplog, after=self.after, start=self.start, batch_size=self.batch_size,
-            max_await_time=self.max_await_time, scheduler=self.scheduler, scope=self.scope, sift=sift,
-            resume=self.resume,
-        )
-
-    def start_position(self) -> int:
-        """Resolve the start to an op_id, now; raises if that history is gone."""
-        oplog = self.oplog
-        if self.after is not None:
-            position = self.after
-            if self.resume is not None:
-                check_token_history(oplog, self.resume)
-            elif position > oplog.last_op_id:
-                raise InvalidResumeToken(
-                    f"position op_id {position} is ahead of the oplog, which ends at {oplog.last_op_id}"
-                )
-        elif self.start is None:
-            position = oplog.last_op_id
-        elif isinstance(self.start, Beginning):
-            position = oplog.first_op_id - 1
-        else:
-            position = oplog.op_id_at(self.start)
-        return position
+        self._after = after
+        self._start = start
+        self._resume = resume
+        self._batch_size = batch_size
+        self._max_await_time = max_await_time
+        self._scheduler = scheduler
 
     def _subscribe(
         self, observer: abc.ObserverBase[OplogEntry], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
-        position = self.start_position()
-        cursor = self.oplog.cursor(position)  # raises ChangeStreamHistoryLost now, not later
-        lane = Lane(self.oplog, observer, position, self.scope, self.sift)
-        chosen = self.scheduler
-        if chosen is not None:
-            return _ScheduledTailer(lane, cursor, self.batch_size, self.max_await_time, chosen).start()
-        tailer = _Tailer.for_oplog(self.oplog, self.batch_size, self.max_await_time)
-        tailer.add(lane, cursor)
-        return Disposable(lambda: tailer.remove(lane))
+        start = resolve_start(self.oplog, after=self._after, at=self._start, token=self._resume)
+        on_next = observer.on_next
+
+        def finish(error: Exception | None) -> None:
+            try:
+                if error is None:
+                    observer.on_completed()
+                else:
+                    observer.on_error(error)
+            except Exception as again:  # noqa: BLE001 - the tailer must not die: said once, here
+                if again is not error:
+                    log.error("subscriber raised at the end of its stream", error=repr(again))
+                elif isinstance(error, OplogClosedError):
+                    log.debug("oplog entries ended: the oplog closed")
+                else:
+                    log.error("oplog entries failed; the subscriber has no on_error", error=repr(error))
+
+        lane = Lane(self.oplog, start.after, ALL, finish)
+
+        def deliver(entries: list[OplogEntry]) -> int:
+            for taken, entry in enumerate(entries, 1):
+                on_next(entry)
+                if lane.disposed:  # the subscriber ended it (take(n)) while it was fed
+                    return taken
+            return len(entries)
+
+        lane.deliver = deliver
+        return open_lane(lane, self._batch_size, self._max_await_time, self._scheduler)
 
 
 def oplog_entries(
     oplog: Oplog,
-    after: int | None = None,
+    after: int | ResumeToken | None = None,
     *,
     start: StartAt | None = None,
     batch_size: int = 100,
     max_await_time: float = 1.0,
     scheduler: abc.SchedulerBase | None = None,
-) -> EntrySource:
+) -> OplogEntries:
     """A cold Observable of the oplog's entries, in op_id order, tailing forever.
 
-    The start is fixed when a subscription is made: after ``after`` (an
-    op_id), or at ``start`` (``rxcs.BEGINNING``, a ``datetime`` or a
-    ``ClusterTime``), or, with neither, at the present (only entries appended
-    after subscribing). A start older than the oldest retained entry makes
-    the subscription fail with ``ChangeStreamHistoryLost`` at once.
+    The start is fixed when a subscription is made: after ``after`` (an op_id,
+    or a ``ResumeToken``: a seek in O(log n), nothing before it is read), or
+    at ``start`` (``rxcs.BEGINNING``, a ``datetime`` or a ``ClusterTime``),
+    or, with neither, at the present (only entries appended after
+    subscribing). A start older than the oldest retained entry makes the
+    subscription fail with ``ChangeStreamHistoryLost`` at once.
 
     Entries are read ``batch_size`` at a time and emitted synchronously on the
     tailer thread, shared by the oplog's subscriptions (see the module
     docstring), or on ``scheduler`` when one is given. ``max_await_time``
-    bounds each wait for new entries.
+    bounds each wait for new entries. A subscriber that takes its time holds
+    back the tailer it runs on, as any synchronous Rx subscriber does; a
+    chain that must not, hops threads with ``operators.buffer`` or is given
+    its own ``scheduler``.
 
     Examples:
         >>> import rxcs
@@ -370,20 +528,61 @@ def oplog_entries(
         >>> [entry.op_id for entry in got]
         [1, 2]
     """
+    resume = None
+    if isinstance(after, ResumeToken):
+        if after.oplog_id != oplog.oplog_id:
+            raise InvalidResumeToken(
+                f"resume token {after} comes from oplog {after.oplog_id}, not from this one ({oplog.oplog_id})"
+            )
+        resume, after = after, None
     if after is not None and start is not None:
-        raise ValueError("give at most one of after= and start=")
+        raise InvalidOptionError("give at most one of after= and start=")
     if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
-        raise ValueError(f"after must be an op_id (int >= 0), not {after!r}")
+        raise InvalidOptionError(f"after must be an op_id (int >= 0) or a ResumeToken, not {after!r}")
     if start is not None and not isinstance(start, (Beginning, datetime, ClusterTime)):
-        raise TypeError(f"start must be rxcs.BEGINNING, a datetime or a ClusterTime, not {start!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
-    if not max_await_time > 0:
-        raise ValueError(f"max_await_time must be a positive number of seconds, not {max_await_time!r}")
-    return EntrySource(
-        oplog, after=after, start=start, batch_size=batch_size,
+        raise InvalidOptionError(f"start must be rxcs.BEGINNING, a datetime or a ClusterTime, not {start!r}")
+    check_reading(batch_size, max_await_time)
+    return OplogEntries(
+        oplog, after=after, start=start, resume=resume, batch_size=batch_size,
         max_await_time=max_await_time, scheduler=scheduler,
     )
+
+
+def check_reading(batch_size: object, max_await_time: object) -> None:
+    """Validate how a stream reads: ``batch_size`` entries at a time, waiting at most ``max_await_time`` seconds."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidOptionError(f"batch_size must be a positive int, not {batch_size!r}")
+    if isinstance(max_await_time, bool) or not isinstance(max_await_time, (int, float)) or not max_await_time > 0:
+        raise InvalidOptionError(f"max_await_time must be a positive number of seconds, not {max_await_time!r}")
+
+
+def open_lane(
+    lane: Lane, batch_size: int, max_await_time: float, scheduler: abc.SchedulerBase | None
+) -> abc.DisposableBase:
+    """Start feeding a lane (on the oplog's shared tailer, or on ``scheduler``); dispose to stop."""
+    cursor = lane.oplog.cursor(lane.position)  # raises ChangeStreamHistoryLost now, not later
+    if scheduler is not None:
+        return _ScheduledTailer(lane, cursor, batch_size, max_await_time, scheduler).start()
+    tailer = _Tailer.for_oplog(lane.oplog, batch_size, max_await_time)
+    tailer.add(lane, cursor)
+    return _Removal(tailer, lane)
+
+
+@final
+class _Removal(abc.DisposableBase):
+    """Disposing a lane's subscription: a slotted object, not a closure and a lock per stream."""
+
+    __slots__ = ("_lane", "_tailer")
+
+    def __init__(self, tailer: _Tailer, lane: Lane) -> None:
+        self._tailer = tailer
+        self._lane = lane
+
+    def dispose(self) -> None:
+        self._tailer.remove(self._lane)
+
+
+# -- the shared tailer -------------------------------------------------------------------------
 
 
 class _Group:
@@ -428,7 +627,7 @@ class _Tailer:
             return tailer
 
     def add(self, lane: Lane, cursor: OplogCursor) -> None:
-        lane._resume = self._rejoin
+        lane._rejoin = self._rejoin
         with self._lock:
             self._members.add(lane)
             self._arrive_locked(lane, cursor)
@@ -478,11 +677,7 @@ class _Tailer:
                 if not self._step(groups) and self._thread is me:
                     self._wait(groups)
         except Exception as exc:  # noqa: BLE001 - logged, every lane hears of it, the thread ends cleanly
-            log.exception("tailer failed", oplog_id=str(self._oplog.oplog_id))
-            with self._lock:
-                lanes = list(self._members)
-            for lane in lanes:
-                lane.fail(exc)
+            self._end_all(exc)
         finally:
             for group in groups.values():
                 group.cursor.close()
@@ -496,6 +691,17 @@ class _Tailer:
                     self._arrivals.clear()
             log.debug("tailer stopped", oplog_id=str(self._oplog.oplog_id))
 
+    def _end_all(self, exc: Exception) -> None:
+        """End every lane with the error that stopped the tailer, said once for the oplog."""
+        with self._lock:
+            lanes = list(self._members)
+        if isinstance(exc, OplogClosedError):
+            log.info("oplog closed under its streams", oplog_id=str(self._oplog.oplog_id), streams=len(lanes))
+        else:
+            log.error("tailer failed", oplog_id=str(self._oplog.oplog_id), streams=len(lanes), error=repr(exc))
+        for lane in lanes:
+            lane.end(exc)
+
     def _take_arrivals(self, groups: dict[int, _Group]) -> None:
         with self._lock:
             arrivals, self._arrivals = self._arrivals, []
@@ -506,7 +712,7 @@ class _Tailer:
                 continue
             group = groups.get(lane.position)
             if group is not None:  # that group reads on from here: what the lane held is read again
-                lane.leftover = []
+                lane.leftover = _NOTHING_LEFT
                 group.lanes.append(lane)
                 if given is not None:
                     given.close()
@@ -515,11 +721,13 @@ class _Tailer:
                 if given is not None:
                     cursor = given
                 elif lane.leftover:
-                    cursor, lane.leftover = _LeftoverCursor(self._oplog, lane.leftover), []
+                    cursor, lane.leftover = _LeftoverCursor(self._oplog, lane.leftover), _NOTHING_LEFT
                 else:
                     cursor = self._oplog.cursor(lane.position)
+            except OplogClosedError:
+                raise
             except Exception as exc:  # noqa: BLE001 - e.g. history trimmed while paused
-                lane.fail(exc)
+                lane.end(exc)
                 continue
             groups[lane.position] = _Group(cursor, [lane])
 
@@ -527,13 +735,16 @@ class _Tailer:
         """Read one batch for every group; False when all are caught up."""
         progressed = False
         for position, group in list(groups.items()):
+            sift = _group_sift(group.lanes)
             try:
-                entries = group.cursor.read(self._batch_size, _group_sift(group.lanes))
+                entries = group.cursor.read(self._batch_size, sift)
+            except OplogClosedError:
+                raise  # the whole oplog is gone: every lane ends, said once
             except Exception as exc:  # noqa: BLE001 - the group's lanes get on_error
                 del groups[position]
                 group.cursor.close()
                 for lane in group.lanes:
-                    lane.fail(exc)
+                    lane.end(exc)
                 continue
             new_position = group.cursor.position  # past the entries, and any it sifted out after them
             if new_position == position:
@@ -543,8 +754,10 @@ class _Tailer:
                     group.cursor.close()
                 continue
             progressed = True
-            scoped: dict[Scope, list[OplogEntry]] = {}
-            fed = [lane for lane in group.lanes if self._feed(lane, entries, new_position, scoped)]
+            if group.lanes:
+                group.lanes[0].reads.read_past(new_position - position, len(entries), sift is not None)
+            selections: dict[Reads, list[OplogEntry]] = {}  # lanes that read alike select once
+            fed = [lane for lane in group.lanes if _feed_shared(lane, entries, new_position, selections)]
             kept = []
             with self._lock:  # decided against resume(), which runs on the consumer's thread
                 for lane in fed:
@@ -568,26 +781,6 @@ class _Tailer:
                 group.cursor.close()
         return progressed
 
-    @staticmethod
-    def _feed(lane: Lane, entries: list[OplogEntry], new_position: int, scoped: dict[Scope, list[OplogEntry]]) -> bool:
-        """Feed a lane its entries of the batch; False when it failed."""
-        if lane.disposed or lane.paused:
-            return True
-        scope = lane.scope
-        mine: list[OplogEntry] | None = entries
-        if scope is not None:
-            mine = scoped.get(scope)
-            if mine is None:
-                mine = scoped[scope] = _in_scope(entries, scope)
-        if mine:
-            if not lane.feed(mine):
-                return False
-            if lane.position != mine[-1].op_id:
-                return True  # it stopped short (paused): it goes on from there when resumed
-        if not lane.disposed:  # it had all it wants of the batch: the rest is behind it too
-            lane.position = new_position
-        return True
-
     def _wait(self, groups: dict[int, _Group]) -> None:
         if groups:
             # Every group is caught up, so they sit at the end, at one position.
@@ -598,19 +791,40 @@ class _Tailer:
                 self._idle.wait(self._max_await_time)
 
 
-def _group_sift(lanes: list[Lane]) -> Sift | None:
-    """The sift a group's cursor may use: one its every lane would apply, else none.
+def _feed_shared(
+    lane: Lane, entries: list[OplogEntry], new_position: int, selections: dict[Reads, list[OplogEntry]]
+) -> bool:
+    """``feed`` for a lane of the shared tailer: the batch is selected once per ``Reads``."""
+    if lane.disposed or lane.paused:
+        return True
+    mine = selections.get(lane.reads)
+    if mine is None:
+        try:
+            mine = lane.reads.of(entries) if entries else entries
+        except SelectionError as failed:  # a filter that fails (a $regex past its time) ends its own lanes
+            mine = _Failed(failed)
+        selections[lane.reads] = mine
+    return feed(lane, entries, new_position, mine)
 
-    Streams with the same leading ``$match`` share one sift (``rxcs.prefilter``
-    keeps them), so a crowd of alike streams still sifts.
-    """
+
+class _Failed(list[OplogEntry]):
+    """A selection that raised partway: the entries before the failure, then every lane reading alike ends."""
+
+    def __init__(self, failed: SelectionError) -> None:
+        super().__init__(failed.kept)
+        self.error = failed.error
+
+
+def _group_sift(lanes: list[Lane]) -> Sift | None:
+    """The sift a group's cursor may use: one its every lane would apply, else none."""
     sift: Sift | None = None
     for lane in lanes:
         if lane.disposed:
             continue
-        if lane.sift is None or (sift is not None and lane.sift is not sift):
+        candidate = lane.reads.sift_now()
+        if candidate is None or (sift is not None and candidate is not sift):
             return None
-        sift = lane.sift
+        sift = candidate
     return sift
 
 
@@ -661,7 +875,7 @@ class _ScheduledTailer:
         self._pending: abc.DisposableBase | None = None
         self._lock = threading.Lock()
         self._active = False
-        lane._resume = self._resumed
+        lane._rejoin = self._resumed
 
     def start(self) -> abc.DisposableBase:
         self._active = True
@@ -697,14 +911,23 @@ class _ScheduledTailer:
         lane = self._lane
         if lane.disposed or self._halted():
             return
+        if lane.leftover:  # what it read before it paused: its own selection already
+            leftover, lane.leftover = lane.leftover, _NOTHING_LEFT
+            lane.take(leftover)
+            if not self._halted():
+                self._schedule(0.0)
+            return
+        sift = lane.reads.sift_now()
+        position = self._cursor.position
         try:
-            entries, lane.leftover = lane.leftover or self._cursor.read(self._batch_size), []
-        except Exception as exc:  # noqa: BLE001 - the lane's observer gets on_error
-            lane.fail(exc)
+            entries = self._cursor.read(self._batch_size, sift)
+        except Exception as exc:  # noqa: BLE001 - the lane's stream gets on_error
+            lane.end(exc)
             self._cursor.close()
             return
-        if entries:
-            lane.feed(entries)
+        if self._cursor.position > lane.position:
+            lane.reads.read_past(self._cursor.position - position, len(entries), sift is not None)
+            feed(lane, entries, self._cursor.position)
             if self._halted():
                 return
             self._schedule(0.0)

@@ -1,40 +1,52 @@
 """``watch()`` and ``ChangeStream``: the change stream as users hold it.
 
-``watch()`` validates everything it is given (filters, stages, tokens,
-modes) at once and returns a cold Observable of change events; its start
-position is fixed when it is subscribed. ``iterate()`` and ``aiterate()``
-subscribe it behind a bounded buffer and hand events over one at a time, the
-way PyMongo's change streams do, blocking or with asyncio.
+``watch()`` checks everything it is given (options, filters, stages,
+tokens) and plans the stream once (``rxcs.plan``), then returns a cold
+Observable of change events whose start is fixed when it is subscribed.
+
+- ``subscribe()`` opens one lane on the oplog's shared tailer: its delivery
+  runs the plan's steps over the lane's entries of each batch and hands the
+  events to the subscriber, on the tailer thread; with ``scheduler=`` it
+  hands them to a bounded buffer drained on that scheduler instead, and
+  pauses the lane when the buffer is full.
+- ``iterate()`` reads on the consumer's own thread, as PyMongo's change
+  streams do: ``next()`` reads a batch from the stream's cursor when it has
+  nothing left, so nothing is buffered ahead and no thread is handed events.
+  (With a drop or error ``overflow`` policy it is fed by the tailer through a
+  buffer, since that is what such a policy is about.)
+- ``aiterate()`` is fed by the tailer through a bounded buffer that wakes the
+  event loop once per batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, final, overload
+from typing import Any, Final, Generic, Self, TypeVar, final, overload
 
 import reactivex
 from reactivex import abc
+from reactivex.disposable import CompositeDisposable, Disposable
 
-from rxcs import operators as cso
-from rxcs.buffer import EMPTY, EventBuffer, Overflow, check_buffer_args
-from rxcs.errors import ChangeStreamHistoryLost, InvalidResumeToken, StreamClosedError
+from rxcs.buffer import EMPTY, Drain, EventBuffer, Overflow
+from rxcs.errors import OplogClosedError, RxcsError, StreamClosedError
 from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
-from rxcs.pipeline import check_max_event_bytes, compile_pipeline
-from rxcs.prefilter import leading_match_filter, leading_match_sift
-from rxcs.source import Beginning, Lane, check_token_history, current_lane, high_water_token, oplog_entries
+from rxcs.oplog.entry import OplogEntry
+from rxcs.plan import ENDED, YIELDED, Skip, Steps, StreamPlan, TokenLike, WatchOptions
+from rxcs.source import Beginning, Lane, SelectionError, Start, open_lane
+from rxcs.steps import FullDocument, FullDocumentBeforeChange, Lookup
 from rxcs.tokens import ResumeToken
 
 __all__ = ["AsyncChangeStream", "ChangeStream", "ChangeStreamObservable", "StreamStatistics", "watch"]
 
-
-TokenLike = ResumeToken | str | Mapping[str, Any]
 EventT_co = TypeVar("EventT_co", covariant=True)
 """What a stream delivers: ``ChangeEvent``, or ``ChangeEvent | dict`` when a pipeline may reshape."""
 
@@ -61,14 +73,115 @@ class StreamStatistics:
     pauses: int
 
 
-@final
-@dataclass(frozen=True, slots=True)
-class _Start:
-    """Where a subscription starts: after ``after``, skipping events up to ``skip``."""
+# -- deliveries: a lane's entries into the stream's steps, and on to a sink ------------------------
 
-    after: int
-    token: ResumeToken
-    skip: ResumeToken | None
+
+@final
+class _Delivery:
+    """A lane's delivery: the stream's steps over the lane's entries, their events to the subscriber or a buffer.
+
+    Straight to the subscriber (``emit``, its ``on_next``), each entry's
+    events go out at once and every entry is taken. Into a bounded
+    ``buffer``, it takes entries until their events fill it, puts the batch's
+    events in at once (the consumer is woken once per batch) and pauses the
+    lane before the consumer can see them, so the consumer's resume is never
+    lost.
+    """
+
+    __slots__ = ("_buffer", "_emit", "_events", "_lane", "_skip", "_steps")
+
+    def __init__(
+        self,
+        lane: Lane,
+        steps: Steps,
+        skip: Skip | None,
+        *,
+        emit: Callable[[Any], None] | None = None,
+        buffer: EventBuffer[Any] | None = None,
+    ) -> None:
+        self._lane = lane
+        self._steps = steps  # held here: alike streams share it for as long as one of them lives
+        self._skip = skip
+        self._buffer = buffer
+        self._events: list[Any] | None = None if buffer is None else []
+        self._emit = emit if self._events is None else self._events.append
+
+    def __call__(self, entries: list[OplogEntry]) -> int:
+        lane, step, emit, skip, buffer, events = (
+            self._lane, self._steps.step, self._emit, self._skip, self._buffer, self._events
+        )
+        assert emit is not None
+        room = _UNBOUNDED if buffer is None else buffer.room()
+        if room <= 0 and buffer is not None:
+            lane.pause()
+            buffer.hold(lane.resume)
+            return 0
+        taken = 0
+        ended = False
+        try:
+            for entry in entries:
+                taken += 1
+                result = step(entry, emit, skip)
+                if result:
+                    if result & YIELDED:
+                        lane.yielded += 1
+                    if result & ENDED:
+                        ended = True
+                        break
+                if lane.disposed:  # the subscriber disposed it while being fed
+                    break
+                if events is not None and len(events) >= room and buffer is not None:
+                    lane.pause()  # before the consumer can see the events
+                    buffer.hold(lane.resume)
+                    break
+        finally:  # an entry that fails the stream comes after the events of the entries before it
+            if events:
+                batch = events.copy()
+                events.clear()
+                assert buffer is not None
+                buffer.put_many(batch)
+        if ended:
+            lane.end()
+        if skip is not None and skip.token is None:
+            self._skip = None  # passed: the rest go straight through
+        return taken
+
+
+_UNBOUNDED: Final = 1 << 62
+
+
+@final
+class _Finish:
+    """How a subscriber hears of the end: ``on_completed``, ``on_error``; an error nobody handles is logged once."""
+
+    __slots__ = ("_description", "_on_completed", "_on_error")
+
+    def __init__(self, description: str, on_error: abc.OnError | None, on_completed: abc.OnCompleted | None) -> None:
+        self._description = description
+        self._on_error = on_error
+        self._on_completed = on_completed
+
+    def __call__(self, error: Exception | None) -> None:
+        try:
+            if error is None:
+                if self._on_completed is not None:
+                    self._on_completed()
+            elif self._on_error is not None:
+                self._on_error(error)
+            elif isinstance(error, OplogClosedError):
+                log.debug("change stream ended: its oplog closed", stream=self._description)
+            else:
+                log.error("change stream failed; its subscriber has no on_error", stream=self._description,
+                          error=repr(error))
+        except Exception as again:  # noqa: BLE001 - the tailer must not die: said once, here
+            log.error("subscriber raised at the end of its stream", stream=self._description, error=repr(again))
+
+
+def _skip(start: Start) -> Skip | None:
+    return None if start.skip is None else Skip(start.skip)
+
+
+# -- the Observable ------------------------------------------------------------------------------
 
 
 @final
@@ -82,144 +195,326 @@ class ChangeStreamObservable(reactivex.Observable[EventT_co]):
     ``ChangeStreamObservable[ChangeEvent | dict[str, Any]]`` with one.
     """
 
-    def __init__(
+    def __init__(self, plan: StreamPlan) -> None:
+        super().__init__()
+        self.plan = plan
+        self.oplog: Oplog = plan.oplog
+        self.description = plan.options.description
+
+    def subscribe(
         self,
-        oplog: Oplog,
+        on_next: abc.ObserverBase[EventT_co] | abc.OnNext[EventT_co] | None = None,
+        on_error: abc.OnError | None = None,
+        on_completed: abc.OnCompleted | None = None,
         *,
-        description: str,
-        resume: ResumeToken | None,
-        start_after: bool,
-        start_at: Beginning | datetime | ClusterTime | None,
-        changes: Callable[[ResumeToken | None], Callable[[Any], Any]],
-        batch_size: int,
-        max_await_time: float,
-        buffer_size: int,
-        overflow: Overflow,
-        scheduler: abc.SchedulerBase | None,
-    ) -> None:
-        super().__init__(self._subscribe)
-        self.oplog = oplog
-        self.description = description
-        self._resume = resume
-        self._start_after = start_after
-        self._start_at = start_at
-        self._changes = changes
-        self._batch_size = batch_size
-        self._max_await_time = max_await_time
-        self._buffer_size = buffer_size
-        self._overflow: Overflow = overflow
-        self._scheduler = scheduler
-
-    def _resolve_start(self) -> _Start:
-        """Fix the start position now; raise if it cannot be had."""
-        oplog = self.oplog
-        token = self._resume
-        if token is not None:
-            try:
-                check_token_history(oplog, token)
-            except ChangeStreamHistoryLost as exc:
-                raise ChangeStreamHistoryLost(f"{self.description}: {exc}") from None
-            after_whole_entry = token.high_water or (self._start_after and token.invalidate)
-            if token.fragment and token.op_id < oplog.first_op_id:
-                raise ChangeStreamHistoryLost(
-                    f"{self.description}: resume token {token} names fragment {token.fragment} of op_id "
-                    f"{token.op_id}, but that entry is gone (the oldest retained is {oplog.first_op_id}): "
-                    "its later fragments cannot be delivered"
-                )
-            if after_whole_entry or token.op_id < oplog.first_op_id:
-                start = _Start(token.op_id, token, None)
-            else:  # re-read the token's entry: its later events (an invalidate) may follow
-                start = _Start(token.op_id - 1, token, token)
-        else:
-            if self._start_at is None:
-                after = oplog.last_op_id
-            elif isinstance(self._start_at, Beginning):
-                after = oplog.first_op_id - 1
-            else:
-                after = oplog.op_id_at(self._start_at)
-            start = _Start(after, high_water_token(oplog, after), None)
-        if start.after < oplog.first_op_id - 1:
-            raise ChangeStreamHistoryLost(
-                f"{self.description}: the stream must start after op_id {start.after}, "
-                f"but the oldest retained entry is {oplog.first_op_id}"
-            )
-        return start
-
-    def _chain(self, start: _Start, *, hop: bool) -> reactivex.Observable[Any]:
-        source: reactivex.Observable[Any] = oplog_entries(
-            self.oplog, after=start.after, batch_size=self._batch_size, max_await_time=self._max_await_time
-        )
-        source = self._changes(start.skip)(source)
-        if hop and self._scheduler is not None:
-            source = cso.buffer(self._buffer_size, self._overflow, scheduler=self._scheduler)(source)
-        return source
-
-    def _subscribe(
-        self, observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        scheduler: abc.SchedulerBase | None = None,
     ) -> abc.DisposableBase:
-        start = self._resolve_start()
-        self._log_start(start)
-        return self._chain(start, hop=True).subscribe(observer, scheduler=scheduler)
+        """Start the stream now: events go to ``on_next`` (or an observer), on the tailer thread or the scheduler.
 
-    def _log_start(self, start: _Start) -> None:
-        if self._resume is not None:
-            log.info("change stream resumed", stream=self.description, token=str(start.token))
-        else:
-            log.info("change stream started", stream=self.description, after_op_id=start.after)
+        A start that cannot be had (history lost, a rewritten history under the
+        token) goes to ``on_error``, or is raised when there is none. An
+        exception raised by ``on_next`` ends the stream with that error.
+        """
+        if isinstance(on_next, abc.ObserverBase) or callable(getattr(on_next, "on_next", None)):
+            observer: Any = on_next
+            on_next, on_error, on_completed = observer.on_next, observer.on_error, observer.on_completed
+        return self._open(on_next, on_error, on_completed)  # type: ignore[arg-type]
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[EventT_co], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        return self._open(observer.on_next, observer.on_error, observer.on_completed)
+
+    def _open(
+        self,
+        on_next: Callable[[Any], None] | None,
+        on_error: abc.OnError | None,
+        on_completed: abc.OnCompleted | None,
+    ) -> abc.DisposableBase:
+        plan, options = self.plan, self.plan.options
+        try:
+            start = plan.start()
+        except RxcsError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+            return Disposable()
+        _log_start(plan, start)
+        if options.scheduler is None:
+            lane = Lane(self.oplog, start.after, plan.reads, _Finish(self.description, on_error, on_completed))
+            lane.deliver = _Delivery(lane, plan.steps, _skip(start), emit=on_next or _ignore)
+            return open_lane(lane, options.batch_size, options.max_await_time, None)
+        buffer: EventBuffer[Any] = EventBuffer(options.buffer_size, options.overflow)
+        lane = Lane(self.oplog, start.after, plan.reads, buffer.finish)
+        lane.deliver = _Delivery(lane, plan.steps, _skip(start), buffer=buffer)
+        subscriber = _Subscriber(on_next, on_error, on_completed, self.description)
+        drain = Drain(buffer, subscriber, options.scheduler, options.buffer_size)
+        reading = open_lane(lane, options.batch_size, options.max_await_time, None)
+        return CompositeDisposable(reading, Disposable(drain.stop))
 
     def iterate(self) -> ChangeStream[EventT_co]:
-        """Subscribe now and return a blocking ``ChangeStream`` over the events."""
+        """Start the stream now and return a blocking ``ChangeStream`` over its events."""
         return ChangeStream(self)
 
     def aiterate(self) -> AsyncChangeStream[EventT_co]:
-        """Subscribe now and return an ``AsyncChangeStream`` for ``async for``."""
+        """Start the stream now and return an ``AsyncChangeStream`` for ``async for``."""
         return AsyncChangeStream(self)
 
 
-class _Consumer(Generic[EventT_co]):
-    """The subscription and buffer behind a ``ChangeStream`` or ``AsyncChangeStream``."""
+def _ignore(_item: Any) -> None:
+    pass
 
-    def __init__(self, observable: ChangeStreamObservable[EventT_co]) -> None:
-        self._observable = observable
-        self._max_await_time = observable._max_await_time
-        start = observable._resolve_start()
-        observable._log_start(start)
-        self._resume_token = start.token
-        self._buffer: EventBuffer[Any] = EventBuffer(observable._buffer_size, observable._overflow)
-        self._lane: Lane | None = None
-        self._delivered = 0
-        self._entries_delivered = 0
-        self._last_op_id = -1
+
+@final
+class _Subscriber(abc.ObserverBase[Any]):
+    """The callbacks of a subscription, as the observer a ``Drain`` delivers to."""
+
+    __slots__ = ("_finish", "_on_next")
+
+    def __init__(
+        self,
+        on_next: Callable[[Any], None] | None,
+        on_error: abc.OnError | None,
+        on_completed: abc.OnCompleted | None,
+        description: str,
+    ) -> None:
+        self._on_next = on_next or _ignore
+        self._finish = _Finish(description, on_error, on_completed)
+
+    def on_next(self, value: Any) -> None:
+        self._on_next(value)
+
+    def on_error(self, error: Exception) -> None:
+        self._finish(error)
+
+    def on_completed(self) -> None:
+        self._finish(None)
+
+
+def _log_start(plan: StreamPlan, start: Start) -> None:
+    if start.skip is not None or start.token.op_id != start.after or plan.options.resume_after is not None:
+        log.info("change stream resumed", stream=plan.options.description, token=str(start.token))
+    else:
+        log.info("change stream started", stream=plan.options.description, after_op_id=start.after)
+
+
+# -- holding a stream: ChangeStream and AsyncChangeStream -------------------------------------------
+
+
+class _Source:
+    """Where a held stream's events come from: taken one at a time, then its end."""
+
+    @property
+    def ended(self) -> bool:
+        """True when no event will come any more (what was read was taken)."""
+        raise NotImplementedError
+
+    @property
+    def error(self) -> Exception | None:
+        """The error the stream ended with, if any."""
+        raise NotImplementedError
+
+    def take(self, wait: float) -> Any:
+        """The next event within ``wait`` seconds, else ``EMPTY``."""
+        raise NotImplementedError
+
+    def counts(self) -> tuple[int, int, int, int, int]:
+        """(entries gone past, entries that gave events, buffered, high water, pauses), with drops."""
+        raise NotImplementedError
+
+    def dropped(self) -> int:
+        return 0
+
+    def lag(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+@final
+class _Pulled(_Source):
+    """Events read on the consumer's thread, from the stream's own cursor, a batch when it runs out."""
+
+    def __init__(self, plan: StreamPlan, start: Start) -> None:
+        options = plan.options
+        self._oplog = plan.oplog
+        self._reads = plan.reads
+        self._batch_size = min(options.batch_size, options.buffer_size)  # what is read ahead stays in bounds
+        self._pending: collections.deque[Any] = collections.deque()
+        self._steps = plan.steps
+        self._skip = _skip(start)
+        self._cursor = plan.oplog.cursor(start.after)
+        self._first = start.after
+        self._yielded = 0
+        self._high_water = 0
+        self._lock = threading.Lock()
+        self._reading = False
         self._closed = False
         self._ended = False
-        self._subscription = observable._chain(start, hop=False).subscribe(
-            self._on_event, self._buffer.finish, self._buffer.finish
-        )
+        self._error: Exception | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self._ended and not self._pending
+
+    @property
+    def error(self) -> Exception | None:
+        return self._error
+
+    def take(self, wait: float) -> Any:
+        pending = self._pending
+        if not pending and not self._ended and not self._closed:
+            self._fill(wait)
+        if pending:
+            return pending.popleft()
+        if self._closed:
+            raise StreamClosedError("the change stream is closed")
+        return EMPTY
+
+    def _fill(self, wait: float) -> None:
+        """Read until events are pending, the stream ends, or ``wait`` seconds pass without one."""
+        with self._lock:
+            if self._closed:
+                return
+            self._reading = True
+        deadline = time.monotonic() + wait
+        cursor, oplog, reads, step, pending = self._cursor, self._oplog, self._reads, self._steps.step, self._pending
+        emit, skip = pending.append, self._skip
+        try:
+            while not pending and not self._ended and not self._closed:
+                position = cursor.position
+                sift = reads.sift_now()
+                entries = cursor.read(self._batch_size, sift)
+                if cursor.position == position:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    oplog.wait(position, remaining)
+                    continue
+                reads.read_past(cursor.position - position, len(entries), sift is not None)
+                try:
+                    mine = reads.of(entries) if entries else entries
+                except SelectionError as failed:  # the events before the entry that failed, then the error
+                    mine, self._error = failed.kept, failed.error
+                for entry in mine:
+                    result = step(entry, emit, skip)
+                    if result & YIELDED:
+                        self._yielded += 1
+                    if result & ENDED:
+                        self._ended = True
+                        break
+                self._high_water = max(self._high_water, len(pending))
+                if self._error is not None:
+                    self._ended = True
+        except Exception as exc:  # noqa: BLE001 - the consumer gets it after the events before it
+            self._error = exc
+            self._ended = True
+        finally:
+            self._done_reading()
+
+    def _done_reading(self) -> None:
+        with self._lock:
+            self._reading = False
+            if self._closed:  # closed by another thread meanwhile
+                self._cursor.close()
+
+    def counts(self) -> tuple[int, int, int, int, int]:
+        return self._cursor.position - self._first, self._yielded, len(self._pending), self._high_water, 0
+
+    def lag(self) -> int:
+        return max(0, self._oplog.last_op_id - self._cursor.position)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._pending.clear()
+            if not self._reading:
+                self._cursor.close()
+                return
+        self._oplog.wake_waiters()  # a read waiting on another thread returns, and closes the cursor
+
+
+@final
+class _Pushed(_Source):
+    """Events fed by the oplog's tailer into a bounded buffer, with the stream's overflow policy."""
+
+    def __init__(self, plan: StreamPlan, start: Start) -> None:
+        options = plan.options
+        self._buffer: EventBuffer[Any] = EventBuffer(options.buffer_size, options.overflow)
+        self._lane = Lane(plan.oplog, start.after, plan.reads, self._buffer.finish)
+        self._lane.deliver = _Delivery(self._lane, plan.steps, _skip(start), buffer=self._buffer)
+        self._reading = open_lane(self._lane, options.batch_size, options.max_await_time, None)
         error = self._buffer.error
         if error is not None and not len(self._buffer):
-            self._release()
+            self._reading.dispose()
             raise error
 
-    def _on_event(self, event: Any) -> None:
-        if self._lane is None:
-            self._lane = current_lane()
-        self._buffer.put(event)
+    @property
+    def buffer(self) -> EventBuffer[Any]:
+        return self._buffer
+
+    @property
+    def ended(self) -> bool:
+        return self._buffer.ended
+
+    @property
+    def error(self) -> Exception | None:
+        return self._buffer.error
+
+    def take(self, wait: float) -> Any:
+        return self._buffer.take_one(max(0.0, wait))
+
+    def counts(self) -> tuple[int, int, int, int, int]:
+        stats = self._buffer.statistics()
+        return self._lane.entries_seen, self._lane.yielded, stats.buffered, stats.high_water, stats.pauses
+
+    def dropped(self) -> int:
+        return self._buffer.statistics().dropped
+
+    def lag(self) -> int:
+        return self._lane.lag
+
+    def close(self) -> None:
+        self._reading.dispose()
+        self._buffer.close()
+
+    def release(self) -> None:
+        """Stop reading (the stream ended): what is buffered is still taken."""
+        self._reading.dispose()
+
+
+class _Held(Generic[EventT_co]):
+    """What ``ChangeStream`` and ``AsyncChangeStream`` share: the start, the token, the counters, the end."""
+
+    def __init__(self, observable: ChangeStreamObservable[EventT_co], *, pulled: bool) -> None:
+        plan = observable.plan
+        self._description = observable.description
+        self._max_await_time = plan.options.max_await_time
+        start = plan.start()
+        _log_start(plan, start)
+        self._resume_token = start.token
+        self._source: _Source = _Pulled(plan, start) if pulled else _Pushed(plan, start)
+        self._delivered = 0
+        self._closed = False
+        self._finished = False
 
     def _handed(self, event: Any) -> EventT_co:
-        token = event.id if isinstance(event, ChangeEvent) else ResumeToken.parse(event["_id"])
-        self._resume_token = token
+        self._resume_token = event.id if isinstance(event, ChangeEvent) else ResumeToken.parse(event["_id"])
         self._delivered += 1
-        if token.op_id != self._last_op_id:
-            self._last_op_id = token.op_id
-            self._entries_delivered += 1
         handed: EventT_co = event  # the stream's own items: ChangeEvent, or a dict when reshaped
         return handed
 
     def _at_end(self) -> None:
-        """The buffer ended: mark the stream dead and raise its error, if any."""
-        self._ended = True
-        self._release()
-        error = self._buffer.error
+        """The stream ended: mark it dead and raise its error, if any."""
+        self._finished = True
+        if isinstance(self._source, _Pushed):
+            self._source.release()
+        else:
+            self._source.close()
+        error = self._source.error
         if error is not None:
             raise error
 
@@ -231,40 +526,33 @@ class _Consumer(Generic[EventT_co]):
     @property
     def alive(self) -> bool:
         """False once closed, or once the stream ended and every event was handed over."""
-        return not self._closed and not self._ended
+        return not self._closed and not self._finished
 
     def statistics(self) -> StreamStatistics:
-        """A frozen record of the stream's counters."""
-        buffered = self._buffer.statistics()
-        lane = self._lane
-        seen = lane.entries_seen if lane is not None else 0
+        """A frozen record of the stream's counters, right from the start."""
+        source = self._source
+        seen, yielded, buffered, high_water, pauses = source.counts()
         return StreamStatistics(
             delivered=self._delivered,
-            filtered_out=max(0, seen - self._entries_delivered - len(self._buffer)),
-            dropped=buffered.dropped,
-            buffered=buffered.buffered,
-            lag=lane.lag if lane is not None else 0,
-            high_water=buffered.high_water,
-            pauses=buffered.pauses,
+            filtered_out=max(0, seen - yielded),
+            dropped=source.dropped(),
+            buffered=buffered,
+            lag=source.lag(),
+            high_water=high_water,
+            pauses=pauses,
         )
-
-    def _release(self) -> None:
-        self._subscription.dispose()
 
     def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._subscription.dispose()
-        self._buffer.close()
-        log.info(
-            "change stream closed", stream=self._observable.description,
-            delivered=self._delivered, token=str(self._resume_token),
-        )
+        self._source.close()
+        log.info("change stream closed", stream=self._description, delivered=self._delivered,
+                 token=str(self._resume_token))
 
 
 @final
-class ChangeStream(_Consumer[EventT_co]):
+class ChangeStream(_Held[EventT_co]):
     """A blocking iterator over a change stream, shaped like PyMongo's.
 
     Examples:
@@ -276,6 +564,9 @@ class ChangeStream(_Consumer[EventT_co]):
         ...     print(event.operation_type, event.document_key, stream.resume_token == event.id)
         insert {'_id': 1} True
     """
+
+    def __init__(self, observable: ChangeStreamObservable[EventT_co]) -> None:
+        super().__init__(observable, pulled=observable.plan.options.overflow == "block")
 
     def next(self, timeout: float | None = None) -> EventT_co:
         """The next event, waiting up to ``timeout`` seconds (None: for as long as it takes).
@@ -302,15 +593,15 @@ class ChangeStream(_Consumer[EventT_co]):
         return None if event is _NOTHING else event
 
     def _take(self, wait: float) -> Any:
-        if self._closed or self._ended:
+        if self._closed or self._finished:
             raise StopIteration
         try:
-            event = self._buffer.take_one(max(0.0, wait))
+            event = self._source.take(max(0.0, wait))
         except StreamClosedError:
             raise StopIteration from None
         if event is not EMPTY:
             return self._handed(event)
-        if self._buffer.ended:
+        if self._source.ended:
             self._at_end()
             raise StopIteration
         return _NOTHING
@@ -322,7 +613,7 @@ class ChangeStream(_Consumer[EventT_co]):
         return self.next()
 
     def close(self) -> None:
-        """Stop the stream and the threads it started; idempotent."""
+        """Stop the stream and release what it holds; idempotent."""
         self._close()
 
     def __enter__(self) -> Self:
@@ -338,7 +629,7 @@ _NOTHING: Any = object()
 
 
 @final
-class AsyncChangeStream(_Consumer[EventT_co]):
+class AsyncChangeStream(_Held[EventT_co]):
     """The asyncio form of ``ChangeStream``: ``async for`` never blocks the event loop.
 
     Examples:
@@ -356,7 +647,9 @@ class AsyncChangeStream(_Consumer[EventT_co]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Event | None = None
         self._waiting = False
-        super().__init__(observable)
+        super().__init__(observable, pulled=False)
+        assert isinstance(self._source, _Pushed)
+        self._buffer = self._source.buffer
 
     def _wake(self) -> None:
         # Only a consumer parked in wait() needs the loop woken: a wake-up is a write to the loop's
@@ -386,7 +679,7 @@ class AsyncChangeStream(_Consumer[EventT_co]):
             self._buffer.on_ready = self._wake
         ready = self._ready
         while True:
-            if self._closed or self._ended:
+            if self._closed or self._finished:
                 raise StopAsyncIteration
             ready.clear()
             try:
@@ -426,6 +719,9 @@ class AsyncChangeStream(_Consumer[EventT_co]):
         await self.close()
 
 
+# -- watch() -----------------------------------------------------------------------------------
+
+
 @overload
 def watch(
     oplog: Oplog,
@@ -436,15 +732,15 @@ def watch(
     resume_after: TokenLike | None = None,
     start_after: TokenLike | None = None,
     start_at_operation_time: Beginning | datetime | ClusterTime | None = None,
-    full_document: cso.FullDocument = "default",
-    full_document_before_change: cso.FullDocumentBeforeChange = "off",
+    full_document: FullDocument = "default",
+    full_document_before_change: FullDocumentBeforeChange = "off",
     show_expanded_events: bool = False,
     batch_size: int = 100,
     max_await_time: float = 1.0,
     buffer_size: int = 1000,
     overflow: Overflow = "block",
     scheduler: abc.SchedulerBase | None = None,
-    lookup: cso.Lookup | None = None,
+    lookup: Lookup | None = None,
     max_event_bytes: int | None = None,
 ) -> ChangeStreamObservable[ChangeEvent]: ...
 
@@ -459,15 +755,15 @@ def watch(
     resume_after: TokenLike | None = None,
     start_after: TokenLike | None = None,
     start_at_operation_time: Beginning | datetime | ClusterTime | None = None,
-    full_document: cso.FullDocument = "default",
-    full_document_before_change: cso.FullDocumentBeforeChange = "off",
+    full_document: FullDocument = "default",
+    full_document_before_change: FullDocumentBeforeChange = "off",
     show_expanded_events: bool = False,
     batch_size: int = 100,
     max_await_time: float = 1.0,
     buffer_size: int = 1000,
     overflow: Overflow = "block",
     scheduler: abc.SchedulerBase | None = None,
-    lookup: cso.Lookup | None = None,
+    lookup: Lookup | None = None,
     max_event_bytes: int | None = None,
 ) -> ChangeStreamObservable[ChangeEvent | dict[str, Any]]: ...
 
@@ -481,15 +777,15 @@ def watch(
     resume_after: TokenLike | None = None,
     start_after: TokenLike | None = None,
     start_at_operation_time: Beginning | datetime | ClusterTime | None = None,
-    full_document: cso.FullDocument = "default",
-    full_document_before_change: cso.FullDocumentBeforeChange = "off",
+    full_document: FullDocument = "default",
+    full_document_before_change: FullDocumentBeforeChange = "off",
     show_expanded_events: bool = False,
     batch_size: int = 100,
     max_await_time: float = 1.0,
     buffer_size: int = 1000,
     overflow: Overflow = "block",
     scheduler: abc.SchedulerBase | None = None,
-    lookup: cso.Lookup | None = None,
+    lookup: Lookup | None = None,
     max_event_bytes: int | None = None,
 ) -> ChangeStreamObservable[Any]:
     """Watch the changes of a collection, a database, or the whole oplog.
@@ -525,84 +821,23 @@ def watch(
         ...     events.next(timeout=5).full_document
         {'_id': 1, 'name': 'Ada'}
     """
+    options = WatchOptions(
+        db, collection, pipeline, resume_after, start_after, start_at_operation_time,  # type: ignore[arg-type]
+        full_document, full_document_before_change, show_expanded_events, batch_size, max_await_time,
+        buffer_size, overflow, scheduler, lookup, max_event_bytes,
+    )
+    return watch_with(oplog, options)
+
+
+def watch_with(oplog: Oplog, options: WatchOptions) -> ChangeStreamObservable[Any]:
+    """``watch()`` with its options already made (``rxcs watch`` and ``rxcs serve`` check theirs first).
+
+    A resume token is checked against the oplog here, so a lost or rewritten
+    history raises now rather than at subscribe.
+    """
     if not isinstance(oplog, Oplog):
         raise TypeError(f"watch() needs an Oplog (rxcs.open_oplog), not {type(oplog).__name__}")
-    check_buffer_args(buffer_size, overflow)
-    given = [
-        name for name, value in (
-            ("resume_after", resume_after), ("start_after", start_after),
-            ("start_at_operation_time", start_at_operation_time),
-        ) if value is not None
-    ]
-    if len(given) > 1:
-        raise ValueError(
-            f"give at most one of resume_after, start_after, start_at_operation_time, not {given}"
-        )
-    if start_at_operation_time is not None and not isinstance(
-        start_at_operation_time, (Beginning, datetime, ClusterTime)
-    ):
-        raise TypeError(
-            "start_at_operation_time must be a datetime, a ClusterTime or rxcs.BEGINNING, "
-            f"not {start_at_operation_time!r}"
-        )
-    resume = _check_token(oplog, resume_after, start_after)
-    cso.scope(db, collection)  # validates the namespace
-    cso.check_image_modes(full_document, full_document_before_change, lookup)
-    convert = cso.shared_entry_converter(
-        oplog.oplog_id, full_document, full_document_before_change, show_expanded_events, lookup
-    )
-    stages = compile_pipeline(pipeline) if pipeline is not None else None
-    if max_event_bytes is not None:
-        check_max_event_bytes(max_event_bytes)
-    prefilter, covered = (None, 0) if pipeline is None else leading_match_filter(
-        pipeline, full_document=full_document, full_document_before_change=full_document_before_change
-    )
-    sift = None if pipeline is None else leading_match_sift(
-        pipeline, full_document=full_document, full_document_before_change=full_document_before_change
-    )
-    if pipeline is not None and covered == len(pipeline):
-        stages = None  # the entry filter is the whole pipeline
-
-    def changes(skip_through: ResumeToken | None) -> Callable[[Any], Any]:
-        return cso.changes(
-            db, collection, convert, skip_through=skip_through, stages=stages, oplog_id=oplog.oplog_id,
-            max_event_bytes=max_event_bytes, prefilter=prefilter, sift=sift,
-        )
-    # Checks the buffer and timing arguments now rather than at subscribe.
-    oplog_entries(oplog, after=0, batch_size=batch_size, max_await_time=max_await_time)
-    description = "*" if db is None else db if collection is None else f"{db}.{collection}"
-    observable: ChangeStreamObservable[Any] = ChangeStreamObservable(
-        oplog,
-        description=description,
-        resume=resume,
-        start_after=start_after is not None,
-        start_at=start_at_operation_time,
-        changes=changes,
-        batch_size=batch_size,
-        max_await_time=max_await_time,
-        buffer_size=buffer_size,
-        overflow=overflow,
-        scheduler=scheduler,
-    )
-    if resume is not None:
-        observable._resolve_start()  # history lost, or a token ahead of the oplog: say so now
-    return observable
-
-
-def _check_token(
-    oplog: Oplog, resume_after: TokenLike | None, start_after: TokenLike | None
-) -> ResumeToken | None:
-    raw = resume_after if resume_after is not None else start_after
-    if raw is None:
-        return None
-    token = ResumeToken.parse(raw)
-    if token.oplog_id != oplog.oplog_id:
-        raise InvalidResumeToken(
-            f"resume token {token} comes from oplog {token.oplog_id}, not from this one ({oplog.oplog_id})"
-        )
-    if resume_after is not None and token.invalidate:
-        raise InvalidResumeToken(
-            f"resume token {token} is an invalidate event's: a stream cannot resume after it; "
-            "use start_after= to start a new stream there"
-        )
-    return token
+    plan = StreamPlan(oplog, options)
+    if options.resume_after is not None or options.start_after is not None:
+        plan.start()  # history lost, or rewritten under the token: say so now
+    return ChangeStreamObservable(plan)

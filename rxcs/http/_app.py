@@ -43,7 +43,7 @@ from rxcs.errors import (
 )
 from rxcs.http._access import AccessPolicy, Refusal
 from rxcs.http._headers import PAGE_POLICY, SecurityHeaders
-from rxcs.http._params import BadRequest, WatchRequest, from_message, from_query
+from rxcs.http._params import BadRequest, from_message, from_query
 from rxcs.http._sse import (
     SSE_HEARTBEAT,
     FrameCache,
@@ -57,7 +57,8 @@ from rxcs.http._sse import (
 )
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
-from rxcs.stream import AsyncChangeStream, watch
+from rxcs.plan import WatchOptions
+from rxcs.stream import AsyncChangeStream, watch_with
 
 __all__ = ["ChangeStreamApp", "ServerStatistics", "create_app"]
 
@@ -436,7 +437,7 @@ class ChangeStreamApp(Starlette):
         self._refused += 1
         return Refusal(status, code, message, headers)
 
-    def _open_stream(self, request: WatchRequest, client: str) -> _Session | Refusal:
+    def _open_stream(self, options: WatchOptions, client: str) -> _Session | Refusal:
         """Open the change stream a request asks for, or the response saying why not."""
         if self._closing:
             return self._refuse(503, "shutting_down", "the server is shutting down", {"retry-after": "1"})
@@ -445,23 +446,28 @@ class ChangeStreamApp(Starlette):
                 503, "too_many_watchers", f"the server already serves {self.max_watchers} watchers; try again later",
                 {"retry-after": "5"},
             )
-        arguments = request.watch_arguments()
         try:
-            stream = watch(self.oplog, **arguments, buffer_size=self.buffer_size, overflow="block").aiterate()
-        except ChangeStreamHistoryLost as exc:
-            return self._refuse(410, "history_lost", str(exc))
-        except InvalidResumeToken as exc:
-            return self._refuse(400, "invalid_resume_token", str(exc))
-        except (RxcsError, ValueError, TypeError) as exc:
-            return self._refuse(400, "bad_request", str(exc))
-        db, collection = arguments["db"], arguments["collection"]
-        description = "*" if db is None else db if collection is None else f"{db}.{collection}"
-        shape = extjson.dumps({**arguments, "resume_after": None, "start_after": None})  # what shapes the events
+            stream = watch_with(self.oplog, options).aiterate()
+        except RxcsError as exc:
+            return self._refusal_for(exc)
+        description = options.description
+        shape = extjson.dumps([  # what shapes the events: streams alike share their frames
+            options.db, options.collection, options.pipeline, options.full_document,
+            options.full_document_before_change, options.show_expanded_events,
+        ])
         session = _Session(self, stream, shape=shape, client=client, description=description)
         self._sessions.add(session)
         self._served += 1
         log.info("http watcher opened", stream=description, client=client, token=session.last_event_id)
         return session
+
+    def _refusal_for(self, exc: RxcsError) -> Refusal:
+        """What a request whose options or start cannot be had is told."""
+        if isinstance(exc, ChangeStreamHistoryLost):
+            return self._refuse(410, "history_lost", str(exc))
+        if isinstance(exc, InvalidResumeToken):
+            return self._refuse(400, "invalid_resume_token", str(exc))
+        return self._refuse(400, "bad_request", str(exc))
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -504,9 +510,11 @@ class ChangeStreamApp(Starlette):
         if repeated:
             return self._refuse(400, "bad_request", f"parameter {repeated[0]!r} is given more than once").response()
         try:
-            wanted = from_query(request.query_params, request.headers.get("last-event-id"))
-        except BadRequest as exc:
-            return self._refuse(400, "bad_request", str(exc)).response()
+            wanted = from_query(
+                request.query_params, request.headers.get("last-event-id"), buffer_size=self.buffer_size
+            )
+        except RxcsError as exc:
+            return self._refusal_for(exc).response()
         if request.method == "HEAD":  # the headers a stream would have, and no stream
             return Response(media_type="text/event-stream", headers={"cache-control": "no-cache"})
         opened = self._open_stream(wanted, _client_name(request))
@@ -530,13 +538,14 @@ class ChangeStreamApp(Starlette):
                 raise BadRequest(
                     f"the watch request is {len(first)} characters, over the limit of {self.max_request_bytes}"
                 )
-            wanted = from_message(first)
+            wanted = from_message(first, buffer_size=self.buffer_size)
         except (TimeoutError, WebSocketDisconnect, KeyError):
             # KeyError: a binary frame, which receive_text cannot read; either way no request came
             await _ws_fail(websocket, "bad_request", "send the watch request as the first (text) message")
             return
-        except BadRequest as exc:
-            await _ws_fail(websocket, "bad_request", str(exc))
+        except RxcsError as exc:
+            refused = self._refusal_for(exc)
+            await _ws_fail(websocket, refused.code, refused.message)
             return
         opened = self._open_stream(wanted, _client_name(websocket))
         if isinstance(opened, Refusal):

@@ -1,23 +1,26 @@
-"""What a client asks to watch: read from a query string or a WebSocket message, checked.
+"""What a client asks to watch: read from a query string or a WebSocket message.
 
-The same ``WatchRequest`` comes from ``GET /watch`` (query parameters, the
-``Last-Event-ID`` header) and from the first message of ``/ws/watch`` (a JSON
-object). Anything malformed raises ``BadRequest`` with one clear sentence;
-deeper checks (filters, stages, tokens) are ``rxcs.watch()``'s, made when the
-stream is opened.
+``GET /watch`` (query parameters, the ``Last-Event-ID`` header) and the first
+message of ``/ws/watch`` (a JSON object) name the same fields. What only the
+transport knows is read here: JSON, the names of the fields, ``true`` and
+``false``; what is wrong with it raises ``BadRequest``. The options
+themselves are checked by ``rxcs.plan.WatchOptions``, as ``watch()`` checks
+them: a bad one raises its ``RxcsError`` (``InvalidOptionError``,
+``InvalidResumeToken``...), and filters and stages are compiled when the
+stream is planned.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final, final
+from typing import Any, Final
 
 from rxcs import extjson
+from rxcs.errors import RxcsError
 from rxcs.http._access import ACCESS_TOKEN_PARAMETER, PAGE_KEY_PARAMETER
-from rxcs.operators import FULL_DOCUMENT_BEFORE_CHANGE_MODES, FULL_DOCUMENT_MODES
+from rxcs.plan import WatchOptions
 
-__all__ = ["BadRequest", "WatchRequest", "from_message", "from_query"]
+__all__ = ["BadRequest", "from_message", "from_query"]
 
 WATCH_FIELDS: Final = (
     "db", "collection", "pipeline", "full_document", "full_document_before_change",
@@ -26,65 +29,16 @@ WATCH_FIELDS: Final = (
 _TRUE = {"true": True, "1": True, "false": False, "0": False}
 
 
-class BadRequest(ValueError):
-    """A watch request that cannot be served as given; the message says why."""
+class BadRequest(RxcsError, ValueError):
+    """A watch request that cannot be read as given (not JSON, an unknown field); the message says why."""
 
 
-@final
-@dataclass(frozen=True, slots=True)
-class WatchRequest:
-    """A checked watch request: the arguments ``rxcs.watch()`` gets, by name."""
-
-    db: str | None = None
-    collection: str | None = None
-    pipeline: list[dict[str, Any]] | None = None
-    full_document: str = "default"
-    full_document_before_change: str = "off"
-    show_expanded_events: bool = False
-    resume_after: str | None = None
-    start_after: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.collection is not None and self.db is None:
-            raise BadRequest("collection needs db")
-        for name in ("db", "collection"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise BadRequest(f"{name} must be a non-empty string")
-        if self.full_document not in FULL_DOCUMENT_MODES:
-            raise BadRequest(
-                f"full_document must be one of {', '.join(sorted(FULL_DOCUMENT_MODES))}, not {self.full_document!r}"
-            )
-        if self.full_document_before_change not in FULL_DOCUMENT_BEFORE_CHANGE_MODES:
-            modes = ", ".join(sorted(FULL_DOCUMENT_BEFORE_CHANGE_MODES))
-            raise BadRequest(
-                f"full_document_before_change must be one of {modes}, not {self.full_document_before_change!r}"
-            )
-        if self.resume_after is not None and self.start_after is not None:
-            raise BadRequest("give resume_after or start_after, not both")
-        for name in ("resume_after", "start_after"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise BadRequest(f"{name} must be a resume token string")
-        if not isinstance(self.show_expanded_events, bool):
-            raise BadRequest("show_expanded_events must be true or false")
-        _check_pipeline(self.pipeline)
-
-    def watch_arguments(self) -> dict[str, Any]:
-        """The keyword arguments for ``rxcs.watch()`` (the oplog aside)."""
-        return {
-            "db": self.db, "collection": self.collection, "pipeline": self.pipeline,
-            "full_document": self.full_document, "full_document_before_change": self.full_document_before_change,
-            "show_expanded_events": self.show_expanded_events,
-            "resume_after": self.resume_after, "start_after": self.start_after,
-        }
-
-
-def _check_pipeline(pipeline: object) -> None:
-    if pipeline is None:
-        return
-    if not isinstance(pipeline, list) or not all(isinstance(stage, dict) for stage in pipeline):
-        raise BadRequest("pipeline must be a JSON array of stage objects, like [{\"$match\": {...}}]")
+def _options(fields: dict[str, Any], defaults: Mapping[str, Any]) -> WatchOptions:
+    """The request's fields as ``WatchOptions``, which check them (``rxcs.plan``: the one validator)."""
+    try:
+        return WatchOptions(**fields, **defaults)
+    except TypeError as exc:  # a field given twice, or of a name WatchOptions does not take
+        raise BadRequest(str(exc)) from None
 
 
 def _json(text: str, name: str) -> Any:
@@ -94,8 +48,12 @@ def _json(text: str, name: str) -> Any:
         raise BadRequest(f"{name}: not valid JSON ({exc})") from None
 
 
-def from_query(query: Mapping[str, str], last_event_id: str | None = None) -> WatchRequest:
+def from_query(
+    query: Mapping[str, str], last_event_id: str | None = None, **defaults: Any
+) -> WatchOptions:
     """Read a watch request from ``GET /watch`` query parameters and the ``Last-Event-ID`` header.
+
+    ``defaults`` are the server's own options (``buffer_size``...).
 
     ``Last-Event-ID`` (sent by a reconnecting EventSource) is the newest
     position the client has, so it wins over the ``resume_after`` and
@@ -131,10 +89,10 @@ line 1 column 3 (char 2))
         # since resume_after an invalidate token is refused.
         fields.pop("start_after", None)
         fields["resume_after"] = last_event_id
-    return WatchRequest(**fields)
+    return _options(fields, defaults)
 
 
-def from_message(text: str) -> WatchRequest:
+def from_message(text: str, **defaults: Any) -> WatchOptions:
     """Read a watch request from the first WebSocket message, a JSON object of the same fields.
 
     Examples:
@@ -151,7 +109,4 @@ def from_message(text: str) -> WatchRequest:
     unknown = sorted(set(message) - set(WATCH_FIELDS))
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r}; known: {', '.join(WATCH_FIELDS)}")
-    try:
-        return WatchRequest(**message)
-    except TypeError as exc:
-        raise BadRequest(str(exc)) from None
+    return _options(message, defaults)

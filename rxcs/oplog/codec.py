@@ -166,20 +166,23 @@ def decode_entry(data: bytes) -> OplogEntry:
 
 
 def entry_from_record(record: Any) -> OplogEntry:
-    """Build an entry from its decoded msgpack array, checking its shape."""
-    if type(record) is not list or not _FIXED_FIELDS <= len(record) <= _ALL_FIELDS:
+    """Build an entry from its decoded msgpack array, checking its shape (a hot path: every entry read)."""
+    if type(record) is not list:
+        raise EntryDecodeError("entry record is not an array of 7 to 15 fields")
+    size = len(record)
+    if size < _FIXED_FIELDS or size > _ALL_FIELDS:
         raise EntryDecodeError("entry record is not an array of 7 to 15 fields")
     op_id, time, inc, wall_ms, op, db = record[:6]
-    if not (type(op_id) is int and type(time) is int and type(inc) is int
-            and type(wall_ms) is int and type(op) is str and type(db) is str):
+    if not (type(op_id) is type(time) is type(inc) is type(wall_ms) is int and type(op) is type(db) is str):
         raise EntryDecodeError("entry record has fields of the wrong types")
-    if len(record) > _TO and record[_TO] is not None:
+    if size > _TO and record[_TO] is not None:
         to = record[_TO]
         if type(to) is not list or len(to) != 2:
             raise EntryDecodeError("entry record has a malformed rename target")
         record[_TO] = Namespace(*to)
-    if len(record) < _ALL_FIELDS:
-        record.extend(_NONES[len(record) :])
-    # [op_id, time, inc, ...] becomes (op_id, ClusterTime(time, inc), ...): built directly, a hot path.
-    record[1:3] = (_new_tuple(ClusterTime, (time, inc)),)
+    # [op_id, time, inc, ...] becomes (op_id, ClusterTime(time, inc), ...): built in place, then padded.
+    record[1] = _new_tuple(ClusterTime, (time, inc))
+    del record[2]
+    if size < _ALL_FIELDS:
+        record += _NONES[size:]
     return _new_tuple(OplogEntry, record)

@@ -27,7 +27,7 @@ from rxcs.pipeline._amplification import (
 )
 from rxcs.pipeline._split import DEFAULT_MAX_EVENT_BYTES, check_max_event_bytes, event_limit, event_size
 from rxcs.pipeline._stages import FILTERS, SPLIT_STAGE, STAGES, Stage, compile_match
-from rxcs.query import MISSING, check_nesting
+from rxcs.query import MISSING, check_nesting, rewrite_event_aliases
 from rxcs.tokens import ResumeToken
 
 __all__ = [
@@ -46,6 +46,19 @@ MAX_STAGES: Final = 1000
 """The most stages a pipeline may have (MongoDB's limit)."""
 
 
+Predicate = Callable[[Document], bool]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """One compiled stage: where it is, what it does, and its predicate when it is a ``$match``."""
+
+    where: str
+    stage: Stage
+    predicate: Predicate | None
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class CompiledPipeline:
@@ -55,11 +68,37 @@ class CompiledPipeline:
     through unchanged), True when a stage builds new documents. ``split`` is
     True when the pipeline ends with ``$changeStreamSplitLargeEvent``: the
     stream then splits events over its size cap into fragments.
+    ``leading_matches`` are the pipeline's first ``$match`` stages, each as its
+    filter (LauraDB's aliases rewritten) and compiled predicate, for the
+    stream to test on entries before they become events (``rxcs.prefilter``).
     """
 
     run: Callable[[Document], Document | None]
     reshapes: bool
     split: bool = False
+    leading_matches: tuple[tuple[Mapping[str, Any], Predicate], ...] = ()
+    _stages: tuple[_Compiled, ...] = ()
+    _measured: bool = False
+
+    def after(self, count: int) -> CompiledPipeline | None:
+        """The pipeline without its first ``count`` stages, compiled as it is; None when that leaves nothing to do.
+
+        A stream whose leading ``$match`` stages already ran on its entries
+        runs only the rest on its events.
+
+        Examples:
+            >>> compiled = compile_pipeline([{"$match": {"operationType": "insert"}}, {"$project": {"ns": 1}}])
+            >>> compiled.after(1).run({"_id": 1, "operationType": "insert", "ns": {}})
+            {'_id': 1, 'ns': {}}
+            >>> compiled.after(2) is None
+            True
+        """
+        if count == 0:
+            return self
+        rest = self._stages[count:]
+        if not rest and not self.split:
+            return None
+        return _assembled(rest, self.split, (), measured=self._measured)
 
 
 def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
@@ -81,8 +120,8 @@ def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
     if len(stages) > MAX_STAGES:
         raise PipelineError(f"pipeline: {len(stages)} stages, more than the {MAX_STAGES} allowed")
     check_nesting(list(stages), "pipeline", PipelineError)
-    compiled: list[tuple[str, Stage]] = []
-    filters: list[tuple[str, Callable[[Document], bool]]] = []
+    compiled: list[_Compiled] = []
+    leading: list[tuple[Mapping[str, Any], Predicate]] = []
     named: list[tuple[str, Any]] = []
     reshapes = split = False
     for index, stage in enumerate(stages):
@@ -101,21 +140,37 @@ def compile_pipeline(stages: Sequence[Mapping[str, Any]]) -> CompiledPipeline:
         try:
             if name == "$match":
                 predicate = compile_match(spec, where, aliases=not reshapes)
-                filters.append((where, predicate))
-                compiled.append((where, _as_stage(predicate)))
+                compiled.append(_Compiled(where, _as_stage(predicate), predicate))
+                if len(leading) == index:
+                    leading.append((rewrite_event_aliases(spec), predicate))
             elif name == SPLIT_STAGE:
                 compiler(spec, where)  # checked here; the split itself follows the pipeline (event_limit)
             else:
-                compiled.append((where, compiler(spec, where)))
+                compiled.append(_Compiled(where, compiler(spec, where), None))
         except QueryError as exc:
             raise PipelineError(f"{where}.{exc}") from None
         reshapes = reshapes or name not in FILTERS
         split = split or name == SPLIT_STAGE
-    if not reshapes:
-        return CompiledPipeline(_filtering(filters), reshapes=False, split=split)
     # Pipelines that can copy fields many times have their stages' outputs measured (_amplification).
-    measured = amplification(named) > AMPLIFICATION_LIMIT
-    return CompiledPipeline(_reshaping(compiled, measured=measured), reshapes=True, split=split)
+    measured = reshapes and amplification(named) > AMPLIFICATION_LIMIT
+    return _assembled(tuple(compiled), split, tuple(leading), measured=measured)
+
+
+def _assembled(
+    stages: tuple[_Compiled, ...],
+    split: bool,
+    leading: tuple[tuple[Mapping[str, Any], Predicate], ...],
+    *,
+    measured: bool,
+) -> CompiledPipeline:
+    """A pipeline of compiled stages: only filters, or reshaping."""
+    filters = [(stage.where, stage.predicate) for stage in stages if stage.predicate is not None]
+    if len(filters) == len(stages):
+        return CompiledPipeline(_filtering(filters), False, split, leading, stages, measured)
+    return CompiledPipeline(
+        _reshaping([(stage.where, stage.stage) for stage in stages], measured=measured), True, split, leading,
+        stages, measured,
+    )
 
 
 def _as_stage(predicate: Callable[[Document], bool]) -> Stage:

@@ -62,7 +62,7 @@ class TestWatch:
             (["--match", "{not json"], "--match: not valid JSON"),
             (["--match", '{"a": {"$bogus": 1}}'], "$bogus"),
             (["--resume-after", "deadbeef"], "resume token"),
-            (["--collection", "users"], "--collection needs --db"),
+            (["--collection", "users"], "collection 'users' needs its database"),
             (["--format", "xml"], "invalid choice"),
         ],
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis_server import redis_server, redis_server_available  # noqa: F401 - the session's Redis server
@@ -73,3 +75,23 @@ def no_leaked_threads() -> Iterator[None]:
     """Every test of the core must leave no rxcs thread running once its oplog is closed."""
     yield
     assert eventually(lambda: not all_rxcs_threads(), 5.0), f"threads left running: {all_rxcs_threads()}"
+
+
+def take_slowly(
+    observable: rxcs.ChangeStreamObservable[Any], count: int, *, every: int = 50, pause: float = 0.002
+) -> tuple[list[Any], rxcs.StreamStatistics]:
+    """``count`` events of a stream fed by the tailer into its buffer (``aiterate()``), taken slowly enough
+    (a pause every ``every`` events) that the buffer fills again and again; with the stream's statistics."""
+
+    async def run() -> tuple[list[Any], rxcs.StreamStatistics]:
+        got: list[Any] = []
+        async with observable.aiterate() as events:
+            async for event in events:
+                got.append(event)
+                if len(got) % every == 0:
+                    await asyncio.sleep(pause)
+                if len(got) == count:
+                    break
+            return got, events.statistics()
+
+    return asyncio.run(run())

@@ -13,7 +13,7 @@ import rxcs
 from rxcs import operators as cso
 from rxcs.buffer import EventBuffer
 
-from .conftest import eventually
+from .conftest import eventually, take_slowly
 
 
 def write_in_background(oplog: rxcs.Oplog, total: int, batch: int = 500) -> threading.Thread:
@@ -30,24 +30,38 @@ def write_in_background(oplog: rxcs.Oplog, total: int, batch: int = 500) -> thre
 
 class TestBlock:
     def test_slow_consumer_gets_all_100k_with_bounded_memory(self, oplog: rxcs.Oplog) -> None:
-        """100,000 entries reach a consumer that sleeps per event; the buffer never exceeds its bound."""
+        """100,000 entries reach a consumer that sleeps now and then; what is read ahead never exceeds the buffer.
+
+        iterate() reads on the consumer's thread: it never reads more than its buffer ahead, and never pauses.
+        """
         total, size = 100_000, 64
-        with rxcs.watch(oplog, buffer_size=size, batch_size=50).iterate() as stream:
+        with rxcs.watch(oplog, buffer_size=size, batch_size=500).iterate() as stream:
             writer = write_in_background(oplog, total)
             seen = 0
             for event in stream:
                 assert event.document_key["_id"] == seen
                 seen += 1
                 if seen % 2000 == 0:
-                    time.sleep(0.002)  # slower than the producer: the buffer fills
+                    time.sleep(0.002)  # slower than the producer
                 if seen == total:
                     break
             writer.join()
             stats = stream.statistics()
         assert seen == total
+        assert (stats.dropped, stats.pauses) == (0, 0)
+        assert stats.high_water <= size
+
+    def test_slow_consumer_fed_by_the_tailer_pauses_its_stream(self, oplog: rxcs.Oplog) -> None:
+        """100,000 entries reach a slow consumer fed by the tailer (aiterate): the stream pauses when its buffer
+        is full, and the buffer never holds more than its size and the events of the entry that filled it."""
+        total, size = 100_000, 64
+        writer = write_in_background(oplog, total)
+        stream = rxcs.watch(oplog, start_at_operation_time=rxcs.BEGINNING, buffer_size=size, batch_size=50)
+        got, stats = take_slowly(stream, total, every=2000)
+        writer.join()
+        assert [event.document_key["_id"] for event in got] == list(range(total))
         assert stats.dropped == 0
         assert stats.pauses > 0, "the producer outran the consumer, so the stream must have paused"
-        # At most the buffer plus the events of the entry being delivered when it filled.
         assert stats.high_water <= size + 1
 
     def test_paused_stream_does_not_hold_up_other_streams(self, memory_oplog: rxcs.Oplog) -> None:
@@ -150,13 +164,7 @@ class TestPausedMidBatch:
     def test_a_stream_whose_buffer_fills_mid_batch_gets_every_entry_once(self, oplog: rxcs.Oplog) -> None:
         """A consumer slower than one batch pauses the stream mid-batch again and again: no gap, no repeat."""
         oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(3000)])
-        got = []
-        with rxcs.watch(oplog, start_at_operation_time=rxcs.BEGINNING, buffer_size=10, batch_size=64).iterate() as cs:
-            for event in cs:
-                got.append(event.document_key["_id"])
-                if len(got) % 100 == 0:
-                    time.sleep(0.002)
-                if len(got) == 3000:
-                    break
-            assert cs.statistics().pauses > 10
-        assert got == list(range(3000))
+        stream = rxcs.watch(oplog, start_at_operation_time=rxcs.BEGINNING, buffer_size=10, batch_size=64)
+        got, stats = take_slowly(stream, 3000, every=100)
+        assert stats.pauses > 10
+        assert [event.document_key["_id"] for event in got] == list(range(3000))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import Any
 
 import rxcs
 
-from .conftest import eventually
+from .conftest import eventually, take_slowly
 
 
 def write_mixed(oplog: rxcs.Oplog, count: int, collections: int, seed: int = 3) -> list[tuple[str, str, int]]:
@@ -30,16 +29,9 @@ def write_mixed(oplog: rxcs.Oplog, count: int, collections: int, seed: int = 3) 
 
 def slowly(stream: rxcs.ChangeStreamObservable[Any], count: int) -> list[Any]:
     """The documentKey _ids of ``count`` events, taken slowly enough that the stream's small buffer fills often."""
-    got = []
-    with stream.iterate() as events:
-        for event in events:
-            got.append(event.document_key["_id"])
-            if len(got) % 50 == 0:
-                time.sleep(0.002)
-            if len(got) == count:
-                break
-        assert events.statistics().pauses > 5
-    return got
+    got, statistics = take_slowly(stream, count)
+    assert statistics.pauses > 5
+    return [event.document_key["_id"] for event in got]
 
 
 class TestScopedDispatch:

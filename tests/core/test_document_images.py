@@ -90,6 +90,20 @@ class TestFullDocument:
         assert first.full_document == {"_id": 1, "name": "Ada"}
         assert second.full_document == {"_id": 1, "name": "Ada L."}
 
+    def test_required_asks_only_of_events_the_leading_match_lets_through(self, oplog: rxcs.Oplog) -> None:
+        """required: a leading $match runs on the entry first (MongoDB pushes it down), so an update it filters
+        out needs no post-image; an update it lets through without one still fails the stream."""
+        inserts = [{"$match": {"operationType": {"$in": ["insert", "replace"]}}}]
+        with rxcs.watch(oplog, "shop", "users", inserts, full_document="required").iterate() as stream:
+            oplog.update("shop", "users", 1, updated_fields={"name": "no image"})
+            oplog.insert("shop", "users", {"_id": 2, "name": "Bo"})
+            assert stream.next(timeout=10).document_key == {"_id": 2}
+        updates = [{"$match": {"operationType": "update"}}]
+        with rxcs.watch(oplog, "shop", "users", updates, full_document="required").iterate() as stream:
+            oplog.update("shop", "users", 1, updated_fields={"name": "no image"})
+            with pytest.raises(rxcs.MissingImageError):
+                stream.next(timeout=10)
+
     def test_required_error_reaches_on_error(self, oplog: rxcs.Oplog) -> None:
         """required: a subscriber (no iteration) hears of the missing image through on_error."""
         import threading

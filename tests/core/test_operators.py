@@ -15,6 +15,8 @@ from rxcs import operators as cso
 from rxcs.events import ClusterTime, Namespace
 from rxcs.oplog.entry import OplogEntry
 
+from .conftest import eventually
+
 on_next, on_completed = ReactiveTest.on_next, ReactiveTest.on_completed
 OPLOG_ID = uuid.UUID(int=42)
 
@@ -170,11 +172,24 @@ class TestSeek:
         with pytest.raises(rxcs.InvalidResumeToken, match="comes from oplog"):
             rxcs.oplog_entries(memory_oplog).pipe(cso.seek(rxcs.ResumeToken(OPLOG_ID, 1)))
 
-    def test_seek_on_the_source_moves_its_start(self, memory_oplog: rxcs.Oplog) -> None:
-        """Applied to oplog_entries() directly, seek moves the start (no entries read before it)."""
+    def test_a_token_given_to_the_source_moves_its_start(self, memory_oplog: rxcs.Oplog) -> None:
+        """oplog_entries(after=token) starts after the token's entry: a seek, nothing read before it."""
         for i in range(5):
             memory_oplog.insert("shop", "users", {"_id": i})
-        source = rxcs.oplog_entries(memory_oplog, after=0)
-        moved = source.pipe(cso.seek(rxcs.ResumeToken(memory_oplog.oplog_id, 3)))
-        assert isinstance(moved, rxcs.source.EntrySource)
-        assert moved.after == 3
+        memory_oplog.trim(before_op_id=3)  # a read from the beginning would meet the trim
+        got: list[int] = []
+        token = rxcs.ResumeToken(memory_oplog.oplog_id, 3, high_water=True)
+        subscription = rxcs.oplog_entries(memory_oplog, after=token).subscribe(lambda entry: got.append(entry.op_id))
+        assert eventually(lambda: got == [4, 5])
+        subscription.dispose()
+
+    def test_seek_is_a_plain_operator(self, memory_oplog: rxcs.Oplog) -> None:
+        """seek() passes over what lies up to its token whatever its source is: here a plain Observable of entries."""
+        for i in range(5):
+            memory_oplog.insert("shop", "users", {"_id": i})
+        entries = memory_oplog.read(0, 10)
+        got: list[int] = []
+        reactivex.from_iterable(entries).pipe(cso.seek(rxcs.ResumeToken(memory_oplog.oplog_id, 3))).subscribe(
+            lambda entry: got.append(entry.op_id)
+        )
+        assert got == [4, 5]

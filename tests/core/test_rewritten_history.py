@@ -20,7 +20,6 @@ import redis
 from redis_server import RedisServer, redis_server_available
 
 import rxcs
-from rxcs import operators as cso
 
 
 class Rewindable:
@@ -148,8 +147,8 @@ class TestResumeAfterARewrite:
             assert stream.try_next() is None
         assert keys == [3, 4, 100, 101, 102, 103]
 
-    def test_the_seek_operator_checks_the_token_too(self, rewindable: Rewindable) -> None:
-        """cso.seek(token) on a hand-built chain refuses a rewritten position when subscribed, as watch() does."""
+    def test_a_source_started_at_a_token_checks_it_too(self, rewindable: Rewindable) -> None:
+        """oplog_entries(after=token) on a hand-built chain refuses a rewritten position when subscribed."""
         insert(rewindable.oplog, 0, 5)
         rewindable.snapshot()
         insert(rewindable.oplog, 5, 3)
@@ -159,7 +158,7 @@ class TestResumeAfterARewrite:
         insert(rewindable.oplog, 100, 10)
         got: list[int] = []
         errors: list[Exception] = []
-        rxcs.oplog_entries(rewindable.oplog, after=0).pipe(cso.seek(token)).subscribe(
+        rxcs.oplog_entries(rewindable.oplog, after=token).subscribe(
             lambda entry: got.append(entry.op_id), errors.append
         ).dispose()
         assert got == []

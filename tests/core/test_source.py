@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import reactivex
+from reactivex import abc
 from reactivex import operators as ops
 from reactivex.testing import TestScheduler
 
 import rxcs
 from rxcs.oplog.entry import OplogEntry
+from rxcs.source import ALL, Lane, open_lane
 
 from .conftest import eventually, rxcs_threads
 
@@ -42,6 +45,31 @@ class Collector:
 
 def insert(oplog: rxcs.Oplog, n: int, coll: str = "users") -> list[int]:
     return [oplog.insert("shop", coll, {"_id": i}) for i in range(n)]
+
+
+def paced_lane(
+    oplog: rxcs.Oplog,
+    after: int,
+    take: Callable[[Lane, OplogEntry], bool],
+    *,
+    batch_size: int = 100,
+    ended: Callable[[Exception | None], None] = lambda _error: None,
+) -> tuple[Lane, abc.DisposableBase]:
+    """A lane on the shared tailer whose delivery gives each entry to ``take(lane, entry)``.
+
+    ``take`` returns False to stop there, having paused the lane (a delivery pauses its lane before anyone
+    can resume it).
+    """
+    lane = Lane(oplog, after, ALL, ended)
+
+    def deliver(entries: list[OplogEntry]) -> int:
+        for taken, entry in enumerate(entries, 1):
+            if not take(lane, entry):
+                return taken
+        return len(entries)
+
+    lane.deliver = deliver
+    return lane, open_lane(lane, batch_size, 1.0, None)
 
 
 class TestStartPosition:
@@ -206,78 +234,64 @@ class TestErrors:
         """A lane paused mid-batch keeps the entries it had read: a trim meanwhile loses none of them."""
         insert(memory_oplog, 5)
         got: list[int] = []
-        lanes: list[Any] = []
-        from rxcs.source import current_lane
 
-        def first_pauses(entry: OplogEntry) -> None:
+        def first_pauses(lane: Lane, entry: OplogEntry) -> bool:
             got.append(entry.op_id)
             if entry.op_id == 1:
-                lane = current_lane()
-                assert lane is not None
                 lane.pause()
-                lanes.append(lane)
+                return False
+            return True
 
-        sub = rxcs.oplog_entries(memory_oplog, after=0).subscribe(first_pauses)
-        assert eventually(lambda: bool(lanes))
+        lane, reading = paced_lane(memory_oplog, 0, first_pauses)
+        assert eventually(lambda: lane.paused)
         memory_oplog.trim(before_op_id=5)  # 2 to 4 go, but the lane read them already
         memory_oplog.insert("shop", "users", {"_id": "sixth"})
-        lanes[0].resume()
+        lane.resume()
         assert eventually(lambda: got == [1, 2, 3, 4, 5, 6])
-        sub.dispose()
+        reading.dispose()
 
     def test_trim_under_a_paused_lane_is_history_lost(self, memory_oplog: rxcs.Oplog) -> None:
         """A lane whose next entry is trimmed while it waits, not read yet, fails with ChangeStreamHistoryLost."""
         insert(memory_oplog, 5)
-        got = Collector()
-        gate = threading.Event()
-        from rxcs.source import current_lane
+        got: list[int] = []
+        errors: list[Exception | None] = []
 
-        def slow(entry: OplogEntry) -> None:
-            got.items.append(entry)
-            lane = current_lane()
-            assert lane is not None
+        def each_pauses(lane: Lane, entry: OplogEntry) -> bool:
+            got.append(entry.op_id)
             lane.pause()
-            gate.set()
-
-        paused_lane: list[Any] = []
-
-        def capture(entry: OplogEntry) -> None:
-            paused_lane.append(current_lane())
-            slow(entry)
+            return False
 
         # One entry a batch: the lane holds nothing beyond what it was fed when it pauses.
-        sub = rxcs.oplog_entries(memory_oplog, after=0, batch_size=1).subscribe(capture, got.on_error)
-        assert gate.wait(10)
+        lane, reading = paced_lane(memory_oplog, 0, each_pauses, batch_size=1, ended=errors.append)
+        assert eventually(lambda: lane.paused)
         memory_oplog.trim(before_op_id=4)
-        paused_lane[0].resume()
-        assert eventually(lambda: bool(got.errors))
-        sub.dispose()
-        assert isinstance(got.errors[0], rxcs.ChangeStreamHistoryLost)
-        assert [e.op_id for e in got.items] == [1]
+        lane.resume()
+        assert eventually(lambda: bool(errors))
+        reading.dispose()
+        assert isinstance(errors[0], rxcs.ChangeStreamHistoryLost)
+        assert got == [1]
 
     def test_resume_during_delivery_never_feeds_a_lane_twice(self, memory_oplog: rxcs.Oplog) -> None:
         """A lane paused and resumed (from another thread) while being fed gets each entry once."""
-        from rxcs.source import current_lane
-
         memory_oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in range(300)])
-        got = Collector(want=300)
+        got: list[int] = []
 
-        def flaky_consumer(entry: OplogEntry) -> None:
-            got.on_next(entry)
-            if entry.op_id % 7 == 0:
-                lane = current_lane()
-                assert lane is not None
-                lane.pause()
-                resumer = threading.Thread(target=lane.resume)
-                resumer.start()
-                resumer.join()
+        def flaky_consumer(lane: Lane, entry: OplogEntry) -> bool:
+            got.append(entry.op_id)
+            if entry.op_id % 7:
+                return True
+            lane.pause()
+            resumer = threading.Thread(target=lane.resume)  # resumed before the tailer hears of the pause
+            resumer.start()
+            resumer.join()
+            return False
 
-        sub = rxcs.oplog_entries(memory_oplog, after=0, batch_size=50).subscribe(flaky_consumer, got.on_error)
-        assert got.enough.wait(10)
+        _, reading = paced_lane(memory_oplog, 0, flaky_consumer, batch_size=50)
+        assert eventually(lambda: len(got) >= 300)
         memory_oplog.insert("shop", "users", {"_id": "last"})
-        assert eventually(lambda: len(got.items) >= 301)
-        sub.dispose()
-        assert [e.op_id for e in got.items] == list(range(1, 302))
+        assert eventually(lambda: len(got) >= 301)
+        reading.dispose()
+        assert got == list(range(1, 302))
 
     def test_closed_oplog_errors_the_stream(self, memory_oplog: rxcs.Oplog) -> None:
         """Closing the oplog under a stream ends it with OplogClosedError, not a hang."""

@@ -236,15 +236,15 @@ class TestBadRequests:
         ("params", "code", "message"),
         [
             ({"pipeline": "[{oops"}, "bad_request", "pipeline: not valid JSON"),
-            ({"pipeline": '{"$match": {}}'}, "bad_request", "pipeline must be a JSON array"),
+            ({"pipeline": '{"$match": {}}'}, "bad_request", "pipeline: expected a list of stages"),
             ({"pipeline": '[{"$bogus": 1}]'}, "bad_request", "$bogus"),
             ({"pipeline": '[{"$match": {"a": {"$nope": 1}}}]'}, "bad_request", "$nope"),
-            ({"collection": "users"}, "bad_request", "collection needs db"),
+            ({"collection": "users"}, "bad_request", "collection 'users' needs its database"),
             ({"full_document": "sometimes"}, "bad_request", "full_document must be one of"),
             ({"show_expanded_events": "maybe"}, "bad_request", "show_expanded_events"),
             ({"colection": "typo"}, "bad_request", "unknown parameter 'colection'"),
             ({"resume_after": "deadbeef"}, "invalid_resume_token", "resume token"),
-            ({"resume_after": "a", "start_after": "b"}, "bad_request", "not both"),
+            ({"resume_after": "a", "start_after": "b"}, "bad_request", "at most one of resume_after, start_after"),
         ],
     )
     def test_bad_parameters_are_a_400_with_a_clear_message(
