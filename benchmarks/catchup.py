@@ -137,7 +137,9 @@ def run(bench: Bench, report: Report) -> None:
         section.rows.append(Row(name, rate, "events/s", ratio(rate, limit)))
     report.figures["catchup.limit"] = limit
     report.figures["catchup.match"] = rates[3]
+    report.figures["catchup.match_all"] = rates[4]
     report.figures["catchup.scope"] = rates[2]
+    report.figures["catchup.iterate"] = rates[6]
 
 
 def redis_xread(bench: Bench, report: Report, n: int) -> Callable[[], float] | None:

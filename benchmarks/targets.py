@@ -1,4 +1,4 @@
-"""The targets of issue #8, judged on the figures of one run: met, missed, or not measured."""
+"""The targets of issues #8 and #15, judged on the figures of one run: met, missed, or not measured."""
 
 from __future__ import annotations
 
@@ -29,6 +29,14 @@ def _catchup_xread(f: Figures) -> Verdict:
     return f"{value:.2f} x XREAD + decode ({shown(f['catchup.xread'])}/s)", value > 1
 
 
+def _of_the_limit(key: str, goal: float) -> Callable[[Figures], Verdict]:
+    def judge(f: Figures) -> Verdict:
+        value = f[key] / f["catchup.limit"]
+        return f"{value:.2f} of the raw rate ({shown(f[key])}/s)", value >= goal
+
+    return judge
+
+
 def _below(key: str, limit: float, unit: str) -> Callable[[Figures], Verdict]:
     return lambda f: (f"{shown(f[key])} {unit}", f[key] < limit)
 
@@ -46,6 +54,12 @@ TARGETS = [
            ("catchup.match", "catchup.limit")),
     Target("catch-up through watch() + $match, against redis-py XREAD + decode", "above it", _catchup_xread,
            ("catchup.match", "catchup.xread")),
+    Target("catch-up through watch() + $match a third pass (#15)", "≥ 0.30 of the raw rate",
+           _of_the_limit("catchup.match", 0.30), ("catchup.match", "catchup.limit")),
+    Target("catch-up through watch() + $match every entry passes (#15)", "≥ 0.14 of the raw rate",
+           _of_the_limit("catchup.match_all", 0.14), ("catchup.match_all", "catchup.limit")),
+    Target("catch-up through iterate(), every entry passes (#15)", "≥ 0.13 of the raw rate",
+           _of_the_limit("catchup.iterate", 0.13), ("catchup.iterate", "catchup.limit")),
     Target("live latency p99, FileOplog, writer thread", "< 0.5 ms", _below("latency.file.thread.p99", 0.5, "ms"),
            ("latency.file.thread.p99",)),
     Target("live latency p99, FileOplog, writer process", "< 1 ms", _below("latency.file.process.p99", 1.0, "ms"),
