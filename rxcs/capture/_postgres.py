@@ -47,6 +47,7 @@ from rxcs.capture._pgoutput import (
     parse_lsn,
 )
 from rxcs.capture._position import Position, newest_position, own_entries
+from rxcs.capture._running import Running
 from rxcs.capture._slots import SESSION_OPTIONS, redact_dsn
 from rxcs.errors import CaptureError, InvalidChangeError
 from rxcs.log import log
@@ -106,7 +107,7 @@ def _lost_connection(exc: BaseException) -> bool:
 
 
 @final
-class PostgresCapture:
+class PostgresCapture(Running):
     """Records the changes a PostgreSQL database commits in an oplog, exactly once, in commit order.
 
     Build one with ``rxcs.capture.postgres(dsn, oplog, ...)``; ``run()``
@@ -152,11 +153,9 @@ class PostgresCapture:
         self.name = name or f"postgres:{slot}"
         self._start_timeout = start_timeout
         self._confirm_interval = confirm_interval
-        self._stopping = threading.Event()
+        super().__init__()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
         self._lock = threading.Lock()
         # What the capture knows of the source.
         self._captured: dict[int, tuple[str, str, str]] = {}  # relation oid -> (schema, table, replica identity)
@@ -223,44 +222,6 @@ class PostgresCapture:
                     os.close(fd)
             if self._close_oplog:
                 self._oplog.close()
-
-    def start(self) -> PostgresCapture:
-        """Run the capture in a background thread; ``stop()`` ends it and raises what it failed with."""
-        if self._thread is not None:
-            raise RuntimeError("this capture was started already")
-
-        def target() -> None:
-            try:
-                self.run()
-            except BaseException as exc:  # noqa: BLE001 - handed to stop(), which raises it in the caller
-                self._error = exc
-
-        self._thread = threading.Thread(target=target, name=f"rxcs-capture-{self._slot}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float | None = 30.0) -> None:
-        """Ask the capture to stop and wait for it; raise the error it failed with, if it did."""
-        self._stopping.set()
-        self._poke()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise CaptureError(f"capture {self.name} did not stop within {timeout} s")
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-    @property
-    def failed(self) -> BaseException | None:
-        """The error a capture started with ``start()`` failed with, while it is not yet stopped."""
-        return self._error
-
-    def __enter__(self) -> PostgresCapture:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def statistics(self) -> CaptureStatistics:
         """Where the capture is: a frozen record, cheap to take from any thread (a metrics exporter polls it)."""
@@ -637,14 +598,14 @@ class PostgresCapture:
         log.info("capture streaming", capture=self.name, slot=self._slot, after=_lsn_text(self._recorded))
         skip_to = (position.lsn, position.seq) if position is not None and not position.snapshot else (0, -1)
         connection_fd = replication.fileno()
-        syncer = _Syncer(self._oplog, self._poke, self._confirm_interval)
+        syncer = _Syncer(self._oplog, self._wake, self._confirm_interval)
         try:
             self._read_stream(cursor, connection_fd, syncer, skip_to)
         finally:
             syncer.close()
         log.info("capture stopped", capture=self.name, recorded_lsn=_lsn_text(self._recorded))
 
-    def _poke(self) -> None:
+    def _wake(self) -> None:
         with contextlib.suppress(OSError):
             os.write(self._wake_write, b"!")
 

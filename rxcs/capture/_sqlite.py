@@ -21,7 +21,6 @@ import fcntl
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Final, final
 
 from rxcs.capture._mapping import TableMapping, sqlite_value
 from rxcs.capture._position import newest_position
+from rxcs.capture._running import Running
 from rxcs.errors import CaptureError, InvalidChangeError
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
@@ -75,7 +75,7 @@ def _row_json(columns: Sequence[str], prefix: str) -> str:
 
 
 @final
-class SqliteCapture:
+class SqliteCapture(Running):
     """Moves the changes recorded by the outbox triggers of a SQLite file to an oplog. See ``rxcs.capture.sqlite``."""
 
     def __init__(
@@ -108,9 +108,7 @@ class SqliteCapture:
         if not poll_interval > 0:
             raise CaptureError(f"poll_interval must be positive, not {poll_interval!r}")
         self._poll = poll_interval
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        super().__init__()
         self._mappings: dict[str, TableMapping] = {}
         self._connection: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
@@ -152,43 +150,6 @@ class SqliteCapture:
             if self._close_oplog:
                 self._oplog.close()
             log.info("capture stopped", capture=self.name, recorded_id=self._recorded)
-
-    def start(self) -> SqliteCapture:
-        """Run the capture in a background thread; ``stop()`` ends it and raises what it failed with."""
-        if self._thread is not None:
-            raise RuntimeError("this capture was started already")
-
-        def target() -> None:
-            try:
-                self.run()
-            except BaseException as exc:  # noqa: BLE001 - handed to stop(), which raises it in the caller
-                self._error = exc
-
-        self._thread = threading.Thread(target=target, name="rxcs-capture-sqlite", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float | None = 30.0) -> None:
-        """Ask the capture to stop and wait for it; raise the error it failed with, if it did."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise CaptureError(f"capture {self.name} did not stop within {timeout} s")
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-    @property
-    def failed(self) -> BaseException | None:
-        """The error a capture started with ``start()`` failed with, while it is not yet stopped."""
-        return self._error
-
-    def __enter__(self) -> SqliteCapture:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def statistics(self) -> SqliteCaptureStatistics:
         """Rows moved, the last outbox id recorded, and how many rows wait in the outbox (read now)."""
