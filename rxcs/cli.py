@@ -396,8 +396,16 @@ def _watch(args: argparse.Namespace) -> int:
         last = stream.resume_token  # of the last event written out: what a new run resumes after
         try:
             with stream, _CtrlC() as ctrl_c:
-                for event in stream:
+                while stream.alive:
+                    event = stream.try_next()
                     token = stream.resume_token
+                    if event is None:  # nothing to write: the position may have moved past filtered entries
+                        if token != last:
+                            with ctrl_c.held():
+                                last = token
+                                if resume_file is not None:
+                                    _save_token(resume_file, last)
+                        continue
                     with ctrl_c.held():  # an event written out is one whose token is reported and saved
                         _print_event(event, args.format, sys.stdout)
                         last = token

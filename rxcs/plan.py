@@ -109,6 +109,9 @@ class WatchOptions:
             raise InvalidOptionError(
                 f"give at most one of resume_after, start_after, start_at_operation_time, not {given}"
             )
+        pipeline = self.pipeline
+        if pipeline is not None and (isinstance(pipeline, (str, bytes, Mapping)) or not isinstance(pipeline, Sequence)):
+            raise InvalidOptionError(f"pipeline must be a list of stages, not {type(pipeline).__name__}")
         for name in ("resume_after", "start_after"):
             value = getattr(self, name)
             if value is not None:
@@ -143,12 +146,19 @@ class WatchOptions:
 
 @final
 class Skip:
-    """A resumed subscription's skip: the events up to ``token`` are passed over (then ``token`` is None)."""
+    """What a subscription passes over before its first event: the events up to ``token`` (a resumed
+    stream), or those recorded before ``not_before`` (a start at a time); each is None once passed."""
 
-    __slots__ = ("token",)
+    __slots__ = ("not_before", "token")
 
-    def __init__(self, token: ResumeToken | None) -> None:
+    def __init__(self, token: ResumeToken | None, not_before: ClusterTime | None = None) -> None:
         self.token = token
+        self.not_before = not_before
+
+    @property
+    def passed(self) -> bool:
+        """True once nothing is left to pass over."""
+        return self.token is None and self.not_before is None
 
 
 Stepper = Callable[[OplogEntry, Callable[[Any], None], Skip | None], int]
@@ -256,6 +266,10 @@ def _stepper(
         if event is None:
             return 0
         after_fragment = 0
+        if skip is not None and skip.not_before is not None:
+            if event.cluster_time < skip.not_before:
+                return 0
+            skip.not_before = None
         if skip is not None and skip.token is not None:
             token = skip.token
             if event.id <= token:

@@ -102,12 +102,16 @@ class Start:
 
     ``skip`` is set when a stream resumes after an event token: the token's
     entry is read again, since more events may follow it (an ``invalidate``
-    after a ``drop``, the later fragments of a split event).
+    after a ``drop``, the later fragments of a split event). ``not_before``
+    is set for a start at a time: entries recorded before it are passed over
+    (a time after the newest entry starts at the end of the log, and the
+    entries appended until that time comes are not the stream's).
     """
 
     after: int
     token: ResumeToken
     skip: ResumeToken | None = None
+    not_before: ClusterTime | None = None
 
 
 def high_water_token(oplog: Oplog, op_id: int) -> ResumeToken:
@@ -185,6 +189,7 @@ def resolve_start(
         else:  # re-read the token's entry: its later events (an invalidate, fragments) may follow
             start = Start(token.op_id - 1, token, token)
     else:
+        not_before = None
         if after is not None:
             position = after
             if position > oplog.last_op_id:
@@ -196,8 +201,9 @@ def resolve_start(
         elif isinstance(at, Beginning):
             position = oplog.first_op_id - 1
         else:
-            position = oplog.op_id_at(at)
-        start = Start(position, high_water_token(oplog, position))
+            not_before = at if isinstance(at, ClusterTime) else ClusterTime(int(at.timestamp()), 0)
+            position = oplog.op_id_at(not_before)
+        start = Start(position, high_water_token(oplog, position), None, not_before)
     if start.after < oplog.first_op_id - 1:
         raise ChangeStreamHistoryLost(
             f"the stream must start after op_id {start.after}, but the oldest retained entry is {oplog.first_op_id}"
@@ -480,8 +486,15 @@ class OplogEntries(reactivex.Observable[OplogEntry]):
 
         lane = Lane(self.oplog, start.after, ALL, finish)
 
+        not_before = start.not_before
+
         def deliver(entries: list[OplogEntry]) -> int:
+            nonlocal not_before
             for taken, entry in enumerate(entries, 1):
+                if not_before is not None:
+                    if entry.cluster_time < not_before:
+                        continue  # recorded before the start time (which was after the end of the log)
+                    not_before = None
                 on_next(entry)
                 if lane.disposed:  # the subscriber ended it (take(n)) while it was fed
                     return taken

@@ -41,7 +41,7 @@ from rxcs.log import log
 from rxcs.oplog.base import Oplog
 from rxcs.oplog.entry import OplogEntry
 from rxcs.plan import ENDED, YIELDED, Skip, Steps, StreamPlan, TokenLike, WatchOptions
-from rxcs.source import Beginning, Lane, SelectionError, Start, open_lane
+from rxcs.source import Beginning, Lane, SelectionError, Start, high_water_token, open_lane
 from rxcs.steps import FullDocument, FullDocumentBeforeChange, Lookup
 from rxcs.tokens import ResumeToken
 
@@ -142,7 +142,7 @@ class _Delivery:
                 buffer.put_many(batch)
         if ended:
             lane.end()
-        if skip is not None and skip.token is None:
+        if skip is not None and skip.passed:
             self._skip = None  # passed: the rest go straight through
         return taken
 
@@ -178,7 +178,7 @@ class _Finish:
 
 
 def _skip(start: Start) -> Skip | None:
-    return None if start.skip is None else Skip(start.skip)
+    return None if start.skip is None and start.not_before is None else Skip(start.skip, start.not_before)
 
 
 # -- the Observable ------------------------------------------------------------------------------
@@ -328,6 +328,10 @@ class _Source:
     def lag(self) -> int:
         raise NotImplementedError
 
+    def read_to(self) -> int:
+        """The op_id the stream has gone past: every entry up to it was handed over or filtered out."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -346,6 +350,7 @@ class _Pulled(_Source):
         self._skip = _skip(start)
         self._cursor = plan.oplog.cursor(start.after)
         self._first = start.after
+        self._read_to = start.after
         self._yielded = 0
         self._high_water = 0
         self._lock = threading.Lock()
@@ -399,6 +404,7 @@ class _Pulled(_Source):
                     mine, self._error = failed.kept, failed.error
                 for entry in mine:
                     result = step(entry, emit, skip)
+                    self._read_to = entry.op_id
                     if result & YIELDED:
                         self._yielded += 1
                     if result & ENDED:
@@ -407,6 +413,8 @@ class _Pulled(_Source):
                 self._high_water = max(self._high_water, len(pending))
                 if self._error is not None:
                     self._ended = True
+                elif not self._ended:
+                    self._read_to = cursor.position  # the entries it left out lie behind it too
         except Exception as exc:  # noqa: BLE001 - the consumer gets it after the events before it
             self._error = exc
             self._ended = True
@@ -424,6 +432,9 @@ class _Pulled(_Source):
 
     def lag(self) -> int:
         return max(0, self._oplog.last_op_id - self._cursor.position)
+
+    def read_to(self) -> int:
+        return self._read_to if not self._pending else -1
 
     def close(self) -> None:
         with self._lock:
@@ -477,6 +488,9 @@ class _Pushed(_Source):
     def lag(self) -> int:
         return self._lane.lag
 
+    def read_to(self) -> int:
+        return self._lane.position if not len(self._buffer) else -1
+
     def close(self) -> None:
         self._reading.dispose()
         self._buffer.close()
@@ -495,6 +509,7 @@ class _Held(Generic[EventT_co]):
         self._max_await_time = plan.options.max_await_time
         start = plan.start()
         _log_start(plan, start)
+        self._oplog = plan.oplog
         self._resume_token = start.token
         self._source: _Source = _Pulled(plan, start) if pulled else _Pushed(plan, start)
         self._delivered = 0
@@ -507,8 +522,22 @@ class _Held(Generic[EventT_co]):
         handed: EventT_co = event  # the stream's own items: ChangeEvent, or a dict when reshaped
         return handed
 
+    def _caught_up(self) -> None:
+        """Nothing to hand over: the token moves past what the stream read and filtered out (the post-batch token).
+
+        It becomes the high-water token of the last entry the stream went
+        past, when that lies beyond the last event handed over, so resuming
+        never reads those entries again and a stream whose filter hid its own
+        invalidate can ``start_after`` it.
+        """
+        read_to = self._source.read_to()
+        token = self._resume_token
+        if read_to > token.op_id or (read_to == token.op_id and not (token.high_water or token.invalidate)):
+            self._resume_token = high_water_token(self._oplog, read_to)
+
     def _at_end(self) -> None:
         """The stream ended: mark it dead and raise its error, if any."""
+        self._caught_up()
         self._finished = True
         if isinstance(self._source, _Pushed):
             self._source.release()
@@ -520,13 +549,20 @@ class _Held(Generic[EventT_co]):
 
     @property
     def resume_token(self) -> ResumeToken:
-        """The token of the last event handed over, or of the start before any."""
+        """Where a new stream would resume: the token of the last event handed over, or of the start.
+
+        Right after an event is handed over, it is that event's token. When
+        the stream then looks for more and finds nothing to hand over (a
+        ``try_next()`` that returns None, each wait of ``next()``, the end of
+        the stream), it moves past the entries the stream read and filtered
+        out, as MongoDB's post-batch resume token does.
+        """
         return self._resume_token
 
     @property
     def alive(self) -> bool:
-        """False once closed, or once the stream ended and every event was handed over."""
-        return not self._closed and not self._finished
+        """False once closed, or once the stream ended and every event was handed over (as PyMongo's)."""
+        return not self._closed and not self._finished and not self._source.ended
 
     def statistics(self) -> StreamStatistics:
         """A frozen record of the stream's counters, right from the start."""
@@ -585,11 +621,16 @@ class ChangeStream(_Held[EventT_co]):
                 raise TimeoutError(f"no change event within {timeout} s")
 
     def try_next(self) -> EventT_co | None:
-        """The next event if one comes within ``max_await_time``, else None.
+        """The next event if one comes within ``max_await_time``, else None (also once the stream is not alive).
 
-        Raises ``StopIteration`` once the stream is no longer alive.
+        As in PyMongo, ``while stream.alive: event = stream.try_next()`` ends
+        after the stream's last event; an error the stream ended with is
+        raised after the events before it.
         """
-        event = self._take(self._max_await_time)
+        try:
+            event = self._take(self._max_await_time)
+        except StopIteration:
+            return None
         return None if event is _NOTHING else event
 
     def _take(self, wait: float) -> Any:
@@ -604,6 +645,7 @@ class ChangeStream(_Held[EventT_co]):
         if self._source.ended:
             self._at_end()
             raise StopIteration
+        self._caught_up()
         return _NOTHING
 
     def __iter__(self) -> Self:
@@ -666,10 +708,11 @@ class AsyncChangeStream(_Held[EventT_co]):
             raise TimeoutError(f"no change event within {timeout} s") from None
 
     async def try_next(self) -> EventT_co | None:
-        """The next event if one comes within ``max_await_time``, else None."""
+        """The next event if one comes within ``max_await_time``, else None (also once the stream is not alive)."""
         try:
             return await asyncio.wait_for(self._next(), self._max_await_time)
-        except TimeoutError:
+        except (TimeoutError, StopAsyncIteration):
+            self._caught_up()
             return None
 
     async def _next(self) -> EventT_co:
@@ -691,6 +734,7 @@ class AsyncChangeStream(_Held[EventT_co]):
             if self._buffer.ended:
                 self._at_end()
                 raise StopAsyncIteration
+            self._caught_up()  # nothing to hand over: the token moves past what was filtered out
             self._waiting = True
             try:
                 # Announce the wait, then look once more: an event put before the announcement is

@@ -50,9 +50,11 @@ from rxcs.http._sse import (
     StreamEnd,
     sse_end,
     sse_event,
+    sse_moved,
     sse_position,
     ws_end,
     ws_event,
+    ws_moved,
     ws_position,
 )
 from rxcs.log import log
@@ -101,6 +103,7 @@ class _Sink(Protocol):
     def render(self, event: Any) -> Any: ...
     async def events(self, batch: list[Any]) -> None: ...
     async def heartbeat(self) -> None: ...
+    async def moved(self, token: str) -> None: ...
     async def close(self, end: StreamEnd | None) -> None: ...
 
 
@@ -170,6 +173,7 @@ class _Session:
             try:
                 batch = await self._take(sink.render)
             except StopAsyncIteration:
+                self.last_event_id = str(self.stream.resume_token)  # past a hidden invalidate, if there was one
                 return self._ending or StreamEnd(
                     "invalidated",
                     "the stream was invalidated (its collection or database was dropped or renamed); "
@@ -187,7 +191,13 @@ class _Session:
             if (requested := self._requested_end()) is not None:
                 return requested  # stop() woke the wait: what it asked for goes first
             if batch is None:
-                sent = await self._send(sink.heartbeat())
+                position = str(self.stream.resume_token)  # moved past entries the stream filtered out
+                if position != self.last_event_id:
+                    sent = await self._send(sink.moved(position))
+                    if sent:
+                        self.last_event_id = position
+                else:
+                    sent = await self._send(sink.heartbeat())
             else:
                 sent = await self._send(sink.events(batch))
                 if sent:
@@ -280,6 +290,9 @@ class _SSESink:
     async def heartbeat(self) -> None:
         await self._body(SSE_HEARTBEAT)
 
+    async def moved(self, token: str) -> None:
+        await self._body(sse_moved(token))
+
     async def close(self, end: StreamEnd | None) -> None:
         if end is not None:
             await self._body(sse_end(end))
@@ -341,6 +354,9 @@ class _WebSocketSink:
 
     async def heartbeat(self) -> None:
         await self._websocket.send_text('{"type": "heartbeat"}')
+
+    async def moved(self, token: str) -> None:
+        await self._websocket.send_text(ws_moved(token))
 
     async def close(self, end: StreamEnd | None) -> None:
         if end is not None:

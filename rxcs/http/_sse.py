@@ -23,8 +23,8 @@ from rxcs import extjson
 from rxcs.events import ChangeEvent, OperationType
 
 __all__ = [
-    "FRAME_CACHE_BYTES", "Delivery", "FrameCache", "StreamEnd", "delivery", "event_key", "sse_end", "sse_event",
-    "sse_position", "ws_end", "ws_event", "ws_position",
+    "Delivery", "FRAME_CACHE_BYTES", "FrameCache", "StreamEnd", "delivery", "event_key", "sse_end", "sse_event",
+    "sse_moved", "sse_position", "ws_end", "ws_event", "ws_moved", "ws_position",
 ]
 
 SSE_HEARTBEAT: Final = b": heartbeat\n\n"
@@ -151,6 +151,16 @@ def sse_position(token: str) -> bytes:
     return f"retry: {SSE_RETRY_MS}\nid: {_one_line(token)}\n\n".encode()
 
 
+def sse_moved(token: str) -> bytes:
+    r"""A frame that moves the client's last event id without an event: the stream went past filtered entries.
+
+    Examples:
+        >>> sse_moved("82ac")
+        b'id: 82ac\n\n'
+    """
+    return f"id: {_one_line(token)}\n\n".encode()
+
+
 def sse_end(end: StreamEnd) -> bytes:
     """The closing ``error`` event."""
     return f"event: error\ndata: {json.dumps(end.to_document())}\n\n".encode()
@@ -159,6 +169,11 @@ def sse_end(end: StreamEnd) -> bytes:
 def ws_position(token: str) -> str:
     """The WebSocket message that opens a stream: its start position."""
     return json.dumps({"type": "started", "id": token})
+
+
+def ws_moved(token: str) -> str:
+    """The WebSocket message that moves the client's position past entries the stream filtered out."""
+    return json.dumps({"type": "position", "id": token})
 
 
 def ws_event(event: Any) -> str:

@@ -132,6 +132,28 @@ class TestWatch:
         out, _ = process.communicate(timeout=60)
         assert [json.loads(line)["documentKey"]["_id"] for line in out.splitlines()] == ["live1", "live2"]
 
+    def test_resume_file_moves_past_what_the_filter_left_out(self, oplog_dir: Path, tmp_path: Path) -> None:
+        """With nothing to print, --resume-file still moves past the entries the filter left out."""
+        token_file = tmp_path / "token"
+        process = subprocess.Popen(
+            [*RXCS, "watch", str(oplog_dir), "--from-beginning", "--match", '{"operationType": "delete"}',
+             "--resume-file", str(token_file)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 30
+        saved = None
+        while time.monotonic() < deadline:
+            if token_file.exists():
+                saved = rxcs.ResumeToken.parse(token_file.read_text().strip())
+                if saved.op_id == 3:
+                    break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+        assert out == ""
+        assert saved is not None
+        assert (saved.op_id, saved.high_water) == (3, True)
+
     def test_resume_file_carries_on_where_the_last_run_stopped(self, oplog_dir: Path, tmp_path: Path) -> None:
         """--resume-file saves the token per event; the next run starts after it."""
         token_file = tmp_path / "token"

@@ -107,6 +107,23 @@ class TestEventStream:
 
 
 class TestResume:
+    def test_a_filtered_stretch_moves_the_last_event_id(self, serve: Callable[..., Served], oplog: rxcs.Oplog) -> None:
+        """Changes the pipeline filters out move the client's Last-Event-ID (an id-only frame) once nothing is left
+        to send, so a reconnect does not read them again."""
+        served = serve(heartbeat=0.1)
+        deletes = '[{"$match": {"operationType": "delete"}}]'
+        with sse(f"{served.url}/watch", db="shop", pipeline=deletes) as reader:
+            opening = reader.frame()
+            for i in range(200):
+                oplog.insert("shop", "users", {"_id": i})
+            while True:
+                frame = reader.frame()
+                if "id" in frame.fields and frame.fields["id"] != opening.fields["id"]:
+                    break
+        assert "data" not in frame.fields  # no event: only the position moved
+        moved = rxcs.ResumeToken.parse(frame.fields["id"])
+        assert (moved.op_id, moved.high_water) == (oplog.last_op_id, True)
+
     def test_reconnect_with_last_event_id_has_no_gap_and_no_repeat(
         self, serve: Callable[..., Served], oplog: rxcs.Oplog
     ) -> None:
@@ -236,7 +253,7 @@ class TestBadRequests:
         ("params", "code", "message"),
         [
             ({"pipeline": "[{oops"}, "bad_request", "pipeline: not valid JSON"),
-            ({"pipeline": '{"$match": {}}'}, "bad_request", "pipeline: expected a list of stages"),
+            ({"pipeline": '{"$match": {}}'}, "bad_request", "pipeline must be a list of stages, not dict"),
             ({"pipeline": '[{"$bogus": 1}]'}, "bad_request", "$bogus"),
             ({"pipeline": '[{"$match": {"a": {"$nope": 1}}}]'}, "bad_request", "$nope"),
             ({"collection": "users"}, "bad_request", "collection 'users' needs its database"),

@@ -108,6 +108,22 @@ class TestWebSocketWatch:
         assert closed.value.rcvd.code == 1008
         assert served.app.statistics().watchers == 0
 
+    def test_a_filtered_stretch_sends_a_position_message(
+        self, serve: Callable[..., Served], oplog: rxcs.Oplog
+    ) -> None:
+        """Changes the pipeline filters out move the client's position with a {"type": "position"} message."""
+        served = serve(heartbeat=0.1)
+        with _open(served, {"db": "shop", "pipeline": [{"$match": {"operationType": "delete"}}]}) as ws:
+            assert _next(ws)["type"] == "started"
+            for i in range(200):
+                oplog.insert("shop", "users", {"_id": i})
+            message = _next(ws)
+            while message["type"] == "heartbeat":
+                message = _next(ws)
+        assert message["type"] == "position"
+        moved = rxcs.ResumeToken.parse(message["id"])
+        assert (moved.op_id, moved.high_water) == (oplog.last_op_id, True)
+
     def test_heartbeats_while_idle_and_the_cap_closes_with_1013(self, serve: Callable[..., Served]) -> None:
         """A quiet socket gets heartbeat messages; a watcher beyond the cap gets too_many_watchers, code 1013."""
         served = serve(heartbeat=0.1, max_watchers=1)
