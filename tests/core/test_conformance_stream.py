@@ -24,9 +24,8 @@ DELETES = [{"$match": {"operationType": "delete"}}]
 
 def updates(oplog: rxcs.Oplog, count: int, coll: str = "users") -> None:
     for start in range(0, count, 1000):
-        oplog.append_many(
-            [rxcs.Change.update("shop", coll, i, updated_fields={"n": i}) for i in range(start, min(count, start + 1000))]
-        )
+        batch = range(start, min(count, start + 1000))
+        oplog.append_many([rxcs.Change.update("shop", coll, i, updated_fields={"n": i}) for i in batch])
 
 
 def decoded(oplog: rxcs.Oplog) -> int:
