@@ -163,7 +163,7 @@ def verify_directory(
 
 
 def _decode_all(path: Path, view: memoryview, scan: SegmentScan, first: int) -> None:
-    """Decode every good frame of a scanned segment and check its entry's op_id."""
+    """Decode every frame of the whole commits of a scanned segment and check its entry's op_id."""
     assert scan.starts is not None
     for number, offset in enumerate(scan.starts):
         length = FRAME_HEADER.unpack_from(view, offset)[0]
@@ -191,7 +191,7 @@ class RepairStep:
     why: str
     offset: int = 0  # cut: where the segment is cut
     cut_bytes: int = 0  # cut: how many bytes go
-    dropped: tuple[int, int] | None = None  # cut: the first and last op_id that go, when entries go
+    dropped: tuple[int, int] | None = None  # cut: the first and last op_id that go, when any frame of one goes
     data: bytes = b""  # rebuild: the index's new bytes
 
     def describe(self, *, done: bool) -> str:
@@ -265,8 +265,14 @@ def _plan_segment(
     assert scan is not None
     problem = scan.problem
     if problem is not None and not problem.damage:
+        unfinished = (scan.last_op_id + 1, scan.last_frame) if scan.last_frame > scan.last_op_id else None
+        why = (
+            "a torn tail: no whole entry in it" if unfinished is None else
+            f"a torn tail: op_ids {unfinished[0]}..{unfinished[1]} go, the frames of a commit whose last frame "
+            "never reached the file, so never an entry"
+        )
         steps.append(RepairStep(
-            "cut", path, "a torn tail: no whole entry in it", offset=scan.end, cut_bytes=check.size - scan.end,
+            "cut", path, why, offset=scan.end, cut_bytes=check.size - scan.end, dropped=unfinished,
         ))
     elif problem is not None:
         if not newest:
@@ -275,7 +281,7 @@ def _plan_segment(
                 f"`rxcs oplog trim --before {scan.last_op_id + 2}` drops this segment with the older ones instead",
                 path=str(path), offset=problem.offset,
             )
-        dropped = (scan.last_op_id + 1, _last_op_id_after(path, problem.offset, scan.last_op_id + 1))
+        dropped = (scan.last_op_id + 1, _last_op_id_after(path, problem.offset, scan.last_frame + 1))
         going = f"op_ids {dropped[0]}..{dropped[1]}"
         if not truncate_at_damage:
             return OplogCorruptedError(

@@ -44,10 +44,12 @@ from rxcs.oplog.check import RepairPlan, RepairStep, plan_repair, verify_directo
 from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.segments import (
+    CONTINUES,
     FRAME_HEADER,
     FRAME_LIMIT,
     HEADER,
     INDEX_INTERVAL,
+    OP_ID_MASK,
     TEMPORARY_SUFFIX,
     BadFrame,
     Frame,
@@ -78,7 +80,8 @@ Durability = Literal["fsync", "group", "none"]
 META_NAME: Final = "oplog.meta"
 LOCK_NAME: Final = "writer.lock"
 FORMAT: Final = "rxcs-oplog"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 1  # a new oplog's: every commit one frame, as every rxcs reads
+COMMITS_FORMAT_VERSION: Final = 2  # from the first commit of several frames on: rxcs before it refuses the oplog
 GROUP_COMMIT_INTERVAL: Final = 0.005
 READ_CHUNK: Final = 256 * 1024
 DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
@@ -169,7 +172,7 @@ class FileOplog(Oplog):
         self._lock = threading.RLock()
         self._appended = threading.Condition(self._lock)
         self._closed = False
-        self._oplog_id = self._open_meta()
+        self._oplog_id, self._format_version = self._open_meta()
         self._id_bytes = self._oplog_id.bytes
         # Writer state, set when the writer lock is taken.
         self._lock_fd: int | None = None
@@ -187,7 +190,7 @@ class FileOplog(Oplog):
         self._last_op_id = 0
         self._tail_offset = 0  # where the reader's tail scan stopped in the last segment
         self._tail_segment: int | None = None
-        self._torn_tail: tuple[str, int, int] | None = None  # (path, offset, size) of a tail known torn
+        self._torn_tail: tuple[str, int, int] | None = None  # (path, tail offset, size) of a tail known torn
         self._indexes: dict[int, SegmentIndex] = {}
         # Wake-ups for waiters.
         self._wake_read, self._wake_write = os.pipe()
@@ -208,7 +211,7 @@ class FileOplog(Oplog):
 
     # -- opening ---------------------------------------------------------------------
 
-    def _open_meta(self) -> uuid.UUID:
+    def _open_meta(self) -> tuple[uuid.UUID, int]:
         meta = self._dir / META_NAME
         if not meta.exists():
             if self._readonly:
@@ -281,10 +284,14 @@ class FileOplog(Oplog):
             assert self._clock is not None
             first = self._last_op_id + 1
             frames = []
+            more = len(changes) - 1  # every frame but the last says that its commit goes on
             for offset, change in enumerate(changes):
                 cluster_time, wall_ms = self._clock.tick()
-                frames.append(encode_frame(first + offset, encode_entry(first + offset, cluster_time, wall_ms, change)))
+                payload = encode_entry(first + offset, cluster_time, wall_ms, change)
+                frames.append(encode_frame(first + offset, payload, continues=offset < more))
             # Everything encoded before anything is written: a bad change appends nothing.
+            if more and self._format_version < COMMITS_FORMAT_VERSION:
+                self._mark_commits_format()
             self._write_frames(first, frames)
             self._last_op_id = first + len(frames) - 1
             self._appended.notify_all()
@@ -456,7 +463,11 @@ class FileOplog(Oplog):
         if scan.problem is not None and scan.problem.damage:
             raise OplogCorruptedError(scan.problem.reason, path=str(path), offset=scan.problem.offset)
         if scan.end < len(data):
-            log.warning("oplog recovered", path=str(path), truncated_bytes=len(data) - scan.end, at_offset=scan.end)
+            unfinished = [scan.last_op_id + 1, scan.last_frame] if scan.last_frame > scan.last_op_id else None
+            log.warning(
+                "oplog recovered", path=str(path), truncated_bytes=len(data) - scan.end, at_offset=scan.end,
+                dropped_op_ids=unfinished,  # the whole frames of a commit whose last frame is missing
+            )
             fd = osio.open_file(path, os.O_WRONLY)
             try:
                 osio.truncate(fd, scan.end)
@@ -486,6 +497,30 @@ class FileOplog(Oplog):
         else:
             previous = self._previous_cluster_time(first)
         self._clock = Clock(previous)
+
+    def _mark_commits_format(self) -> None:
+        """Make ``oplog.meta`` say version 2 before the first commit of several frames is written; durably.
+
+        An rxcs that reads only version 1 then refuses the oplog at open
+        instead of taking such a commit's frames for damage. The other keys
+        of the metadata are kept as they are.
+        """
+        meta = self._dir / META_NAME
+        _read_meta(meta)  # still sound
+        document = json.loads(meta.read_bytes())
+        if document["version"] != COMMITS_FORMAT_VERSION:
+            document["version"] = COMMITS_FORMAT_VERSION
+            temporary = temporary_path(meta)
+            fd = osio.open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            try:
+                osio.write_all(fd, json.dumps(document).encode())
+                osio.fsync(fd)
+            finally:
+                osio.close(fd)
+            osio.replace(temporary, meta)
+            osio.fsync_directory(self._dir)
+            log.info("oplog format upgraded", path=str(self._dir), version=COMMITS_FORMAT_VERSION)
+        self._format_version = COMMITS_FORMAT_VERSION
 
     def _remove_temporaries(self) -> None:
         """Delete what a crash left half made: a segment being started, an index being rewritten."""
@@ -674,9 +709,9 @@ class FileOplog(Oplog):
         if not segments:
             return
         if self._tail_segment is None or self._tail_segment not in segments:
+            self._tail_segment = None  # until a start is found: a failed one is not kept
+            self._start_tail(segments[-1])
             self._tail_segment = segments[-1]
-            start_op, self._tail_offset = self._verified_start(segments[-1])
-            self._last_op_id = start_op - 1
         while True:
             first = self._tail_segment
             path = segment_path(self._dir, first)
@@ -690,62 +725,104 @@ class FileOplog(Oplog):
             self._tail_offset = HEADER.size
             self._last_op_id = segments[following] - 1
 
-    def _verified_start(self, first: int) -> tuple[int, int]:
-        """The (op_id, offset) of the last indexed frame of a segment that checks out, else its first frame.
+    def _start_tail(self, first: int) -> None:
+        """Start following the newest segment at a commit boundary, found from its index: the tail offset and
+        ``last_op_id`` end the last whole commit at or after the newest indexed frame that checks out.
 
-        An index record whose frame does not check out (a torn or lost index
-        write, a record left from before a recovery) is dropped and logged.
+        An index record may point inside a commit, so the walk from it counts
+        only once it has passed a commit's last frame; when it passes none
+        (the commit there was cut short), it starts again at the record
+        before, and at last at the segment's first frame, which starts a
+        commit. An index record whose frame does not check out (a torn or
+        lost index write, a record left from before a recovery) is dropped
+        and logged.
         """
         index = self._index(first)
-        with open(segment_path(self._dir, first), "rb", buffering=0) as handle:
+        path = segment_path(self._dir, first)
+        with open(path, "rb", buffering=0) as handle:
             size = os.fstat(handle.fileno()).st_size
             for op_id, offset in index.candidates(2**64):
                 if HEADER.size <= offset < size and frame_starts_at(handle.fileno(), offset, op_id):
-                    return op_id, offset
+                    self._tail_offset, self._last_op_id = offset, op_id - 1
+                    if self._scan_tail(path, size, newest=True):
+                        return
+                    continue
                 index.discard(op_id)
                 log.warning("oplog index record ignored", path=str(index.path), op_id=op_id, offset=offset)
-        return first, HEADER.size
+        self._tail_offset, self._last_op_id = HEADER.size, first - 1
 
-    def _scan_tail(self, path: Path, size: int, *, newest: bool) -> None:
-        """Count the whole frames from the tail offset to ``size``; stop at a torn tail, raise on damage."""
+    def _scan_tail(self, path: Path, size: int, *, newest: bool) -> bool:
+        """Count the whole commits from the tail offset to ``size``: stop where the last one ends, before a
+        torn tail or an unfinished commit; raise on damage. True when it passed the end of a commit.
+
+        While it counts the frames of a commit whose last frame it has not
+        seen, each further read of the file is followed by a check that the
+        commit's first frame is still there: a writer's recovery may cut that
+        commit (unfinished then) and write others in its place; the count
+        stops there and is taken up anew next time.
+        """
+        if self._torn_tail == (str(path), self._tail_offset, size):
+            return False  # judged before: a commit being written, or a torn tail left for the writer to cut
+        passed = False
         with open(path, "rb", buffering=0) as handle:
+            fd = handle.fileno()
             position, data, base = self._tail_offset, b"", self._tail_offset
+            expected = self._last_op_id + 1
+            opened: bytes | None = None  # the header of the first frame of a commit whose last is not seen yet
             while True:
                 held = len(data) - (position - base)
                 try:
-                    frame = frame_at(memoryview(data), position - base, base, self._last_op_id + 1)
+                    frame = frame_at(memoryview(data), position - base, base, expected)
                 except BadFrame as bad:
-                    self._tail_problem(handle.fileno(), path, position, size, bad.reason, newest=newest)
-                    break
-                if frame is not None:
-                    position = self._tail_offset = frame.end  # kept beside last_op_id, whatever is raised next
-                    self._last_op_id = frame.op_id
-                    continue
-                if position + held < size:  # more is written than held: read on, the whole frame at least
-                    need = READ_CHUNK
-                    if held >= FRAME_HEADER.size:
-                        need = max(need, FRAME_HEADER.size + FRAME_HEADER.unpack_from(data, position - base)[0])
-                    data, base = os.pread(handle.fileno(), min(need, size - position), position), position
-                    self._bytes_read += len(data)
-                    continue
-                if held:
-                    self._tail_problem(
-                        handle.fileno(), path, position, size, "the segment ends inside a frame", newest=newest
-                    )
-                break
+                    reason = bad.reason
+                else:
+                    if frame is not None:
+                        if frame.continues and opened is None:
+                            opened = bytes(data[position - base : position - base + FRAME_HEADER.size])
+                        position, expected = frame.end, expected + 1
+                        if not frame.continues:  # a commit's last frame: its entries are there
+                            self._tail_offset, self._last_op_id, passed, opened = position, frame.op_id, True, None
+                        continue
+                    if position + held < size:  # more is written than held: read on, the whole frame at least
+                        need = READ_CHUNK
+                        if held >= FRAME_HEADER.size:
+                            need = max(need, FRAME_HEADER.size + FRAME_HEADER.unpack_from(data, position - base)[0])
+                        data, base = os.pread(fd, min(need, size - position), position), position
+                        self._bytes_read += len(data)
+                        if opened is not None and os.pread(fd, FRAME_HEADER.size, self._tail_offset) != opened:
+                            return passed
+                        continue
+                    if not held:
+                        if position > self._tail_offset:  # whole frames, their commit's last one not among them
+                            if not newest:  # a finished segment is whole
+                                raise OplogCorruptedError(
+                                    f"the segment ends inside a commit: op_ids {self._last_op_id + 1}..{expected - 1} "
+                                    "have no last frame", path=str(path), offset=self._tail_offset,
+                                )
+                            self._torn_tail = (str(path), self._tail_offset, size)
+                        return passed
+                    reason = "the segment ends inside a frame"
+                try:
+                    self._tail_problem(fd, path, position, size, reason, expected, newest=newest)
+                except OplogCorruptedError:
+                    if opened is not None and os.pread(fd, FRAME_HEADER.size, self._tail_offset) != opened:
+                        return passed  # not damage: what follows the tail was rewritten while it was read
+                    raise
+                return passed
 
-    def _tail_problem(self, fd: int, path: Path, offset: int, size: int, reason: str, *, newest: bool) -> None:
-        """A bad or incomplete frame where a reader's tail stops: wait at a torn tail, raise at damage."""
+    def _tail_problem(
+        self, fd: int, path: Path, offset: int, size: int, reason: str, expected: int, *, newest: bool
+    ) -> None:
+        """A bad or incomplete frame (of op_id ``expected``) where a reader's tail stops: wait at a torn tail,
+        raise at damage."""
         if not newest:  # a finished segment is whole
             raise OplogCorruptedError(reason, path=str(path), offset=offset)
-        if self._torn_tail == (str(path), offset, size):
-            return
         rest = os.pread(fd, size - offset, offset)
         self._bytes_read += len(rest)
-        damage = tail_damage(rest, 0, offset, self._last_op_id + 1)
+        damage = tail_damage(rest, 0, offset, expected)
         if damage is not None:
             raise OplogCorruptedError(f"{reason}; {damage}", path=str(path), offset=offset)
-        self._torn_tail = (str(path), offset, size)  # being written, or left by a crash: the writer's to cut
+        self._torn_tail = (str(path), self._tail_offset, size)  # being written, or left by a crash: the writer's
 
     def _segment_for(self, op_id: int) -> int | None:
         segments = self._segments
@@ -857,13 +934,15 @@ class FileOplog(Oplog):
 
         Takes the writer lock (``OplogLockedError`` beside a live writer) and
         releases it when done. It fixes what loses no entry: damaged, stale or
-        missing indexes, a torn tail, a newest segment whose header was never
-        written, files half made by a crash. A bad frame with good frames after
-        it (or a whole last frame that fails its checks) in the newest segment
-        is cut, dropping the op_ids listed in the plan, only with
-        ``truncate_at_damage``; damage in an older segment and gaps are never
-        cut. When it will not repair something, the plan's ``refusal`` says
-        what and where, and nothing is changed.
+        missing indexes, a torn tail (with the whole frames of a commit cut
+        short, never entries; the plan lists their op_ids), a newest segment
+        whose header was never written, files half made by a crash. A bad frame
+        with good frames after it (or a whole last frame that fails its checks)
+        in the newest segment is cut, from the start of its commit, dropping the
+        op_ids listed in the plan, only with ``truncate_at_damage``; damage in
+        an older segment and gaps are never cut. When it will not repair
+        something, the plan's ``refusal`` says what and where, and nothing is
+        changed.
         """
         with self._lock:
             self._check_open()
@@ -901,8 +980,9 @@ class FileOplog(Oplog):
                 osio.close(fd)
 
 
-def _read_meta(meta: Path) -> uuid.UUID:
-    """The oplog's identity from its metadata; ``OplogCorruptedError`` with the byte where it goes wrong.
+def _read_meta(meta: Path) -> tuple[uuid.UUID, int]:
+    """The oplog's identity and format version from its metadata; ``OplogCorruptedError`` with the byte where
+    it goes wrong.
 
     ``oplog_id_crc32`` guards the identity against a flipped character; metadata
     written before it existed has none and is read as it is.
@@ -913,8 +993,11 @@ def _read_meta(meta: Path) -> uuid.UUID:
         document = json.loads(raw.decode())
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise _MetaError("not an rxcs oplog", 0)
-        if document.get("version") != FORMAT_VERSION:
-            raise _MetaError(f"format version {document.get('version')}, this rxcs reads {FORMAT_VERSION}", 0)
+        version = document.get("version")
+        if type(version) is not int or version not in (FORMAT_VERSION, COMMITS_FORMAT_VERSION):
+            raise _MetaError(
+                f"format version {version}, this rxcs reads {FORMAT_VERSION} and {COMMITS_FORMAT_VERSION}", 0
+            )
         identity = document.get("oplog_id")
         if not isinstance(identity, str):
             raise _MetaError("no oplog_id", 0)
@@ -922,7 +1005,7 @@ def _read_meta(meta: Path) -> uuid.UUID:
         check = document.get("oplog_id_crc32")
         if check is not None and check != zlib.crc32(identity.encode()):
             raise _MetaError(f"oplog_id {identity} fails its checksum", where)
-        return uuid.UUID(identity)
+        return uuid.UUID(identity), version
     except UnicodeDecodeError as exc:
         problem, offset = f"not text ({exc.reason})", exc.start
     except json.JSONDecodeError as exc:
@@ -938,9 +1021,25 @@ class _MetaError(Exception):
     """What is wrong with oplog.meta, and the byte where."""
 
 
+class _CommitRewritten(Exception):
+    """The first frame of the commit a cursor's read is inside no longer holds what the read took from it."""
+
+
 @final
 class _FileCursor(OplogCursor):
-    """Reads frames in order across segments, a large block at a time."""
+    """Reads frames in order across segments, a large block at a time; hands over only entries of whole commits.
+
+    A read may take the frames of a commit whose last frame it has not seen
+    yet (``_open_at`` says where that commit starts); before it returns it
+    either sees that last frame, looking ahead without decoding when it
+    stopped at its limit (``_commit_end``), or goes back to where the commit
+    starts and leaves its entries out: a commit being written, or cut short
+    by a crash, is waited at, as a torn frame is. A commit cut short can be
+    cut off by a writer's recovery and other commits written in its place
+    while a read is inside it, so every read of the file made inside a commit
+    first checks that the commit's first frame is still the one read
+    (``_CommitRewritten`` when not): a read never joins frames of two writes.
+    """
 
     def __init__(self, oplog: FileOplog, after: int) -> None:
         self._oplog = oplog
@@ -953,6 +1052,9 @@ class _FileCursor(OplogCursor):
         self._buffer_base = 0
         self._placed = False
         self._damage: RxcsError | None = None  # met after the entries a read returned: the next read raises it
+        # (op_id, offset, frame header) of the first frame of the commit this read is inside, whose last it has not seen
+        self._open_at: tuple[int, int, bytes] | None = None
+        self._commit_end = 0  # a commit's last op_id, seen ahead: the entries up to it are of whole commits
 
     def close(self) -> None:
         if self._handle is not None:
@@ -1022,8 +1124,8 @@ class _FileCursor(OplogCursor):
                     self._end_of_finished_segment(skip_to)
                     return self._place()  # the target lies in a segment started since we looked
                 position = self._offset - self._buffer_base
-            length, _, op_id = FRAME_HEADER.unpack_from(self._buffer, position)
-            if op_id != skip_to or not 0 < length <= FRAME_LIMIT:
+            length, _, field = FRAME_HEADER.unpack_from(self._buffer, position)
+            if field & OP_ID_MASK != skip_to or not 0 < length <= FRAME_LIMIT:
                 return self._place_checked(start, target)
             if skip_to == target:  # the target's header is where the walk says: placed
                 return self._placed_here()
@@ -1111,6 +1213,7 @@ class _FileCursor(OplogCursor):
             raise self._damage
         entries: list[OplogEntry] = []
         stop = self.position + limit  # op_ids rise by one: the last op_id this read may pass
+        failure: OplogCorruptedError | ChangeStreamHistoryLost | None = None
         try:
             while self.position < stop:
                 self._read_whole_frames(entries, stop, sift)
@@ -1125,10 +1228,25 @@ class _FileCursor(OplogCursor):
                 path = segment_path(oplog._dir, self._segment or 0)
                 entries.append(oplog._decode(frame.payload, path, frame.offset, frame.op_id))
                 self.position = frame.op_id
+                if not frame.continues:
+                    self._open_at = None
+                elif self._open_at is None:
+                    start = frame.offset - self._buffer_base
+                    self._open_at = (frame.op_id, frame.offset, bytes(self._buffer[start : start + FRAME_HEADER.size]))
+            if self._open_at is not None and self.position >= stop and self.position > self._commit_end:
+                self._find_commit_end()
         except (OplogCorruptedError, ChangeStreamHistoryLost) as exc:
+            failure = exc
+        except _CommitRewritten:  # what was read of it was cut short, and cut: read it anew next time
+            failure = None
+            self._commit_end = 0
+        if self._open_at is not None and self.position > self._commit_end:
+            self._back_to_commit_start(entries)
+        self._open_at = None
+        if failure is not None:
             if not entries:
-                raise
-            self._damage = exc  # the entries before it first; the next read raises it
+                raise failure
+            self._damage = failure  # the entries before it first; the next read raises it
         return entries
 
     def _read_whole_frames(self, entries: list[OplogEntry], stop: int, sift: Sift | None) -> None:
@@ -1137,6 +1255,8 @@ class _FileCursor(OplogCursor):
         Anything unusual (a partial frame, a bad checksum, an unexpected op_id,
         an undecodable payload) stops it; ``_next_frame`` then handles that
         frame. A frame whose payload fails ``sift`` is checked but not decoded.
+        A frame whose commit goes on after it opens that commit (``_open_at``)
+        until its last frame.
         """
         data, buffer, base = self._data, self._buffer, self._buffer_base  # sift searches data in place
         size = len(buffer)
@@ -1149,13 +1269,14 @@ class _FileCursor(OplogCursor):
         ext_hook = UNPACK_OPTIONS["ext_hook"]
         make_entry = entry_from_record
         append = entries.append
+        open_at = self._open_at
         first = expected
         decoded = 0
         while expected <= stop and size - position >= header_size:
-            length, crc, op_id = unpack_header(buffer, position)
+            length, crc, field = unpack_header(buffer, position)  # field: the op_id, and CONTINUES
             body = position + header_size
             end = body + length
-            if op_id != expected or length == 0 or end > size:
+            if (field != expected and field != expected | CONTINUES) or length == 0 or end > size:
                 break
             if crc32(buffer[position + 8 : end]) != crc:  # op_id and payload lie side by side: one call
                 break
@@ -1166,16 +1287,82 @@ class _FileCursor(OplogCursor):
                     ))
                 except (ValueError, TypeError, EntryDecodeError, msgpack.UnpackException):
                     break
-                if entry.op_id != op_id:
+                if entry.op_id != expected:
                     break
                 append(entry)
                 decoded += 1
+            if field == expected:  # its commit's last frame
+                open_at = None
+            elif open_at is None:
+                open_at = (expected, base + position, bytes(buffer[position:body]))
             position = end
             expected += 1
         if expected > first:
             self._offset = base + position
             self.position = expected - 1
+            self._open_at = open_at
             self._oplog._frames_decoded += decoded
+
+    def _find_commit_end(self) -> None:
+        """The read stopped at its limit inside a commit: look ahead for the commit's last frame, decoding
+        nothing, and note it in ``_commit_end``; the cursor stays where it is.
+
+        Returns without noting it at the end of what is written (a commit
+        being written, or cut short by a crash); raises ``OplogCorruptedError``
+        for damage on the way, and for a finished segment that ends inside
+        the commit.
+        """
+        position, offset = self.position, self._offset
+        try:
+            while True:
+                frame = self._next_frame()
+                if frame is None:
+                    finished = self._segment_finished()
+                    frame = self._next_frame()  # it may have grown before it was finished
+                    if frame is None:
+                        if finished:
+                            raise self._unfinished_commit()
+                        return
+                self.position = frame.op_id
+                if not frame.continues:
+                    self._commit_end = frame.op_id
+                    return
+        finally:
+            self.position = position
+            if offset >= self._buffer_base:
+                self._offset = offset
+            else:  # the look-ahead read past the buffer
+                self._move_to(offset)
+
+    def _back_to_commit_start(self, entries: list[OplogEntry]) -> None:
+        """Leave out the entries of the commit whose last frame this read did not see; be before it again.
+
+        What was read of it is dropped too: a writer may cut it and write others there.
+        """
+        assert self._open_at is not None
+        op_id, offset, _ = self._open_at
+        while entries and entries[-1].op_id >= op_id:
+            entries.pop()
+        self.position = op_id - 1
+        self._move_to(offset)
+
+    def _check_commit_start(self) -> None:
+        """Inside a commit, after reading more of the file: raise ``_CommitRewritten`` when the commit's first
+        frame no longer holds what was read there (so what was just read may belong to another write)."""
+        if self._open_at is not None:
+            assert self._handle is not None
+            _, offset, header = self._open_at
+            if os.pread(self._handle, FRAME_HEADER.size, offset) != header:
+                raise _CommitRewritten
+
+    def _unfinished_commit(self) -> OplogCorruptedError:
+        """A finished segment ends inside the commit this read entered: the rest of it is lost."""
+        assert self._open_at is not None
+        path = segment_path(self._oplog._dir, self._segment or 0)
+        return OplogCorruptedError(
+            f"the segment ends inside a commit: op_ids {self._open_at[0]}..{self.position} have no last frame",
+            path=str(path), offset=self._open_at[1],
+        )
 
     def _next_frame(self) -> Frame | None:
         """The checked frame at the offset; None at the end of what is written (or at a torn tail)."""
@@ -1207,6 +1394,7 @@ class _FileCursor(OplogCursor):
                 need = max(need, FRAME_HEADER.size + length)
         data = os.pread(self._handle, need, self._offset)
         self._oplog._bytes_read += len(data)
+        self._check_commit_start()
         if len(data) <= max(0, len(self._buffer) - pending):
             return False
         self._data, self._buffer, self._buffer_base = data, memoryview(data), self._offset
@@ -1229,6 +1417,7 @@ class _FileCursor(OplogCursor):
         finished = self._segment_finished()
         rest = os.pread(self._handle, max(0, os.fstat(self._handle).st_size - offset), offset)
         oplog._bytes_read += len(rest)
+        self._check_commit_start()
         with contextlib.suppress(BadFrame):
             if frame_at(memoryview(rest), 0, offset, self.position + 1) is not None:
                 self._data, self._buffer, self._buffer_base = rest, memoryview(rest), offset
@@ -1257,6 +1446,8 @@ class _FileCursor(OplogCursor):
         if os.fstat(self._handle).st_size > self._offset:
             # The writer finished this segment after our last read: read its rest first.
             return True
+        if self._open_at is not None:  # a commit is never split between segments
+            raise self._unfinished_commit()
         if nxt != self.position + 1:
             self._end_of_finished_segment(self.position + 1)
         self._placed = False

@@ -7,8 +7,16 @@ Layout of a segment ``{first_op_id:020d}.seg``::
             Q   first op_id of the segment
     frame   I   payload length        (little-endian)
             I   CRC-32 of op_id bytes + payload
-            Q   op_id
+            Q   op_id; its top bit (CONTINUES) set when more frames of the
+                same commit follow this one
             ... payload: the msgpack entry (rxcs.oplog.codec)
+
+A commit (one ``append_many``) is written as one run of frames: each but
+the last has ``CONTINUES`` set, so a one-entry commit, and every frame of an
+oplog written before commits were marked, has it clear. op_ids never reach
+2**63, and the bit is covered by the frame's checksum. Only whole commits
+count: the frames of a commit whose last frame is missing are a write cut
+short, never entries.
 
 Beside it, ``{first_op_id:020d}.idx`` is a sparse index: (op_id, offset)
 pairs, little-endian ``QQ``, one for the first frame written at or after
@@ -38,12 +46,14 @@ from rxcs.limits import MAX_ENTRY_BYTES
 from rxcs.oplog import osio
 
 __all__ = [
+    "CONTINUES",
     "FRAME_HEADER",
     "FRAME_LIMIT",
     "HEADER",
     "INDEX_INTERVAL",
     "INDEX_RECORD",
     "INDEX_SUFFIX",
+    "OP_ID_MASK",
     "SECTOR",
     "TEMPORARY_SUFFIX",
     "Frame",
@@ -73,6 +83,8 @@ SEGMENT_SUFFIX: Final = ".seg"
 INDEX_SUFFIX: Final = ".idx"
 TEMPORARY_SUFFIX: Final = ".tmp"
 SECTOR: Final = 512  # the unit in which a disk writes, or fails to write, a file's data
+CONTINUES: Final = 1 << 63  # in a frame's op_id field: more frames of the same commit follow this one
+OP_ID_MASK: Final = CONTINUES - 1
 _OP_ID = struct.Struct("<Q")
 
 
@@ -120,20 +132,22 @@ def check_header(data: bytes, oplog_id: bytes, first_op_id: int) -> str | None:
     return None
 
 
-def encode_frame(op_id: int, payload: bytes) -> bytes:
-    op_bytes = _OP_ID.pack(op_id)
-    crc = zlib.crc32(payload, zlib.crc32(op_bytes))
-    return FRAME_HEADER.pack(len(payload), crc, op_id) + payload
+def encode_frame(op_id: int, payload: bytes, *, continues: bool = False) -> bytes:
+    """A frame of ``op_id``; ``continues`` when more frames of its commit follow it."""
+    field = op_id | CONTINUES if continues else op_id
+    crc = zlib.crc32(payload, zlib.crc32(_OP_ID.pack(field)))
+    return FRAME_HEADER.pack(len(payload), crc, field) + payload
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """A checked frame: where it starts, its op_id, and its payload."""
+    """A checked frame: where it starts, its op_id, its payload, and whether its commit goes on after it."""
 
     offset: int
     op_id: int
     payload: memoryview
     end: int
+    continues: bool = False
 
 
 class BadFrame(Exception):
@@ -155,7 +169,8 @@ def frame_at(data: memoryview, position: int, base: int, expected_op_id: int | N
     available = len(data) - position
     if available < FRAME_HEADER.size:
         return None
-    length, crc, op_id = FRAME_HEADER.unpack_from(data, position)
+    length, crc, field = FRAME_HEADER.unpack_from(data, position)
+    op_id = field & OP_ID_MASK
     offset = base + position
     if length == 0 or length > FRAME_LIMIT:
         raise BadFrame(offset, f"frame length {length} is out of bounds", complete=True)
@@ -167,7 +182,7 @@ def frame_at(data: memoryview, position: int, base: int, expected_op_id: int | N
         raise BadFrame(offset, "frame checksum mismatch", complete=True)
     if expected_op_id is not None and op_id != expected_op_id:
         raise BadFrame(offset, f"frame holds op_id {op_id}, expected {expected_op_id}", complete=True)
-    return Frame(offset, op_id, payload, base + end)
+    return Frame(offset, op_id, payload, base + end, field != op_id)
 
 
 def scan_frames(data: memoryview, base: int, first_expected: int) -> Iterator[Frame]:
@@ -187,9 +202,9 @@ def _is_frame(view: memoryview, position: int, min_op_id: int) -> bool:
     """True when a whole, checksum-valid frame with an op_id of at least ``min_op_id`` starts at ``position``."""
     if len(view) - position < FRAME_HEADER.size:
         return False
-    length, crc, op_id = FRAME_HEADER.unpack_from(view, position)
+    length, crc, field = FRAME_HEADER.unpack_from(view, position)
     end = position + FRAME_HEADER.size + length
-    if not 0 < length <= FRAME_LIMIT or end > len(view) or op_id < min_op_id:
+    if not 0 < length <= FRAME_LIMIT or end > len(view) or field & OP_ID_MASK < min_op_id:
         return False
     return bool(zlib.crc32(view[position + 8 : end]) == crc)
 
@@ -199,14 +214,16 @@ def valid_frame_after(data: bytes, start: int, min_op_id: int) -> int | None:
 
     A resync scan: it tells damage (good frames after a bad one) from a torn
     tail (nothing good after it). It searches for what every frame of these
-    op_ids holds at a fixed place, the high bytes of its op_id followed by the
-    msgpack array head of its entry, so it runs at memory speed over a whole
-    segment, and checks each candidate's checksum.
+    op_ids holds at a fixed place, the high bytes of its op_id field (with or
+    without ``CONTINUES``) followed by the msgpack array head of its entry, so
+    it runs at memory speed over a whole segment, and checks each candidate's
+    checksum.
     """
     view = memoryview(data)
     most = min_op_id + max(0, len(data) - start) // (FRAME_HEADER.size + 1)
     best: int | None = None
-    for high in range(min_op_id >> 24, (most >> 24) + 1):
+    highs = range(min_op_id >> 24, (most >> 24) + 1)
+    for high in [*highs, *(high | (CONTINUES >> 24) for high in highs)]:
         prefix = high.to_bytes(5, "little")
         for head in range(0x97, 0xA0):  # an entry is a msgpack array of 7..15 fields
             needle = prefix + bytes((head,))
@@ -224,8 +241,9 @@ def tail_damage(data: bytes, position: int, base: int, expected: int) -> str | N
 
     ``data`` runs to the end of the newest segment (its first byte at file
     offset ``base``), and the frame at ``position``, which should hold op_id
-    ``expected``, is bad or incomplete. A crash leaves the last write cut
-    short, possibly followed by zeros or stale bytes; it never leaves good
+    ``expected``, is bad or incomplete. A crash leaves the last write (a
+    commit's frames) cut short, possibly followed by zeros or stale bytes,
+    and possibly after whole frames of it; it never leaves good
     frames after a bad one, nor a last frame that is whole but fails its
     checksum, nor one whose checksum matches the bytes to the end while its
     length says otherwise. Those are damage, and a writer must not cut them
@@ -235,7 +253,7 @@ def tail_damage(data: bytes, position: int, base: int, expected: int) -> str | N
     """
     following = valid_frame_after(data, position, expected)
     if following is not None:
-        op_id = FRAME_HEADER.unpack_from(data, following)[2]
+        op_id = FRAME_HEADER.unpack_from(data, following)[2] & OP_ID_MASK
         return f"a valid frame (op_id {op_id}) follows at byte {base + following}"
     if len(data) - position <= FRAME_HEADER.size:
         return None
@@ -257,9 +275,9 @@ def _zeros_from_a_sector(data: bytes, start: int, base: int) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """What ends a segment's good frames before its end: a torn tail, or damage."""
+    """What ends a segment's whole commits before its end: a torn tail, or damage."""
 
-    offset: int
+    offset: int  # a torn tail: where it starts (the end of the last whole commit); damage: the bad frame
     reason: str
     damage: bool  # False: a torn tail, which only the newest segment can have
 
@@ -268,37 +286,51 @@ class Problem:
 class SegmentScan:
     """What a walk over every frame of a segment found."""
 
-    end: int  # where the good frames end
-    last_op_id: int  # of the last good frame; the segment's first op_id - 1 when there is none
-    last_offset: int  # where the last good frame starts; 0 when there is none
-    index: list[tuple[int, int]]  # the (op_id, offset) records a writer keeps for these frames
-    starts: array[int] | None  # every good frame's offset, when asked for
-    problem: Problem | None  # None when the good frames run to the end
+    end: int  # where the whole commits end
+    last_op_id: int  # of the last whole commit's last frame; the segment's first op_id - 1 when there is none
+    last_offset: int  # where that frame starts; 0 when there is none
+    index: list[tuple[int, int]]  # the (op_id, offset) records a writer keeps for the frames of whole commits
+    starts: array[int] | None  # the offset of every frame of a whole commit, when asked for
+    problem: Problem | None  # None when the whole commits run to the end
+    last_frame: int  # op_id of the last good frame: past ``last_op_id`` when a commit was cut short after it
 
 
 def scan_segment(data: bytes, first: int, *, newest: bool, keep_starts: bool = False) -> SegmentScan:
     """Check every frame of a segment whose header is sound: checksum, length and op_id, in order.
 
-    Decodes nothing. In the newest segment, what follows the good frames is
-    told apart into a torn tail and damage (``tail_damage``); in any other
-    segment it is damage. Costs a CRC pass over the segment.
+    Decodes nothing. In the newest segment, what follows the whole commits
+    is told apart into a torn tail (a commit's write cut short, possibly
+    after whole frames of it) and damage (``tail_damage``); in any other
+    segment, which was finished whole, it is damage. Costs a CRC pass over
+    the segment.
     """
     view = memoryview(data)
     size = len(view)
-    position, expected, last_offset = HEADER.size, first, 0
+    position, expected = HEADER.size, first
+    end, last_op_id, last_offset = HEADER.size, first - 1, 0  # the last whole commit
     index: list[tuple[int, int]] = []
     starts = array("Q") if keep_starts else None
     unpack, crc32, header_size = FRAME_HEADER.unpack_from, zlib.crc32, FRAME_HEADER.size
     while size - position >= header_size:
-        length, crc, op_id = unpack(view, position)
-        end = position + header_size + length
-        if op_id != expected or not 0 < length <= FRAME_LIMIT or end > size or crc32(view[position + 8 : end]) != crc:
+        length, crc, field = unpack(view, position)
+        frame_end = position + header_size + length
+        if (
+            (field != expected and field != expected | CONTINUES)
+            or not 0 < length <= FRAME_LIMIT or frame_end > size or crc32(view[position + 8 : frame_end]) != crc
+        ):
             break
         if not index or position - index[-1][1] >= INDEX_INTERVAL:
-            index.append((op_id, position))
+            index.append((expected, position))
         if starts is not None:
             starts.append(position)
-        last_offset, position, expected = position, end, expected + 1
+        if field == expected:  # the last frame of its commit
+            end, last_op_id, last_offset = frame_end, expected, position
+        position, expected = frame_end, expected + 1
+    while index and index[-1][1] >= end:  # records of a commit cut short: a writer cuts it, and them
+        index.pop()
+    if starts is not None:
+        del starts[bisect.bisect_left(starts, end) :]
+    unfinished = f"op_ids {last_op_id + 1}..{expected - 1}, the whole frames of a commit whose last frame is missing"
     problem = None
     if position < size:
         try:
@@ -309,11 +341,17 @@ def scan_segment(data: bytes, first: int, *, newest: bool, keep_starts: bool = F
             problem = Problem(position, reason, damage=True)
         else:
             damage = tail_damage(data, position, 0, expected)
+            torn = "an unfinished write, cut off by a crash (a torn tail)"
             problem = (
-                Problem(position, "an unfinished frame, cut off by a crash (a torn tail)", damage=False)
+                Problem(end, f"{torn}{'; it holds ' + unfinished if position > end else ''}", damage=False)
                 if damage is None else Problem(position, f"{reason}; {damage}", damage=True)
             )
-    return SegmentScan(position, expected - 1, last_offset, index, starts, problem)
+    elif end < size:  # every frame whole, the last commit's last frame not among them
+        problem = (
+            Problem(end, f"an unfinished commit, cut off by a crash (a torn tail): {unfinished}", damage=False)
+            if newest else Problem(end, f"the segment ends inside a commit: {unfinished}", damage=True)
+        )
+    return SegmentScan(end, last_op_id, last_offset, index, starts, problem, expected - 1)
 
 
 def frame_starts_at(fd: int, offset: int, op_id: int) -> bool:
@@ -322,7 +360,7 @@ def frame_starts_at(fd: int, offset: int, op_id: int) -> bool:
     if len(header) < FRAME_HEADER.size:
         return False
     length, crc, found = FRAME_HEADER.unpack(header)
-    if found != op_id or not 0 < length <= FRAME_LIMIT:
+    if found & OP_ID_MASK != op_id or not 0 < length <= FRAME_LIMIT:
         return False
     payload = os.pread(fd, length, offset + FRAME_HEADER.size)
     return len(payload) == length and bool(zlib.crc32(payload, zlib.crc32(header[8:])) == crc)

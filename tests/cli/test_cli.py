@@ -282,10 +282,13 @@ def one_line_error(result: subprocess.CompletedProcess[str], action: str) -> str
 
 @pytest.fixture
 def big_oplog(tmp_path: Path) -> Path:
-    """32 entries in one segment."""
+    """32 entries in one segment, 8 to a commit."""
     path = tmp_path / "big"
     with rxcs.open_oplog(path) as oplog:
-        oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "p" * 50}) for i in range(32)])
+        for start in range(0, 32, 8):
+            oplog.append_many([
+                rxcs.Change.insert("shop", "users", {"_id": i, "pad": "p" * 50}) for i in range(start, start + 8)
+            ])
     return path
 
 
@@ -316,13 +319,14 @@ class TestOplogCommandsOnDamage:
         assert f"pid {os.getpid()}" in one_line_error(result, "trim")
 
     def test_dump_stops_at_damage_with_one_line_and_status_1(self, big_oplog: Path) -> None:
-        """dump prints the entries before a damaged frame, then one line naming the file and offset, status 1."""
+        """dump prints the entries of the commits before a damaged frame, then one line naming the file and offset,
+        status 1."""
         segment = segment_of(big_oplog)
-        bad = frame_starts(segment)[10]
+        bad = frame_starts(segment)[10]  # op_id 11, in the commit of op_ids 9..16
         flip_byte(segment, bad + 20)
         result = run("oplog", "dump", str(big_oplog))
         assert result.returncode == 1
-        assert [json.loads(line)["op_id"] for line in result.stdout.splitlines()] == list(range(1, 11))
+        assert [json.loads(line)["op_id"] for line in result.stdout.splitlines()] == list(range(1, 9))
         assert f"{segment} at byte {bad}" in one_line_error(result, "dump")
 
     @pytest.mark.parametrize("damage", ["zeros", "garbage"])
@@ -410,24 +414,24 @@ class TestRepair:
         assert "another writer" in one_line_error(result, "repair")
 
     def test_damage_in_the_middle_is_refused_unless_asked_and_then_listed(self, big_oplog: Path) -> None:
-        """A bad frame with good ones after it: repair refuses and names it; --truncate-at-damage cuts it,
-        listing the op_ids that go, and the oplog carries on from there."""
+        """A bad frame with good ones after it: repair refuses and names it; --truncate-at-damage cuts it with
+        the rest of its commit, listing the op_ids that go, and the oplog carries on from there."""
         segment = segment_of(big_oplog)
-        bad = frame_starts(segment)[20]
+        bad = frame_starts(segment)[20]  # op_id 21, in the commit of op_ids 17..24
         flip_byte(segment, bad + 25)
         before = segment.read_bytes()
         refused = run("oplog", "repair", str(big_oplog))
         assert refused.returncode == 1
         line = one_line_error(refused, "repair")
         assert f"{segment} at byte {bad}" in line
-        assert "op_ids 21..32" in line
+        assert "op_ids 17..32" in line
         assert segment.read_bytes() == before
         cut = run("oplog", "repair", str(big_oplog), "--truncate-at-damage")
         assert cut.returncode == 0, cut.stderr
-        assert "op_ids 21..32" in cut.stdout
-        assert run("oplog", "verify", str(big_oplog)).stdout.strip() == "ok: 20"
+        assert "op_ids 17..32" in cut.stdout
+        assert run("oplog", "verify", str(big_oplog)).stdout.strip() == "ok: 16"
         with rxcs.open_oplog(big_oplog) as oplog:
-            assert oplog.insert("shop", "users", {"_id": "next"}) == 21
+            assert oplog.insert("shop", "users", {"_id": "next"}) == 17
 
     def test_damage_in_an_older_segment_is_never_cut(self, tmp_path: Path) -> None:
         """Cutting at damage in an older segment would drop every newer segment: repair refuses even when asked."""

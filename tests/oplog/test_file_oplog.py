@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -10,9 +11,11 @@ import sys
 import textwrap
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
+import structlog
 
 import rxcs
 from rxcs.oplog.file import FileOplog
@@ -89,7 +92,9 @@ class TestDamage:
     def test_truncated_last_frame_is_cut(self, tmp_path: Path) -> None:
         """A last frame cut short (a crash mid-write) is dropped; the entries before it remain."""
         path = tmp_path / "oplog"
-        fill(path, 20)
+        with rxcs.open_oplog(path) as oplog:
+            for i in range(20):
+                oplog.insert("shop", "users", {"_id": i})
         last_segment = segments(path)[-1]
         with last_segment.open("r+b") as handle:
             handle.truncate(last_segment.stat().st_size - 5)
@@ -312,11 +317,12 @@ class TestReaderIndex:
 # -- the faults of the reliability issue (#16), one class per kind -------------------------------------
 
 
-def fill_padded(path: Path, n: int, *, pad: int = 500, **options: object) -> None:
-    """n entries of about ``pad`` bytes: a segment of them holds an index record every ~30 entries."""
+def fill_padded(path: Path, n: int, *, pad: int = 500, commit: int = 50, **options: object) -> None:
+    """n entries of about ``pad`` bytes, ``commit`` to an append_many: a segment of them holds an index record
+    every ~30 entries."""
     with rxcs.open_oplog(path, **options) as oplog:
-        for start in range(0, n, 50):
-            batch = range(start, min(n, start + 50))
+        for start in range(0, n, commit):
+            batch = range(start, min(n, start + commit))
             oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "x" * pad}) for i in batch])
 
 
@@ -355,10 +361,10 @@ def verify(path: Path) -> int:
 class TestTornTailRecovery:
     @pytest.mark.parametrize("filler", ["garbage", "zeros"])
     def test_a_tear_with_bytes_after_it_is_cut_at_the_tear(self, tmp_path: Path, filler: str) -> None:
-        """A segment cut mid-frame, then filled past its last index record, recovers to the frames before the cut.
+        """A segment cut mid-frame, then filled past its last index record, recovers to the commits before the cut.
 
         The index still holds records past the cut; none of them is believed,
-        so no torn op_id is kept and the next append follows the last whole frame.
+        so no torn op_id is kept and the next append follows the last whole commit.
         """
         path = tmp_path / "oplog"
         fill_padded(path, 300)
@@ -367,6 +373,8 @@ class TestTornTailRecovery:
         spans = frame_spans(segment)
         cut = records[-2][1] + 700  # inside a frame, two index records before the end
         whole = sum(1 for _, end in spans if end <= cut)
+        assert whole % 50
+        whole -= whole % 50  # the whole frames of the commit cut short go with it
         data = segment.read_bytes()
         rest = random.Random(3).randbytes(len(data) - cut) if filler == "garbage" else bytes(len(data) - cut)
         segment.write_bytes(data[:cut] + rest)
@@ -616,30 +624,234 @@ class TestTrimmingUnderReaders:
 
 class TestDamageAfterGoodEntries:
     def test_a_cursor_returns_the_entries_before_damage_then_raises(self, tmp_path: Path) -> None:
-        """A read that meets a bad frame returns the good entries before it; the next read raises, naming it."""
+        """A read that meets a bad frame returns the good entries before its commit; the next read raises, naming it."""
         path = tmp_path / "oplog"
-        fill_padded(path, 40, pad=100)
+        fill_padded(path, 40, pad=100, commit=10)
         segment = segments(path)[-1]
         spans = frame_spans(segment)
-        flip(segment, spans[30][0] + 20)  # inside op_id 31's payload: good frames follow, so it is damage
+        flip(segment, spans[33][0] + 20)  # inside op_id 34's payload, in the commit of 31..40: good frames follow
         with rxcs.open_oplog(path, readonly=True) as oplog, oplog.cursor(0) as cursor:
             assert [entry.op_id for entry in cursor.read(100)] == list(range(1, 31))
             with pytest.raises(rxcs.OplogCorruptedError) as caught:
                 cursor.read(100)
             assert caught.value.path == str(segment)
-            assert caught.value.offset == spans[30][0]
+            assert caught.value.offset == spans[33][0]
             with pytest.raises(rxcs.OplogCorruptedError):
                 oplog.read(0, 100)  # a one-shot read never passes a short batch off as the end
 
     def test_a_stream_delivers_the_events_before_damage_then_fails(self, tmp_path: Path) -> None:
         """iterate() hands over every event before the damaged entry, then raises OplogCorruptedError."""
         path = tmp_path / "oplog"
-        fill_padded(path, 80, pad=100, segment_bytes=4096)
+        fill_padded(path, 80, pad=100, commit=10, segment_bytes=4096)
         first = segments(path)[0]
         assert len(segments(path)) > 1
-        flip(first, frame_spans(first)[10][0] + 20)  # op_id 11, in a finished segment
+        flip(first, frame_spans(first)[12][0] + 20)  # op_id 13, in the commit of 11..20, in a finished segment
         with rxcs.open_oplog(path, readonly=True) as oplog:
             with rxcs.watch(oplog, start_at_operation_time=rxcs.BEGINNING).iterate() as stream:
                 assert [stream.next(timeout=10).op_id for _ in range(10)] == list(range(1, 11))
                 with pytest.raises(rxcs.OplogCorruptedError):
                     stream.next(timeout=10)
+
+
+# -- a commit is all or nothing: append_many's frames are read, kept and cut together ---------------------
+
+CONTINUES = 1 << 63  # in a frame header's op_id field: more frames of the same commit follow this one
+
+
+def commit_oplog(path: Path) -> tuple[Path, bytes, list[tuple[int, int]]]:
+    """op_id 1 appended alone, then op_ids 2..7 in one append_many: the segment, its bytes and its frames' spans."""
+    with rxcs.open_oplog(path, durability="none") as oplog:
+        oplog.insert("shop", "users", {"_id": 0})
+        oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "c" * 300}) for i in range(1, 7)])
+    segment = segments(path)[-1]
+    return segment, segment.read_bytes(), frame_spans(segment)
+
+
+def cuts_inside(spans: list[tuple[int, int]]) -> list[int]:
+    """Where the write of the commit of op_ids 2..7 can stop short: at each of its frame boundaries, inside
+    every field of each of its frames, and one byte before its end."""
+    points = set()
+    for start, end in spans[1:]:
+        points.update((start, start + 1, start + 5, start + 8, start + 15, start + 16, (start + end) // 2, end - 1))
+    return sorted(points)
+
+
+def rewrite_frame(data: bytearray, start: int, field: int) -> None:
+    """Give the frame at ``start`` the op_id field ``field``, with the checksum it then needs."""
+    length = int.from_bytes(data[start : start + 4], "little")
+    data[start + 8 : start + 16] = field.to_bytes(8, "little")
+    data[start + 4 : start + 8] = zlib.crc32(bytes(data[start + 8 : start + 16 + length])).to_bytes(4, "little")
+
+
+def meta_version(path: Path) -> object:
+    return json.loads((path / "oplog.meta").read_bytes())["version"]
+
+
+class TestAtomicCommits:
+    def test_every_frame_of_a_commit_but_its_last_says_that_more_follow(self, tmp_path: Path) -> None:
+        """The op_id field of each frame of a multi-entry commit but the last has its top bit set; a one-entry
+        commit's frame, and a commit's last frame, have it clear (as every frame of an earlier oplog has)."""
+        _, data, spans = commit_oplog(tmp_path / "oplog")
+        fields = [int.from_bytes(data[start + 8 : start + 16], "little") for start, _ in spans]
+        assert fields == [1, *(op_id | CONTINUES for op_id in range(2, 7)), 7]
+
+    def test_a_commit_cut_short_anywhere_is_read_as_if_never_written(self, tmp_path: Path) -> None:
+        """The segment ends anywhere inside a commit (a killed write, a power loss): readers, seeks, last_op_id,
+        info() and verify see the entries before it and none of it; a writer cuts it and appends after them."""
+        path = tmp_path / "oplog"
+        segment, data, spans = commit_oplog(path)
+        for cut in cuts_inside(spans):
+            segment.write_bytes(data[:cut])
+            with rxcs.open_oplog(path, readonly=True) as reader:
+                assert isinstance(reader, FileOplog)
+                assert reader.last_op_id == 1, cut
+                assert reader.info().last_op_id == 1, cut
+                assert [e.op_id for e in reader.read(0, 100)] == [1], cut
+                for after in range(1, 7):
+                    assert reader.read(after, 10) == [], (cut, after)
+                assert reader.verify() == 1, cut
+            with rxcs.open_oplog(path) as writer:
+                assert writer.last_op_id == 1, cut
+                assert writer.insert("shop", "users", {"_id": "after"}) == 2, cut
+            with rxcs.open_oplog(path, readonly=True) as reader:
+                assert [e.full_document for e in reader.read(0, 100)] == [{"_id": 0}, {"_id": "after"}], cut
+
+    def test_a_commit_cut_short_across_index_records_counts_for_nothing(self, tmp_path: Path) -> None:
+        """A commit of 120 entries (index records point inside it) cut short: a reader that starts following
+        the segment from its index, or seeks through it, finds only the commit before it; so does the writer."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, durability="none") as oplog:
+            oplog.insert("shop", "users", {"_id": 0})
+            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "i" * 500}) for i in range(120)])
+        segment = segments(path)[-1]
+        data, spans, records = segment.read_bytes(), frame_spans(segment), index_records(segment)
+        assert len([op_id for op_id, _ in records if op_id > 2]) >= 3
+        for cut in (spans[-1][0] + 7, spans[80][0], spans[40][1] + 100):
+            segment.write_bytes(data[:cut])
+            with rxcs.open_oplog(path, readonly=True) as reader:
+                assert reader.last_op_id == 1, cut
+                assert [e.op_id for e in reader.read(0, 200)] == [1], cut
+                assert [reader.read(after, 5) for after in (2, 33, 70)] == [[], [], []], cut
+        with rxcs.open_oplog(path) as writer:
+            assert writer.insert("shop", "users", {"_id": "after"}) == 2
+        assert read_all(path) == [1, 2]
+
+    def test_a_reader_delivers_a_commit_being_written_only_once_its_last_frame_is_there(self, tmp_path: Path) -> None:
+        """While a writer's write() of a commit is under way a reader in another process may see any prefix of
+        it: cursors (one seeking into the commit), wait() and last_op_id see nothing of it until it is whole."""
+        path = tmp_path / "oplog"
+        segment, data, spans = commit_oplog(path)
+        segment.write_bytes(data[: spans[1][0]])
+        with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(1) as cursor, reader.cursor(4) as inside:
+            for cut in cuts_inside(spans):
+                with segment.open("r+b") as handle:  # the write going on, as another process would see it
+                    handle.seek(0, os.SEEK_END)
+                    handle.write(data[handle.tell() : cut])
+                assert cursor.read(100) == [], cut
+                assert cursor.read(3) == [], cut
+                assert inside.read(100) == [], cut
+                assert reader.last_op_id == 1, cut
+                assert not reader.wait(1, timeout=0), cut
+            with segment.open("ab") as handle:
+                handle.write(data[segment.stat().st_size :])
+            assert reader.wait(1, timeout=5)
+            assert reader.last_op_id == 7
+            assert [e.op_id for e in cursor.read(3)] == [2, 3, 4]
+            assert [e.op_id for e in inside.read(100)] == [5, 6, 7]
+            assert [e.op_id for e in cursor.read(100)] == [5, 6, 7]
+
+    def test_a_read_limit_inside_a_whole_commit_hands_it_over_in_parts(self, tmp_path: Path) -> None:
+        """A commit longer than a read's limit is not held back: once its last frame is seen whole, reads
+        return it a limit at a time."""
+        path = tmp_path / "oplog"
+        commit_oplog(path)
+        with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(0) as cursor:
+            assert [[e.op_id for e in cursor.read(3)] for _ in range(4)] == [[1, 2, 3], [4, 5, 6], [7], []]
+
+    def test_recovery_logs_the_op_ids_of_an_unfinished_commit_it_cuts(self, tmp_path: Path) -> None:
+        """A writer cutting whole frames of an unfinished commit says which op_ids go, and where it cut."""
+        path = tmp_path / "oplog"
+        segment, data, spans = commit_oplog(path)
+        segment.write_bytes(data[: spans[5][0] + 20])  # op_ids 2..5 whole, 6 begun
+        with structlog.testing.capture_logs() as logs, rxcs.open_oplog(path) as writer:
+            assert writer.insert("shop", "users", {"_id": "after"}) == 2
+        (recovered,) = [log for log in logs if log["event"] == "oplog recovered"]
+        assert recovered["at_offset"] == spans[1][0]
+        assert recovered["truncated_bytes"] == spans[5][0] + 20 - spans[1][0]
+        assert recovered["dropped_op_ids"] == [2, 5]
+
+    def test_repair_says_which_op_ids_of_an_unfinished_commit_it_cuts(self, tmp_path: Path) -> None:
+        """repair --dry-run names the cut of an unfinished commit and its op_ids, and changes nothing; repair cuts."""
+        path = tmp_path / "oplog"
+        segment, data, spans = commit_oplog(path)
+        segment.write_bytes(data[: spans[5][0] + 20])
+        for dry_run in (True, False):
+            with FileOplog(path) as oplog:
+                plan = oplog.repair(dry_run=dry_run)
+            assert plan.refusal is None
+            (cut,) = [step for step in plan.steps if step.action == "cut"]
+            assert (cut.offset, cut.cut_bytes, cut.dropped) == (spans[1][0], spans[5][0] + 20 - spans[1][0], (2, 5))
+            assert "op_ids 2..5" in cut.describe(done=not dry_run)
+            assert segment.stat().st_size == (spans[5][0] + 20 if dry_run else spans[1][0])
+        assert read_all(path) == [1]
+
+    def test_a_finished_segment_ending_inside_a_commit_is_damage(self, tmp_path: Path) -> None:
+        """A segment with a newer one after it is whole: one that ends inside a commit has lost its last frames.
+        Readers return the entries before that commit, then raise naming the segment and where the commit starts."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, durability="none", segment_bytes=4096) as oplog:
+            for i in range(5):
+                oplog.insert("shop", "users", {"_id": i, "pad": "p" * 200})
+            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "q" * 200}) for i in range(3)])
+            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "r" * 900}) for i in range(4)])
+        first, _ = segments(path)
+        spans = frame_spans(first)
+        assert len(spans) == 8
+        first.write_bytes(first.read_bytes()[: spans[-1][0]])  # op_id 8, the commit's last frame, is gone
+        with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(0) as cursor:
+            assert [e.op_id for e in cursor.read(100)] == [1, 2, 3, 4, 5]
+            with pytest.raises(rxcs.OplogCorruptedError) as caught:
+                cursor.read(100)
+        assert (caught.value.path, caught.value.offset) == (str(first), spans[5][0])
+        with pytest.raises(rxcs.OplogCorruptedError) as caught:
+            verify(path)
+        assert (caught.value.path, caught.value.offset) == (str(first), spans[5][0])
+
+    def test_an_oplog_of_the_earlier_format_reads_each_frame_as_a_commit(self, tmp_path: Path) -> None:
+        """An oplog written before commits were marked (every op_id field's top bit clear, version 1) is read
+        as it always was: every whole frame is an entry, and a cut keeps the whole frames before it."""
+        path = tmp_path / "oplog"
+        segment, data, spans = commit_oplog(path)
+        earlier = bytearray(data)
+        for op_id, (start, _) in enumerate(spans, 1):
+            rewrite_frame(earlier, start, op_id)
+        meta = json.loads((path / "oplog.meta").read_bytes())
+        (path / "oplog.meta").write_text(json.dumps({**meta, "version": 1}))
+        segment.write_bytes(bytes(earlier))
+        assert read_all(path) == list(range(1, 8))
+        assert verify(path) == 7
+        segment.write_bytes(bytes(earlier[: spans[5][0] + 20]))
+        assert read_all(path) == [1, 2, 3, 4, 5]
+        with rxcs.open_oplog(path) as writer:
+            assert writer.insert("shop", "users", {"_id": "after"}) == 6
+        assert read_all(path) == list(range(1, 7))
+        assert meta_version(path) == 1
+
+    def test_oplog_meta_says_version_2_once_a_commit_of_several_entries_is_written(self, tmp_path: Path) -> None:
+        """An oplog stays format version 1 (what earlier rxcs read) while every commit holds one entry; the
+        first commit of more rewrites oplog.meta as version 2, keeping its other keys, before its frames go in.
+        A version this rxcs does not know is refused at open, naming oplog.meta."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path) as oplog:
+            oplog.insert("shop", "users", {"_id": 1})
+            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": 2})])
+            assert meta_version(path) == 1
+            before = json.loads((path / "oplog.meta").read_bytes())
+            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in (3, 4)])
+            assert json.loads((path / "oplog.meta").read_bytes()) == {**before, "version": 2}
+        assert read_all(path) == [1, 2, 3, 4]
+        assert not [name for name in os.listdir(path) if name.startswith(".")]
+        (path / "oplog.meta").write_text(json.dumps({**before, "version": 3}))
+        with pytest.raises(rxcs.OplogCorruptedError, match="format version 3") as caught:
+            rxcs.open_oplog(path, readonly=True)
+        assert caught.value.path == str(path / "oplog.meta")
