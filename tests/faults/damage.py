@@ -6,14 +6,16 @@ full read and its seeks, its ``last_op_id`` and ``info()``, ``verify()``,
 ``watch()``, and a writer that reopens and appends. Each must end one of
 three ways:
 
-- recovered: every entry that is still whole is read back intact (a cut
-  newest segment loses what was cut, nothing else);
+- recovered: every commit that is still whole is read back intact (a cut
+  newest segment loses what was cut, and the whole frames of a commit cut
+  short with it, nothing else);
 - reported: ``OplogCorruptedError`` naming the damaged file (and, for a
   frame, the byte where it starts);
 - for damage in the middle (an older segment), readers and ``verify``
   report it while the writer may go on appending.
 
-Never a wrong entry, a silent stop short of entries that exist, another
+Never a wrong entry, part of a commit (the 13 entries of one
+``append_many``), a silent stop short of entries that exist, another
 exception, or a hang.
 """
 
@@ -52,23 +54,39 @@ class Pristine:
     path: Path
     entries: tuple[rxcs.OplogEntry, ...]
     segments: tuple[Segment, ...]
+    commits: tuple[tuple[int, int], ...]  # the first and last op_id of each append_many, as appended
+
+    def commit_of(self, op_id: int) -> tuple[int, int]:
+        """The (first, last) op_ids of the commit holding ``op_id``."""
+        return next(commit for commit in self.commits if commit[0] <= op_id <= commit[1])
+
+    def whole_through(self, op_id: int) -> int:
+        """The last op_id of the last commit that ends at or before ``op_id`` (0 when none does)."""
+        return max((last for _, last in self.commits if last <= op_id), default=0)
 
 
 def build_pristine(path: Path, *, large: bool = False) -> Pristine:
-    """Three segments of ~600-byte entries (four index records each); ``large``: one segment around a 1.3 MB entry."""
+    """Three segments of ~600-byte entries (four index records each), appended 13 to a commit; ``large``: one
+    segment around a 1.3 MB entry, a commit of its own between two commits of 20."""
+    commits: list[tuple[int, int]] = []
     if large:
         with rxcs.open_oplog(path, durability="none", segment_bytes=8 * 1024 * 1024) as oplog:
-            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "s" * 300}) for i in range(20)])
-            oplog.insert("shop", "users", {"_id": "large", "pad": "L" * 1_300_000})
-            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "s" * 300}) for i in range(20)])
+            for batch in (
+                [rxcs.Change.insert("shop", "users", {"_id": i, "pad": "s" * 300}) for i in range(20)],
+                [rxcs.Change.insert("shop", "users", {"_id": "large", "pad": "L" * 1_300_000})],
+                [rxcs.Change.insert("shop", "users", {"_id": i, "pad": "s" * 300}) for i in range(20)],
+            ):
+                op_ids = oplog.append_many(batch)
+                commits.append((op_ids[0], op_ids[-1]))
     else:
         rng = random.Random(16)
         with rxcs.open_oplog(path, durability="none", segment_bytes=64 * 1024) as oplog:
             for start in range(0, 260, 13):
-                oplog.append_many([
+                op_ids = oplog.append_many([
                     rxcs.Change.insert("shop", "users", {"_id": i, "pad": "p" * rng.randrange(400, 800)})
                     for i in range(start, start + 13)
                 ])
+                commits.append((op_ids[0], op_ids[-1]))
     with rxcs.open_oplog(path, readonly=True) as oplog:
         entries = tuple(oplog.read(0, 10_000))
     names = sorted(p.name for p in path.glob("*.seg"))
@@ -78,7 +96,7 @@ def build_pristine(path: Path, *, large: bool = False) -> Pristine:
         first = int(name[:20])
         frames = scan_frames(memoryview(data)[HEADER.size :], HEADER.size, first)
         segments.append(Segment(name, first, tuple((f.offset, f.end) for f in frames), number == len(names) - 1))
-    return Pristine(path, entries, tuple(segments))
+    return Pristine(path, entries, tuple(segments), tuple(commits))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +205,8 @@ class Expectation:
     kind: Literal["recover", "damage", "index", "meta"]
     entries: int  # entries 1..entries are there (with damage, readers stop before ``first_bad``)
     damaged: str | None = None  # the file an error must name
-    first_bad: int | None = None  # op_id of the first entry the damage touches
+    first_bad: int | None = None  # op_id of the first entry the damage touches: the first of the damaged commit
+    bad_frame: int | None = None  # op_id of the damaged frame; a seek to before it, in its commit, gets nothing
     offset: int | None = None  # the byte an error must name, when it is known
     writer_refuses: bool = False  # damage in the newest segment: the writer must not append after it
     verify_must_report: bool = False
@@ -203,14 +222,18 @@ def expect(pristine: Pristine, case: Case) -> Expectation:
     segment = next(s for s in pristine.segments if s.name == case.file)
     if case.mutation == "truncate":
         whole = sum(1 for _, end in segment.spans if end <= case.offset) if case.offset >= HEADER.size else 0
-        if segment.newest:  # a crash's cut: what is cut is gone, the rest recovers
-            return Expectation("recover", segment.first - 1 + whole)
-        return Expectation("damage", n, case.file, segment.first + whole)
+        if segment.newest:  # a crash's cut: what is cut is gone, with the part of a commit before it; the rest recovers
+            return Expectation("recover", pristine.whole_through(segment.first - 1 + whole))
+        bad = segment.first + whole
+        return Expectation("damage", n, case.file, pristine.commit_of(bad)[0], bad_frame=bad)
     if case.region == "header":
-        return Expectation("damage", n, case.file, segment.first, 0, writer_refuses=segment.newest)
+        return Expectation("damage", n, case.file, segment.first, segment.first, 0, writer_refuses=segment.newest)
     assert case.frame is not None
     start = segment.spans[case.frame][0]
-    return Expectation("damage", n, case.file, segment.first + case.frame, start, writer_refuses=segment.newest)
+    bad = segment.first + case.frame
+    return Expectation(
+        "damage", n, case.file, pristine.commit_of(bad)[0], bad, start, writer_refuses=segment.newest
+    )
 
 
 # -- running a case -----------------------------------------------------------------------------------
@@ -328,7 +351,8 @@ class _Judge:
 
     def _seeks(self, oplog: FileOplog) -> None:
         expected = self.expectation
-        for after in sorted({0, 1, 7, 50, 99, 150, 201, 240, expected.entries - 1, expected.entries}):
+        around = () if expected.first_bad is None else (expected.first_bad - 1, (expected.bad_frame or 1) - 1)
+        for after in sorted({0, 1, 7, 50, 99, 150, 201, 240, expected.entries - 1, expected.entries, *around}):
             if not 0 <= after <= len(self.entries):
                 continue
             try:
@@ -338,8 +362,8 @@ class _Judge:
                 continue
             if got:
                 self.prefix([*self.entries[:after], *got], f"a seek after {after}")
-                if expected.first_bad is not None and after + 1 == expected.first_bad:
-                    raise Wrong(f"a seek after {after} read the damaged entry")
+                if expected.first_bad is not None and expected.first_bad <= after + 1 <= (expected.bad_frame or 0):
+                    raise Wrong(f"a seek after {after} read part of the damaged commit")
             elif after < expected.entries:
                 raise Wrong(f"a seek after {after} found nothing; {expected.entries} entries are there")
 
@@ -386,6 +410,8 @@ class _Judge:
             except Exception as exc:
                 if got != list(range(1, len(got) + 1)):
                     raise Wrong(f"watch() delivered op_ids {got[:5]}... out of order") from exc
+                if expected.first_bad is not None and len(got) >= expected.first_bad:
+                    raise Wrong(f"watch() delivered op_id {len(got)}, past damage at {expected.first_bad}") from exc
                 self.error(exc, "watch()")
                 return
         if got != list(range(1, len(got) + 1)):

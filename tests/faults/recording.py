@@ -24,7 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -204,12 +204,19 @@ def written_entries(events: list[Event]) -> dict[int, Written]:
 
 def _frames(data: bytes) -> list[int]:
     """The op_ids of the whole frames a write holds (a commit: frames back to back)."""
-    op_ids, position = [], 0
+    return [op_id for op_id, _, _ in frame_spans(data)]
+
+
+def frame_spans(data: bytes) -> list[tuple[int, int, int]]:
+    """(op_id, start, end) of each frame a write holds; the top bit of a frame's op_id field marks a commit
+    going on after it, and is not part of the op_id."""
+    spans, position = [], 0
     while position + 16 <= len(data):
         length = int.from_bytes(data[position : position + 4], "little")
-        op_ids.append(int.from_bytes(data[position + 8 : position + 16], "little"))
+        op_id = int.from_bytes(data[position + 8 : position + 16], "little") & ~(1 << 63)
+        spans.append((op_id, position, position + 16 + length))
         position += 16 + length
-    return op_ids
+    return spans
 
 
 def durable_at(events: list[Event], moment: int) -> set[int]:
@@ -268,6 +275,12 @@ def crash_state(events: list[Event], moment: int, variant: Variant, seed: int, d
     for name, file in names.items():
         if Path(name).parent == directory:
             (into / Path(name).name).write_bytes(bytes(contents[file]))
+
+
+def cut_state(events: list[Event], index: int, data: bytes, directory: Path, into: Path) -> None:
+    """Write into ``into`` the files as they were when the write ``events[index]`` began, every earlier
+    operation kept, and that write leaving ``data`` instead: stopped short, or zeros where it never arrived."""
+    crash_state([*events[:index], replace(events[index], data=data)], index + 1, "kept", 0, directory, into)
 
 
 def _apply(content: bytearray, op: Event) -> None:

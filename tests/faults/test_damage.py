@@ -79,6 +79,27 @@ class TestDamageSample:
         held(tally, "damage", len(cases))
         assert tally.reported == len(cases) - 1
 
+    def test_a_cut_inside_a_commit_keeps_only_the_commits_before_it(self, pristine: Pristine, tmp_path: Path) -> None:
+        """The newest segment cut at each frame of its last commit (13 entries of one append_many), and inside
+        each field of each of those frames, as a killed or lost write leaves it: every way in reads the commits
+        before the cut, whole, and nothing of the commit cut short; the writer appends after them."""
+        segment = pristine.segments[-1]
+        first, last = pristine.commits[-1]
+        cases = [
+            _classified(pristine, Case(segment.name, "meta", offset, "truncate"))
+            for number in range(first - segment.first, last - segment.first + 1)
+            for offset in _cut_points(*segment.spans[number])
+        ]
+        assert len(cases) == 6 * 13
+        tally = run_all(pristine, cases, tmp_path, watch_every=7)
+        held(tally, "damage (commits cut short)", len(cases))
+        assert tally.recovered == len(cases)
+
+
+def _cut_points(start: int, end: int) -> tuple[int, ...]:
+    """Where a write can stop inside a frame: at its start, in its length, op_id and payload, and its last byte."""
+    return (start, start + 2, start + 9, start + 16, (start + end) // 2, end - 1)
+
 
 class TestRandomFlips:
     @given(st.data())

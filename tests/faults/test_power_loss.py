@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +29,21 @@ import pytest
 
 import rxcs
 from rxcs.oplog.file import FileOplog
+from rxcs.oplog.segments import SECTOR
 
 from .conftest import FULL, full_run
-from .recording import VARIANTS, Event, Recorder, Variant, acknowledged, crash_state, durable_at, written_entries
+from .recording import (
+    VARIANTS,
+    Event,
+    Recorder,
+    Variant,
+    acknowledged,
+    crash_state,
+    cut_state,
+    durable_at,
+    frame_spans,
+    written_entries,
+)
 from .tally import Outcome, Tally, record
 
 MODES = ("fsync", "group", "none")
@@ -43,6 +56,12 @@ class Recording:
     mode: str
     events: list[Event]
     documents: list[dict[str, object]]  # the document of op_id i + 1
+    commits: list[tuple[int, int]]  # the first and last op_id of each append_many
+
+    @property
+    def commit_ends(self) -> set[int]:
+        """Where the entries read may stop: 0, or the last op_id of a commit."""
+        return {0, *(last for _, last in self.commits)}
 
     @property
     def start(self) -> int:
@@ -57,21 +76,24 @@ def recording(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     directory = tmp_path_factory.mktemp(f"recorded-{mode}") / "oplog"
     recorder = Recorder()
     documents: list[dict[str, object]] = []
+    commits: list[tuple[int, int]] = []
     rng = random.Random(21)
     with pytest.MonkeyPatch.context() as monkeypatch:
         recorder.install(monkeypatch)
         for _ in range(2):  # the second session starts with a recovery
             with FileOplog(directory, durability=mode, segment_bytes=4096) as oplog:  # type: ignore[arg-type]
                 for step in range(30):
-                    batch = [
+                    batch = [  # up to 6 entries: now and then a commit larger than a segment
                         {"_id": len(documents) + i, "pad": "x" * rng.randrange(20, 900)}
-                        for i in range(rng.randint(1, 4))
+                        for i in range(rng.randint(1, 6))
                     ]
-                    recorder.ack(oplog.append_many([rxcs.Change.insert("shop", "users", d) for d in batch]))
+                    op_ids = oplog.append_many([rxcs.Change.insert("shop", "users", d) for d in batch])
+                    recorder.ack(op_ids)
                     documents.extend(batch)
+                    commits.append((op_ids[0], op_ids[-1]))
                     if step % 7 == 6:
                         time.sleep(0.03)  # the group flusher gets to run between appends
-    return Recording(directory, mode, recorder.events, documents)
+    return Recording(directory, mode, recorder.events, documents, commits)
 
 
 class TestWhatEachModePromises:
@@ -172,6 +194,10 @@ def _read(recording: Recording, into: Path, durable: set[int], variant: Variant,
         document = {"_id": "after"} if number == after else recording.documents[number - 1]
         if entry.full_document != document:
             raise Lost(f"op_id {number} decoded as another entry")
+    recorded = len(entries) - 1 if after and len(entries) == after else len(entries)
+    if recorded not in recording.commit_ends:
+        commit = next(c for c in recording.commits if c[0] <= recorded <= c[1])
+        raise Lost(f"op_ids {commit[0]}..{recorded} of the commit of op_ids {commit[0]}..{commit[1]} were read")
     missing = sorted(op_id for op_id in durable if op_id > len(entries))
     if missing and variant not in ("stale", "reordered"):
         raise Lost(f"synced op_ids {missing[:5]} are lost")
@@ -220,6 +246,71 @@ def held(tally: Tally, name: str, cases: int) -> None:
     assert tally.wrong == []
     assert tally.tried == cases == tally.recovered + tally.reported
     assert tally.adds_up()
+
+
+def multi_entry_writes(recording: Recording) -> list[int]:
+    """The indexes of the recorded writes that put a commit of several entries into a segment."""
+    frames = Counter(written.event for written in written_entries(recording.events).values())
+    return sorted(index for index, count in frames.items() if count > 1)
+
+
+def cut_states(write: Event) -> dict[int, bytes]:
+    """What a write of frames can leave, by where it stopped: at each frame boundary, inside each field of each
+    frame, at its last byte and its end (whole), or with its size reached and zeros from the sector of such a
+    point on; with ``RXCS_FAULTS=all`` at every 16th byte besides."""
+    data = write.data
+    points = {len(data)}
+    for _, start, end in frame_spans(data):
+        points.update((start, start + 2, start + 9, start + 16, (start + end) // 2, end - 1))
+    if FULL:
+        points.update(range(0, len(data), 16))
+    states = {cut: data[:cut] for cut in points}
+    for cut in points:
+        boundary = min(len(data), -(-(write.offset + cut) // SECTOR) * SECTOR - write.offset)
+        states[-boundary - 1] = data[:boundary] + bytes(len(data) - boundary)  # keyed apart from the cuts
+    return states
+
+
+def check_cut(recording: Recording, index: int, data: bytes, into: Path) -> Outcome:
+    """The write ``index`` left ``data``: every commit before it whole, all of its own only when all of it is
+    there, and the writer appends after the last whole commit."""
+    spans = frame_spans(recording.events[index].data)
+    expected = spans[-1][0] if data == recording.events[index].data else spans[0][0] - 1
+    cut_state(recording.events, index, data, recording.directory, into)
+    durable = durable_at(recording.events, index)
+    got = _read(recording, into, durable, "kept")
+    if got != expected:
+        raise Lost(f"{got} entries read; the commits before the cut end at op_id {expected}")
+    with FileOplog(into, durability=recording.mode) as writer:  # type: ignore[arg-type]
+        appended = writer.insert("shop", "users", {"_id": "after"})
+    if appended != expected + 1 or _read(recording, into, durable, "kept", after=appended) != appended:
+        raise Lost(f"the writer appended op_id {appended} after {expected} entries")
+    with FileOplog(into, readonly=True) as oplog:
+        if oplog.verify() != appended:
+            raise Lost("verify disagrees with the entries read")
+    return "recovered"
+
+
+class TestCommitsCutShort:
+    def test_a_commit_is_all_or_nothing_wherever_its_write_stops(self, recording: Recording, tmp_path: Path) -> None:
+        """Writes of append_many batches of several entries, each stopped short at every frame boundary and
+        inside every field of its frames (a SIGKILL during write(), a power loss before it was synced), or
+        reaching their size with zeros from the sector of the cut: the commits before it are read whole,
+        none of it unless all of it is there, and the writer appends after the last whole commit."""
+        writes = multi_entry_writes(recording)
+        assert len(writes) > 20
+        chosen = writes if FULL else writes[:: len(writes) // 4][:4]
+        tally = Tally()
+        for index in chosen:
+            for cut, data in sorted(cut_states(recording.events[index]).items()):
+                where = f"stopped at byte {cut}" if cut >= 0 else f"zeros from byte {-cut - 1}"
+                try:
+                    tally.add(check_cut(recording, index, data, tmp_path / f"{index}-{cut}"))
+                except Lost as lost:
+                    tally.fail(f"{recording.mode}: the write of event {index} {where}", str(lost))
+        record("power loss (commits cut short)", tally)
+        assert tally.wrong == []
+        assert tally.recovered == tally.tried > 4 * 2 * 7
 
 
 class TestPowerLoss:
