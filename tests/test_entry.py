@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import given
 
 import rxcs
 from rxcs.events import ClusterTime
-from rxcs.oplog.codec import EntryDecodeError, decode_entry, encode_entry
+from rxcs.oplog.codec import DATA_CHANGE_HEAD, EntryDecodeError, decode_entry, encode_entry
 from rxcs.oplog.entry import Change, OplogEntry
 
 
@@ -36,6 +37,17 @@ class TestValidation:
             (lambda: Change.create_index("shop", "users", {"name": "x"}), "index_spec: has no 'key'"),
             (lambda: Change.drop_index("shop", "users", ""), "index_name"),
             (lambda: Change.rename_collection("shop", "users", "shop", ""), "to_coll"),
+            (lambda: Change.rename_collection("shop", "users", "shop", "users"), "to: shop.users is the collection"),
+            (lambda: Change.rename_collection("shop", "a", "shop", "b", drop_target=1), "drop_target: expected"),
+            (lambda: Change.drop_index("shop", "users", "a\x00"), "index_name: expected a non-empty string"),
+            (lambda: Change.update("shop", "users", 1, updated_fields={"a.b": 1}, disambiguated_paths={"c": ["c"]}),
+             "disambiguated_paths: 'c' is not a path"),
+            (lambda: Change.update("shop", "users", 1, updated_fields={"a.b": 1}, disambiguated_paths={"a.b": ["a"]}),
+             "does not spell 'a.b'"),
+            (lambda: Change.update("shop", "users", 1, updated_fields={"a.0": 1}, disambiguated_paths={"a.0": ["a", -1]}),
+             "disambiguated_paths.a.0: -1 is neither"),
+            (lambda: Change.update("shop", "users", 1, updated_fields={"a": 1}, disambiguated_paths={"a": "a"}),
+             "disambiguated_paths.a: expected a list"),
         ],
     )
     def test_bad_changes_name_the_argument(self, make: Any, message: str) -> None:
@@ -73,6 +85,48 @@ class TestCodec:
         change = Change.insert("shop", "users", {**document, "_id": 1})
         entry = decode_entry(encode_entry(op_id, ClusterTime(10, 3), 1234, change))
         assert entry == OplogEntry(op_id, ClusterTime(10, 3), 1234, *change)
+
+    def test_records_written_before_the_catalog_fields_still_decode(self) -> None:
+        """Records of 7 to 15 fields (no collection UUID, nothing dropped) decode as before, with those fields None."""
+        change = Change.insert("shop", "users", {"_id": 1}, txn=3).with_source({"lsn": 1})
+        record = encode_entry(4, ClusterTime(10, 3), 1234, change)
+        assert record[0] == 0x9F  # a fixarray of 15: what rxcs wrote before collection identities
+        entry = decode_entry(record)
+        assert (entry.collection_uuid, entry.dropped, entry.source) == (None, None, {"lsn": 1})
+        short = decode_entry(b"\x97\x01\x01\x01\x01\xa4drop\xa1s\xa1c")
+        assert (short.op, short.collection_uuid) == ("drop", None)
+
+    @pytest.mark.parametrize(
+        ("change", "dropped"),
+        [
+            (Change.insert("shop", "users", {"_id": 1}), None),
+            (Change.rename_collection("shop", "a", "shop", "b", drop_target=True), uuid.UUID(int=2)),
+            (Change.drop_index("shop", "users", "a_1"), {"v": 2, "key": {"a": 1}}),
+            (Change.drop_database("shop"), {"users": uuid.UUID(int=3), "orders": uuid.UUID(int=4)}),
+        ],
+    )
+    def test_catalog_fields_round_trip(self, change: Change, dropped: Any) -> None:
+        """An entry's collection UUID and what it dropped are an array 16 record and come back as they went in."""
+        identity = None if change.coll is None else uuid.UUID(int=1)
+        record = encode_entry(9, ClusterTime(10, 3), 1234, change, identity, dropped)
+        assert record[:3] == (b"\xdc\x00\x11" if dropped is not None else b"\xdc\x00\x10")
+        entry = decode_entry(record)
+        assert (entry.collection_uuid, entry.dropped) == (identity, dropped)
+        assert entry == OplogEntry(9, ClusterTime(10, 3), 1234, *change._replace(collection_uuid=identity, dropped=dropped))
+
+    def test_data_change_head_matches_records_with_a_collection_uuid(self) -> None:
+        """The sift's record-head test knows inserts in both record forms, and no other operation in either."""
+        identity = uuid.UUID(int=1)
+        for change, data_change in ((Change.insert("s", "c", {"_id": 1}), True), (Change.drop_collection("s", "c"), False)):
+            for record in (encode_entry(1, ClusterTime(1, 1), 1, change), encode_entry(1, ClusterTime(1, 1), 1, change, identity)):
+                assert (DATA_CHANGE_HEAD.match(record) is not None) == data_change
+
+    @pytest.mark.parametrize("bad", [b"\xc4\x03abc", b"\x01", b"\x91\x01"])
+    def test_a_malformed_collection_uuid_is_a_decode_error(self, bad: bytes) -> None:
+        """A 16th field that is not 16 bytes of UUID is EntryDecodeError, not another exception."""
+        record = b"\xdc\x00\x10\x01\x01\x01\x01\xa6insert\xa1s\xa1c" + b"\xc0" * 8 + bad
+        with pytest.raises(EntryDecodeError, match="collection UUID"):
+            decode_entry(record)
 
     @pytest.mark.parametrize("value", [{1, 2}, datetime(2026, 1, 1), object()])
     def test_values_msgpack_cannot_carry(self, value: Any) -> None:

@@ -4,13 +4,22 @@ An entry is one msgpack array, positional for speed::
 
     [op_id, time, inc, wall_ms, op, db, coll, document_key, full_document,
      full_document_before_change, update_description, to, operation_description,
-     txn_number, source]
+     txn_number, source, collection_uuid, dropped]
 
-with trailing nulls left off (``source``, the 15th field, came later: records
-of 7 to 14 fields written before it read as they always did). Aware datetimes
-travel as msgpack Timestamps; the values msgpack has no type for travel as
-extension types of their own (``EXT_DECIMAL``, ``EXT_UUID``, ``EXT_DATE``,
-``EXT_TIME``) and decode as themselves.
+with trailing nulls left off. Fields were added at the end, so records written
+before them read as they always did: ``source`` (the 15th) came after records of
+7 to 14 fields, ``collection_uuid`` and ``dropped`` (the 16th and 17th, which
+the oplog's collection catalog fills in) after records of 7 to 15. A record of
+up to 15 fields is a msgpack fixarray, one of 16 or 17 an array 16
+(``0xdc 0x00 0x10``). ``collection_uuid`` is the collection's UUID as 16 raw
+bytes (msgpack bin), so decoding it costs no extension hook; ``dropped`` is
+a bin of 16 bytes for a rename (the dropped target's UUID), the index's
+``{v, key}`` for a dropIndexes, and a map of collection names to 16-byte bins
+for a dropDatabase.
+
+Aware datetimes travel as msgpack Timestamps; the values msgpack has no type
+for travel as extension types of their own (``EXT_DECIMAL``, ``EXT_UUID``,
+``EXT_DATE``, ``EXT_TIME``) and decode as themselves.
 """
 
 from __future__ import annotations
@@ -31,26 +40,34 @@ from rxcs.limits import MAX_ENTRY_BYTES
 from rxcs.oplog.entry import Change, OplogEntry
 
 __all__ = [
-    "DATA_CHANGE_HEAD", "EXT_DATE", "EXT_DECIMAL", "EXT_TIME", "EXT_UUID", "UNPACK_OPTIONS", "EntryDecodeError",
-    "decode_entry", "encode_entry",
+    "DATA_CHANGE_HEAD", "EXT_DATE", "EXT_DECIMAL", "EXT_TIME", "EXT_UUID", "RECORD_HEADS", "UNPACK_OPTIONS",
+    "EntryDecodeError", "decode_entry", "encode_entry", "encode_value",
 ]
 
 _FIXED_FIELDS = 7  # op_id .. coll: always present
-_ALL_FIELDS = 15
+_ALL_FIELDS = 17
 # Field positions inside the record.
 _TO = 11
+_COLLECTION_UUID = 15
+_DROPPED = 16
 _NONES = (None,) * _ALL_FIELDS
 _new_tuple = tuple.__new__
+_UUIDS: dict[bytes, uuid.UUID] = {}  # the UUID of each collection's 16 bytes: a few collections, many entries
+_UUIDS_KEPT = 4096
 
 _UINT = rb"(?:[\x00-\x7f]|\xcc.|\xcd..|\xce.{4}|\xcf.{8})"  # each of msgpack's unsigned int forms
+RECORD_HEADS: Final = (*range(0x97, 0xA0), 0xDC)
+"""The first byte of every record: a fixarray of 7 to 15 fields, or an array 16 (16 or 17 fields)."""
 DATA_CHANGE_HEAD: Final = re.compile(
-    rb"[\x97-\x9f]" + _UINT * 4 + rb"(?:\xa6(?:insert|update|delete)|\xa7replace)", re.DOTALL
+    rb"(?:[\x97-\x9f]|\xdc\x00[\x10\x11])" + _UINT * 4 + rb"(?:\xa6(?:insert|update|delete)|\xa7replace)",
+    re.DOTALL,
 )
 """Matches the start of a record of an insert, update, replace or delete, and nothing else.
 
-A record is a fixarray of 7 to 15 fields led by four unsigned ints (op_id,
-time, inc, wall_ms) and the operation's name; a msgpack value's first byte
-fixes its length, so the head parses one way only.
+A record is an array of 7 to 17 fields (a fixarray up to 15, an array 16
+beyond) led by four unsigned ints (op_id, time, inc, wall_ms) and the
+operation's name; a msgpack value's first byte fixes its length, so the head
+parses one way only.
 """
 
 
@@ -134,12 +151,33 @@ def _packer() -> msgpack.Packer:
     return packer
 
 
-def encode_entry(op_id: int, cluster_time: ClusterTime, wall_time_ms: int, change: Change) -> bytes:
-    """Encode one entry.
+def encode_value(value: Any) -> bytes:
+    """One value in the codec's msgpack (what the catalog keeps of an index, to put in a record as it is)."""
+    packed: bytes = _packer().pack(value)
+    return packed
+
+
+def encode_entry(
+    op_id: int,
+    cluster_time: ClusterTime,
+    wall_time_ms: int,
+    change: Change,
+    collection_uuid: uuid.UUID | None = None,
+    dropped: Any = None,
+) -> bytes:
+    """Encode one entry; ``collection_uuid`` and ``dropped``, when given, are the catalog's, and replace the change's.
 
     A value msgpack cannot carry, or an entry over ``MAX_ENTRY_BYTES``, is an ``InvalidChangeError``.
     """
     record: list[Any] = [op_id, cluster_time[0], cluster_time[1], wall_time_ms, *change]
+    if collection_uuid is None:
+        collection_uuid = change.collection_uuid
+    if collection_uuid is not None:
+        record[_COLLECTION_UUID] = collection_uuid.bytes
+    if dropped is None:
+        dropped = change.dropped
+    if dropped is not None:
+        record[_DROPPED] = _dropped_record(dropped)
     while len(record) > _FIXED_FIELDS and record[-1] is None:
         record.pop()
     try:
@@ -165,13 +203,43 @@ def decode_entry(data: bytes) -> OplogEntry:
     return entry_from_record(record)
 
 
+def _dropped_record(dropped: Any) -> Any:
+    """``dropped`` as a record holds it: UUIDs as their 16 bytes."""
+    if isinstance(dropped, uuid.UUID):
+        return dropped.bytes
+    if isinstance(dropped, dict) and dropped and all(isinstance(value, uuid.UUID) for value in dropped.values()):
+        return {name: value.bytes for name, value in dropped.items()}
+    return dropped
+
+
+def _uuid(raw: Any) -> uuid.UUID:
+    """The UUID of a record's 16 bytes, made once per collection."""
+    if type(raw) is not bytes or len(raw) != 16:
+        raise EntryDecodeError("entry record has a malformed collection UUID")
+    found = _UUIDS.get(raw)
+    if found is None:
+        if len(_UUIDS) >= _UUIDS_KEPT:
+            _UUIDS.clear()
+        found = _UUIDS[raw] = uuid.UUID(bytes=raw)
+    return found
+
+
+def _dropped(dropped: Any) -> Any:
+    """``dropped`` from a record: 16 bytes are a UUID, a map of them names UUIDs, an index is as it is."""
+    if type(dropped) is bytes:
+        return _uuid(dropped)
+    if type(dropped) is dict and dropped and all(type(value) is bytes for value in dropped.values()):
+        return {name: _uuid(value) for name, value in dropped.items()}
+    return dropped
+
+
 def entry_from_record(record: Any) -> OplogEntry:
     """Build an entry from its decoded msgpack array, checking its shape (a hot path: every entry read)."""
     if type(record) is not list:
-        raise EntryDecodeError("entry record is not an array of 7 to 15 fields")
+        raise EntryDecodeError("entry record is not an array of 7 to 17 fields")
     size = len(record)
     if size < _FIXED_FIELDS or size > _ALL_FIELDS:
-        raise EntryDecodeError("entry record is not an array of 7 to 15 fields")
+        raise EntryDecodeError("entry record is not an array of 7 to 17 fields")
     op_id, time, inc, wall_ms, op, db = record[:6]
     if not (type(op_id) is type(time) is type(inc) is type(wall_ms) is int and type(op) is type(db) is str):
         raise EntryDecodeError("entry record has fields of the wrong types")
@@ -180,6 +248,11 @@ def entry_from_record(record: Any) -> OplogEntry:
         if type(to) is not list or len(to) != 2:
             raise EntryDecodeError("entry record has a malformed rename target")
         record[_TO] = Namespace(*to)
+    if size > _COLLECTION_UUID:
+        if record[_COLLECTION_UUID] is not None:
+            record[_COLLECTION_UUID] = _uuid(record[_COLLECTION_UUID])
+        if size > _DROPPED and record[_DROPPED] is not None:
+            record[_DROPPED] = _dropped(record[_DROPPED])
     # [op_id, time, inc, ...] becomes (op_id, ClusterTime(time, inc), ...): built in place, then padded.
     record[1] = _new_tuple(ClusterTime, (time, inc))
     del record[2]

@@ -28,9 +28,18 @@ class OplogEntry(NamedTuple):
     """One recorded change at its position in the oplog.
 
     ``update_description`` is the MongoDB-shaped document (``updatedFields``,
-    ``removedFields``, ``truncatedArrays``); ``to`` is the rename target.
-    ``source`` is where a captured change came from (``rxcs.capture``: the
-    source database's position), None for changes appended directly.
+    ``removedFields``, ``truncatedArrays``, and ``disambiguatedPaths`` when
+    the producer gave them); ``to`` is the rename target. ``source`` is where
+    a captured change came from (``rxcs.capture``: the source database's
+    position), None for changes appended directly.
+
+    The oplog's collection catalog (``rxcs.oplog.catalog``) adds two fields
+    when it appends the entry: ``collection_uuid``, the identity of the
+    collection the entry changed (None for a ``dropDatabase``, and for
+    entries recorded before rxcs kept identities), and ``dropped``, what the
+    change took out of the catalog: for a ``rename``, the UUID of the target
+    collection it dropped; for a ``dropIndexes``, the dropped index's ``{"v",
+    "key"}``; for a ``dropDatabase``, the UUIDs of its collections by name.
     """
 
     op_id: int
@@ -47,6 +56,8 @@ class OplogEntry(NamedTuple):
     operation_description: Document | None = None
     txn_number: int | None = None
     source: Document | None = None
+    collection_uuid: uuid.UUID | None = None
+    dropped: Any = None
 
     @property
     def ns(self) -> Namespace:
@@ -71,6 +82,10 @@ class Change(NamedTuple):
     they validate their arguments and raise ``InvalidChangeError`` naming the
     bad one. ``oplog.append_many([...])`` takes a list of these.
 
+    ``collection_uuid`` and ``dropped`` are the oplog's to fill in from its
+    collection catalog when it appends the change (see ``OplogEntry``): what
+    a ``Change`` carries there is replaced.
+
     Examples:
         >>> Change.insert("shop", "users", {"_id": 1, "name": "Ada"}).document_key
         {'_id': 1}
@@ -87,6 +102,8 @@ class Change(NamedTuple):
     operation_description: Document | None = None
     txn_number: int | None = None
     source: Document | None = None
+    collection_uuid: uuid.UUID | None = None
+    dropped: Any = None
 
     def with_source(self, source: Document) -> Change:
         """This change, carrying ``source``: a document naming where it came from (a capture's position).
@@ -127,11 +144,18 @@ class Change(NamedTuple):
         full_document: Document | None = None,
         full_document_before_change: Document | None = None,
         txn: int | None = None,
+        disambiguated_paths: Mapping[str, Iterable[str | int]] | None = None,
     ) -> Change:
         """An update of the document named by ``document_key``.
 
         ``full_document`` and ``full_document_before_change`` are the post-
         and pre-images, recorded when the producer has them.
+        ``disambiguated_paths`` spells out, component by component, paths of
+        ``updated_fields``, ``removed_fields`` or ``truncated_arrays`` whose
+        dotted form is ambiguous: ``{"a.b": ["a.b"]}`` for a field named
+        ``"a.b"``, ``{"a.0.1": ["a", 0, "1"]}`` for index 0 of array ``a``,
+        then its field ``"1"``. Without it, change events read such paths
+        from the recorded images (``rxcs.expanded``).
         """
         _check_ns(db, coll)
         removed = _check_paths(removed_fields, "removed_fields")
@@ -139,11 +163,13 @@ class Change(NamedTuple):
             _check_truncated(t, f"truncated_arrays.{i}")
             for i, t in enumerate(truncated_arrays or ())
         ]
-        description = {
+        description: dict[str, Any] = {
             "updatedFields": _check_updated_fields(updated_fields),
             "removedFields": removed,
             "truncatedArrays": truncated,
         }
+        if disambiguated_paths:
+            description["disambiguatedPaths"] = _check_disambiguated(disambiguated_paths, description)
         return cls(
             OperationType.UPDATE, db, coll, _document_key(document_key),
             _check_image(full_document, "full_document"),
@@ -210,11 +236,28 @@ class Change(NamedTuple):
         return cls(OperationType.DROP, db, coll)
 
     @classmethod
-    def rename_collection(cls, db: str, coll: str, to_db: str, to_coll: str) -> Change:
-        """A renamed collection; invalidates streams on the source."""
+    def rename_collection(
+        cls, db: str, coll: str, to_db: str, to_coll: str, *, drop_target: bool = False
+    ) -> Change:
+        """A renamed collection; invalidates streams on the source and on the target.
+
+        ``drop_target=True`` records that the rename dropped a collection
+        already at the target (MongoDB's ``dropTarget``); a target the oplog
+        holds as existing is dropped either way. Expanded events show the
+        dropped collection's UUID as ``operationDescription.dropTarget``.
+        """
         _check_ns(db, coll)
         _check_ns(to_db, to_coll, "to_db", "to_coll")
-        return cls(OperationType.RENAME, db, coll, to=Namespace(to_db, to_coll))
+        if (db, coll) == (to_db, to_coll):
+            raise InvalidChangeError(f"to: {to_db}.{to_coll} is the collection being renamed")
+        if not isinstance(drop_target, bool):
+            raise InvalidChangeError(f"drop_target: expected True or False, got {drop_target!r}")
+        description: dict[str, Any] = {"to": {"db": to_db, "coll": to_coll}}
+        if drop_target:
+            description["dropTarget"] = True
+        return cls(
+            OperationType.RENAME, db, coll, to=Namespace(to_db, to_coll), operation_description=description
+        )
 
     @classmethod
     def drop_database(cls, db: str) -> Change:
@@ -231,14 +274,14 @@ class Change(NamedTuple):
             raise InvalidChangeError("index_spec: has no 'key' field")
         if "name" not in spec:
             spec = {**spec, "name": _index_name(spec["key"])}
+        _check_index_name(spec["name"], "index_spec.name")
         return cls(OperationType.CREATE_INDEXES, db, coll, operation_description={"indexes": [spec]})
 
     @classmethod
     def drop_index(cls, db: str, coll: str, index_name: str) -> Change:
         """A dropped index, named as it was created."""
         _check_ns(db, coll)
-        if not isinstance(index_name, str) or not index_name:
-            raise InvalidChangeError(f"index_name: expected a non-empty string, got {index_name!r}")
+        _check_index_name(index_name, "index_name")
         return cls(
             OperationType.DROP_INDEXES, db, coll,
             operation_description={"indexes": [{"name": index_name}]},
@@ -347,6 +390,37 @@ def _check_truncated(value: object, path: str) -> dict[str, Any]:
     if not isinstance(field, str) or isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise InvalidChangeError(f"{path}: expected {{'field': path, 'newSize': int}}, got {value!r}")
     return {"field": field, "newSize": size}
+
+
+def _check_index_name(name: object, what: str) -> None:
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise InvalidChangeError(f"{what}: expected a non-empty string without NUL, got {name!r}")
+
+
+def _check_disambiguated(paths: object, description: Mapping[str, Any]) -> dict[str, list[str | int]]:
+    """Check ``disambiguated_paths``: each names a path of the update, and its components join into it."""
+    if not isinstance(paths, Mapping):
+        raise InvalidChangeError(f"disambiguated_paths: expected a mapping of paths, got {type(paths).__name__}")
+    known = {*description["updatedFields"], *description["removedFields"]}
+    known.update(truncated["field"] for truncated in description["truncatedArrays"])
+    checked: dict[str, list[str | int]] = {}
+    for path, spelled in paths.items():
+        if path not in known:
+            raise InvalidChangeError(
+                f"disambiguated_paths: {path!r} is not a path of updated_fields, removed_fields or truncated_arrays"
+            )
+        if isinstance(spelled, (str, bytes)) or not isinstance(spelled, Iterable):
+            raise InvalidChangeError(f"disambiguated_paths.{path}: expected a list of components, got {spelled!r}")
+        components = list(spelled)
+        for component in components:
+            if not (isinstance(component, str) or (type(component) is int and component >= 0)):
+                raise InvalidChangeError(
+                    f"disambiguated_paths.{path}: {component!r} is neither a field name nor an array index"
+                )
+        if ".".join(map(str, components)) != path:
+            raise InvalidChangeError(f"disambiguated_paths.{path}: {components!r} does not spell {path!r}")
+        checked[path] = components
+    return checked
 
 
 def _check_txn(txn: object) -> int | None:

@@ -44,6 +44,7 @@ from typing import Final
 
 from rxcs.limits import MAX_ENTRY_BYTES
 from rxcs.oplog import osio
+from rxcs.oplog.codec import RECORD_HEADS
 
 __all__ = [
     "CONTINUES",
@@ -225,7 +226,7 @@ def valid_frame_after(data: bytes, start: int, min_op_id: int) -> int | None:
     highs = range(min_op_id >> 24, (most >> 24) + 1)
     for high in [*highs, *(high | (CONTINUES >> 24) for high in highs)]:
         prefix = high.to_bytes(5, "little")
-        for head in range(0x97, 0xA0):  # an entry is a msgpack array of 7..15 fields
+        for head in RECORD_HEADS:  # an entry is a msgpack array of 7..17 fields
             needle = prefix + bytes((head,))
             found = data.find(needle, start + 12)
             while found != -1 and (best is None or found - 11 < best):

@@ -87,3 +87,18 @@ def test_damage_is_detected_or_recovered(change: tuple[str, int, Any], as_writer
         assert got == ORIGINAL[: len(got)], "a damaged frame was read as a wrong entry"
     finally:
         shutil.rmtree(work)
+
+
+class TestResync:
+    def test_a_good_frame_after_damage_is_found_in_both_record_forms(self) -> None:
+        """The resync search finds a valid frame after damage whether its record is a fixarray or an array 16."""
+        import uuid
+
+        from rxcs.events import ClusterTime
+        from rxcs.oplog.segments import valid_frame_after
+
+        change = rxcs.Change.insert("shop", "users", {"_id": 1})
+        for identity in (None, uuid.UUID(int=7)):
+            good = encode_frame(5, encode_entry(5, ClusterTime(1, 5), 1, change, identity))
+            data = b"\x00" * 40 + good
+            assert valid_frame_after(data, 0, 5) == 40
