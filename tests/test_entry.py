@@ -44,7 +44,8 @@ class TestValidation:
              "disambiguated_paths: 'c' is not a path"),
             (lambda: Change.update("shop", "users", 1, updated_fields={"a.b": 1}, disambiguated_paths={"a.b": ["a"]}),
              "does not spell 'a.b'"),
-            (lambda: Change.update("shop", "users", 1, updated_fields={"a.0": 1}, disambiguated_paths={"a.0": ["a", -1]}),
+            (lambda: Change.update("shop", "users", 1, updated_fields={"a.0": 1},
+                                   disambiguated_paths={"a.0": ["a", -1]}),
              "disambiguated_paths.a.0: -1 is neither"),
             (lambda: Change.update("shop", "users", 1, updated_fields={"a": 1}, disambiguated_paths={"a": "a"}),
              "disambiguated_paths.a: expected a list"),
@@ -112,13 +113,16 @@ class TestCodec:
         assert record[:3] == (b"\xdc\x00\x11" if dropped is not None else b"\xdc\x00\x10")
         entry = decode_entry(record)
         assert (entry.collection_uuid, entry.dropped) == (identity, dropped)
-        assert entry == OplogEntry(9, ClusterTime(10, 3), 1234, *change._replace(collection_uuid=identity, dropped=dropped))
+        recorded = change._replace(collection_uuid=identity, dropped=dropped)
+        assert entry == OplogEntry(9, ClusterTime(10, 3), 1234, *recorded)
 
     def test_data_change_head_matches_records_with_a_collection_uuid(self) -> None:
         """The sift's record-head test knows inserts in both record forms, and no other operation in either."""
         identity = uuid.UUID(int=1)
-        for change, data_change in ((Change.insert("s", "c", {"_id": 1}), True), (Change.drop_collection("s", "c"), False)):
-            for record in (encode_entry(1, ClusterTime(1, 1), 1, change), encode_entry(1, ClusterTime(1, 1), 1, change, identity)):
+        cases = ((Change.insert("s", "c", {"_id": 1}), True), (Change.drop_collection("s", "c"), False))
+        for change, data_change in cases:
+            for record in (encode_entry(1, ClusterTime(1, 1), 1, change),
+                           encode_entry(1, ClusterTime(1, 1), 1, change, identity)):
                 assert (DATA_CHANGE_HEAD.match(record) is not None) == data_change
 
     @pytest.mark.parametrize("bad", [b"\xc4\x03abc", b"\x01", b"\x91\x01"])

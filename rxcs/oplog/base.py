@@ -17,7 +17,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from rxcs.errors import ChangeStreamHistoryLost, OplogCorruptedError
-from rxcs.events import ClusterTime
+from rxcs.events import ClusterTime, Namespace
+from rxcs.oplog.catalog import CollectionInfo
 from rxcs.oplog.entry import Change, OplogEntry
 
 __all__ = ["Clock", "Oplog", "OplogCursor", "Sift"]
@@ -143,6 +144,26 @@ class Oplog(abc.ABC):
         once synced); ``MemoryOplog`` has nothing to do; ``RedisOplog``'s
         appends are what the server's persistence makes them when the append
         returns. A capture confirms its source position only after this.
+        """
+
+    @abc.abstractmethod
+    def collections(self) -> dict[Namespace, CollectionInfo]:
+        """The collections the oplog's catalog holds now, by namespace: each one's UUID, kind and indexes.
+
+        Every append keeps the catalog (``rxcs.oplog.catalog``): a ``create``
+        or the first change of a namespace gives it an identity, a drop or a
+        dropped database forgets it, a rename moves it. Entries record the
+        identity they were appended with, and change events show it as
+        ``collectionUUID`` (with ``show_expanded_events``).
+
+        Examples:
+            >>> import rxcs
+            >>> with rxcs.open_oplog(":memory:") as oplog:
+            ...     _ = oplog.create_collection("shop", "users")
+            ...     _ = oplog.create_index("shop", "users", {"key": {"email": 1}})
+            ...     users = oplog.collections()[rxcs.Namespace("shop", "users")]
+            >>> users.kind, users.indexes
+            ('collection', {'email_1': {'v': 2, 'key': {'email': 1}}})
         """
 
     @abc.abstractmethod
@@ -300,14 +321,19 @@ class Oplog(abc.ABC):
         full_document: Document | None = None,
         full_document_before_change: Document | None = None,
         txn: int | None = None,
+        disambiguated_paths: Mapping[str, Iterable[str | int]] | None = None,
     ) -> int:
-        """Record an update; ``document_key`` is ``{"_id": ...}`` or the ``_id`` itself."""
+        """Record an update; ``document_key`` is ``{"_id": ...}`` or the ``_id`` itself.
+
+        ``disambiguated_paths`` spells out ambiguous paths (see ``Change.update``).
+        """
         return self.append(
             Change.update(
                 db, coll, document_key,
                 updated_fields=updated_fields, removed_fields=removed_fields,
                 truncated_arrays=truncated_arrays, full_document=full_document,
                 full_document_before_change=full_document_before_change, txn=txn,
+                disambiguated_paths=disambiguated_paths,
             )
         )
 
@@ -354,9 +380,9 @@ class Oplog(abc.ABC):
         """Record a dropped collection; return its op_id."""
         return self.append(Change.drop_collection(db, coll))
 
-    def rename_collection(self, db: str, coll: str, to_db: str, to_coll: str) -> int:
-        """Record a renamed collection; return its op_id."""
-        return self.append(Change.rename_collection(db, coll, to_db, to_coll))
+    def rename_collection(self, db: str, coll: str, to_db: str, to_coll: str, *, drop_target: bool = False) -> int:
+        """Record a renamed collection (``drop_target``: it dropped a collection at the target); return its op_id."""
+        return self.append(Change.rename_collection(db, coll, to_db, to_coll, drop_target=drop_target))
 
     def drop_database(self, db: str) -> int:
         """Record a dropped database; return its op_id."""

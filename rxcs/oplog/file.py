@@ -5,6 +5,14 @@ the first write, so consumers can open the oplog freely); any number of
 readers tail the files. See ``rxcs.oplog.segments`` for the file format and
 docs/oplog.md for the whole design: durability modes, recovery, retention
 and wake-ups.
+
+The writer keeps the collection catalog (``rxcs.oplog.catalog``) in memory
+and saves it beside the segments, in ``oplog.catalog``, with the op_id it is
+saved through: whenever it starts a segment, before it deletes any, and when
+it closes. A writer that opens the oplog loads it and replays the entries
+appended since (they record the identities they were given), so a crash
+loses nothing of it; trimming deletes only entries the saved catalog
+already holds.
 """
 
 from __future__ import annotations
@@ -36,10 +44,11 @@ from rxcs.errors import (
     OplogLockedError,
     RxcsError,
 )
-from rxcs.events import ClusterTime
+from rxcs.events import ClusterTime, Namespace
 from rxcs.log import log
 from rxcs.oplog import osio
 from rxcs.oplog.base import Clock, Oplog, OplogCursor, Sift
+from rxcs.oplog.catalog import Catalog, CatalogDamaged, CollectionInfo
 from rxcs.oplog.check import RepairPlan, RepairStep, plan_repair, verify_directory
 from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
@@ -78,10 +87,13 @@ __all__ = ["Durability", "FileOplog", "FileOplogInfo", "FileOplogStatistics", "R
 
 Durability = Literal["fsync", "group", "none"]
 META_NAME: Final = "oplog.meta"
+CATALOG_NAME: Final = "oplog.catalog"
 LOCK_NAME: Final = "writer.lock"
 FORMAT: Final = "rxcs-oplog"
 FORMAT_VERSION: Final = 1  # a new oplog's: every commit one frame, as every rxcs reads
 COMMITS_FORMAT_VERSION: Final = 2  # from the first commit of several frames on: rxcs before it refuses the oplog
+IDENTITIES_FORMAT_VERSION: Final = 3  # from the first record with a collection UUID (16 or 17 fields) on
+READ_FORMAT_VERSIONS: Final = (FORMAT_VERSION, COMMITS_FORMAT_VERSION, IDENTITIES_FORMAT_VERSION)
 GROUP_COMMIT_INTERVAL: Final = 0.005
 READ_CHUNK: Final = 256 * 1024
 DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
@@ -182,6 +194,8 @@ class FileOplog(Oplog):
         self._active_size = 0
         self._active_index: SegmentIndex | None = None
         self._clock: Clock | None = None
+        self._catalog: Catalog | None = None
+        self._catalog_saved = (0, 0)  # (catalog.changed, catalog.through) when last saved
         self._dirty = False
         self._flusher: threading.Thread | None = None
         self._flush_wanted = threading.Event()
@@ -282,18 +296,30 @@ class FileOplog(Oplog):
         with self._lock:
             self._become_writer()
             assert self._clock is not None
+            assert self._catalog is not None
             first = self._last_op_id + 1
             frames = []
-            more = len(changes) - 1  # every frame but the last says that its commit goes on
-            for offset, change in enumerate(changes):
-                cluster_time, wall_ms = self._clock.tick()
-                payload = encode_entry(first + offset, cluster_time, wall_ms, change)
-                frames.append(encode_frame(first + offset, payload, continues=offset < more))
-            # Everything encoded before anything is written: a bad change appends nothing.
-            if more and self._format_version < COMMITS_FORMAT_VERSION:
-                self._mark_commits_format()
-            self._write_frames(first, frames)
+            catalog = self._catalog
+            catalog.begin()
+            try:
+                more = len(changes) - 1  # every frame but the last says that its commit goes on
+                needed = COMMITS_FORMAT_VERSION if more else FORMAT_VERSION
+                for offset, change in enumerate(changes):
+                    cluster_time, wall_ms = self._clock.tick()
+                    identity, dropped = catalog.apply(change)
+                    if identity is not None or dropped is not None:
+                        needed = IDENTITIES_FORMAT_VERSION  # a record of 16 or 17 fields
+                    payload = encode_entry(first + offset, cluster_time, wall_ms, change, identity, dropped)
+                    frames.append(encode_frame(first + offset, payload, continues=offset < more))
+                # Everything encoded before anything is written: a bad change appends nothing.
+                if needed > self._format_version:
+                    self._raise_format(needed)
+                self._write_frames(first, frames)
+            except BaseException:
+                catalog.rollback()
+                raise
             self._last_op_id = first + len(frames) - 1
+            catalog.commit(self._last_op_id)
             self._appended.notify_all()
         self._poke()
         return list(range(first, first + len(frames)))
@@ -371,6 +397,11 @@ class FileOplog(Oplog):
             while self._fs_waiters and time.monotonic() < deadline:
                 self._poke()
                 self._appended.wait(0.05)
+            if self._write_fd is not None:
+                try:
+                    self._save_catalog()
+                except OSError as exc:  # the next writer replays the log instead: nothing is lost
+                    log.warning("oplog catalog not saved at close", path=str(self._dir), error=str(exc))
             self._stop_writing()
             if self._watcher is not None:
                 self._watcher.close()
@@ -395,9 +426,97 @@ class FileOplog(Oplog):
         self._take_lock()
         try:
             self._recover()
+            self._catalog = self._load_catalog()
         except BaseException:
             self._stop_writing()
             raise
+
+    # -- the collection catalog ----------------------------------------------------------------
+
+    def collections(self) -> dict[Namespace, CollectionInfo]:
+        with self._lock:
+            self._check_open()
+            if self._catalog is not None:
+                return self._catalog.snapshot()
+            catalog, _ = self._read_catalog()  # a reader: the saved catalog and the entries appended since
+            return catalog.snapshot()
+
+    def _load_catalog(self) -> Catalog:
+        """The writer's catalog: the saved one brought up to the end of the log (saved again when that changed it)."""
+        catalog, replayed = self._read_catalog()
+        self._catalog = catalog
+        if replayed:
+            self._save_catalog()
+        else:
+            self._catalog_saved = (catalog.changed, catalog.through)
+        return catalog
+
+    def _read_catalog(self) -> tuple[Catalog, int]:
+        """The saved catalog, brought up to the end of the log by replaying the entries appended since its save.
+
+        A catalog that does not read back, or claims entries the log does not
+        hold (the directory was put back from an older copy), is rebuilt from
+        the retained entries, with a warning: collections whose last change was
+        trimmed get a new identity at their next change.
+        """
+        path = self._dir / CATALOG_NAME
+        catalog: Catalog | None = None
+        try:
+            catalog = Catalog.load(path.read_bytes())
+        except FileNotFoundError:
+            pass  # a new oplog, or one written before rxcs kept a catalog: its entries recorded no identities
+        except CatalogDamaged as exc:
+            log.warning("oplog catalog rebuilt from the retained entries", path=str(path), reason=str(exc))
+        last = self.last_op_id
+        if catalog is not None and catalog.through > last:
+            log.warning(
+                "oplog catalog rebuilt from the retained entries", path=str(path),
+                reason=f"saved through op_id {catalog.through}, but the log ends at {last}",
+            )
+            catalog = None
+        if catalog is None:
+            catalog = Catalog()
+        after = max(catalog.through, self.first_op_id - 1)
+        replayed = 0
+        try:
+            with self.cursor(after) as cursor:
+                while batch := cursor.read(1000):
+                    for entry in batch:
+                        catalog.replay(entry)
+                    replayed += len(batch)
+        except OplogCorruptedError as exc:
+            log.warning(
+                "oplog catalog replay stopped at damage; collections changed after it get a new identity "
+                "at their next change", path=str(path), error=str(exc),
+            )
+        catalog.through = max(catalog.through, after)
+        return catalog, replayed
+
+    def _save_catalog(self) -> None:
+        """Write the catalog beside the segments, whole (a temporary file renamed into place); caller holds the lock.
+
+        The segments are synced first: the saved catalog never holds an entry
+        that a power loss could take back.
+        """
+        catalog = self._catalog
+        if catalog is None or self._catalog_saved == (catalog.changed, catalog.through):
+            return
+        if self._dirty and self._write_fd is not None:
+            self._fsync()
+        path = self._dir / CATALOG_NAME
+        temporary = temporary_path(path)
+        durable = self._durability != "none"
+        fd = osio.open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            osio.write_all(fd, catalog.dump())
+            if durable:
+                osio.fsync(fd)
+        finally:
+            osio.close(fd)
+        osio.replace(temporary, path)
+        if durable:
+            osio.fsync_directory(self._dir)
+        self._catalog_saved = (catalog.changed, catalog.through)
 
     def _take_lock(self, *, record_pid: bool = True) -> None:
         """Take the writer lock or raise ``OplogLockedError`` naming the holder's pid (recorded in the lock file)."""
@@ -498,18 +617,21 @@ class FileOplog(Oplog):
             previous = self._previous_cluster_time(first)
         self._clock = Clock(previous)
 
-    def _mark_commits_format(self) -> None:
-        """Make ``oplog.meta`` say version 2 before the first commit of several frames is written; durably.
+    def _raise_format(self, version: int) -> None:
+        """Make ``oplog.meta`` say ``version`` before the first frames that need it are written; durably.
 
-        An rxcs that reads only version 1 then refuses the oplog at open
-        instead of taking such a commit's frames for damage. The other keys
-        of the metadata are kept as they are.
+        Version 2 comes before the first commit of several frames, version 3
+        before the first record with a collection's UUID (16 or 17 fields,
+        and the ``oplog.catalog`` beside the segments). An rxcs that reads
+        only older versions then refuses the oplog at open instead of taking
+        such frames for damage. The other keys of the metadata are kept as
+        they are.
         """
         meta = self._dir / META_NAME
         _read_meta(meta)  # still sound
         document = json.loads(meta.read_bytes())
-        if document["version"] != COMMITS_FORMAT_VERSION:
-            document["version"] = COMMITS_FORMAT_VERSION
+        if document["version"] < version:
+            document["version"] = version
             temporary = temporary_path(meta)
             fd = osio.open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             try:
@@ -519,8 +641,8 @@ class FileOplog(Oplog):
                 osio.close(fd)
             osio.replace(temporary, meta)
             osio.fsync_directory(self._dir)
-            log.info("oplog format upgraded", path=str(self._dir), version=COMMITS_FORMAT_VERSION)
-        self._format_version = COMMITS_FORMAT_VERSION
+            log.info("oplog format upgraded", path=str(self._dir), version=version)
+        self._format_version = max(self._format_version, version)
 
     def _remove_temporaries(self) -> None:
         """Delete what a crash left half made: a segment being started, an index being rewritten."""
@@ -622,6 +744,7 @@ class FileOplog(Oplog):
             self._fsync()
         if self._index_fd is not None:
             osio.fsync(self._index_fd)  # once per segment: a finished segment's index survives a power loss
+        self._save_catalog()  # through the end of the segment just finished: no trim ever needs what came before
         self._start_segment(first)
         self._rolled += 1
         log.info("oplog segment started", path=str(self._dir), first_op_id=first)
@@ -663,6 +786,8 @@ class FileOplog(Oplog):
         return self._segments[-1] if self._segments else 0
 
     def _trim_locked(self, before_op_id: int, *, reason: str) -> int:
+        if len(self._segments) > 1 and self._segments[1] <= before_op_id:
+            self._save_catalog()  # the entries about to go must be in the saved catalog
         dropped = 0
         while len(self._segments) > 1 and self._segments[1] <= before_op_id:
             first = self._segments.pop(0)
@@ -994,9 +1119,9 @@ def _read_meta(meta: Path) -> tuple[uuid.UUID, int]:
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise _MetaError("not an rxcs oplog", 0)
         version = document.get("version")
-        if type(version) is not int or version not in (FORMAT_VERSION, COMMITS_FORMAT_VERSION):
+        if type(version) is not int or version not in READ_FORMAT_VERSIONS:
             raise _MetaError(
-                f"format version {version}, this rxcs reads {FORMAT_VERSION} and {COMMITS_FORMAT_VERSION}", 0
+                f"format version {version}, this rxcs reads {', '.join(map(str, READ_FORMAT_VERSIONS))}", 0
             )
         identity = document.get("oplog_id")
         if not isinstance(identity, str):

@@ -2,7 +2,7 @@
 
 Entries are kept encoded, exactly as the durable backends keep them, so a
 producer that mutates a document after appending it does not rewrite history
-and every reader gets its own copy.
+and every reader gets its own copy. The collection catalog is kept in memory.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from collections.abc import Iterable
 from typing import final
 
 from rxcs.errors import ChangeStreamHistoryLost, OplogClosedError
+from rxcs.events import Namespace
 from rxcs.log import log
 from rxcs.oplog.base import Clock, Oplog, OplogCursor, Sift
+from rxcs.oplog.catalog import Catalog, CollectionInfo
 from rxcs.oplog.codec import decode_entry, encode_entry
 from rxcs.oplog.entry import Change, OplogEntry
 
@@ -45,6 +47,7 @@ class MemoryOplog(Oplog):
         self._frames: list[bytes] = []
         self._first = 1  # op_id of self._frames[0]
         self._clock = Clock()
+        self._catalog = Catalog()
         self._changed = threading.Condition(threading.Lock())
         self._closed = False
 
@@ -73,17 +76,30 @@ class MemoryOplog(Oplog):
             self._check_open()
             op_id = self.last_op_id
             frames = []
-            for change in changes:
-                op_id += 1
-                cluster_time, wall_ms = self._clock.tick()
-                frames.append(encode_entry(op_id, cluster_time, wall_ms, change))
-            # Encoding all first: one bad change appends nothing.
+            catalog = self._catalog
+            catalog.begin()
+            try:
+                for change in changes:
+                    op_id += 1
+                    cluster_time, wall_ms = self._clock.tick()
+                    identity, dropped = catalog.apply(change)
+                    frames.append(encode_entry(op_id, cluster_time, wall_ms, change, identity, dropped))
+            except BaseException:
+                catalog.rollback()
+                raise
+            # Encoding all first: one bad change appends nothing, and leaves the catalog as it was.
+            catalog.commit(op_id)
             self._frames.extend(frames)
             if self._max_entries is not None and len(self._frames) > self._max_entries:
                 self._trim_locked(self.last_op_id - self._max_entries + 1)
             self._changed.notify_all()
         first = op_id - len(frames) + 1
         return list(range(first, op_id + 1))
+
+    def collections(self) -> dict[Namespace, CollectionInfo]:
+        with self._changed:
+            self._check_open()
+            return self._catalog.snapshot()
 
     def trim(self, before_op_id: int) -> int:
         with self._changed:

@@ -3,9 +3,11 @@
 One Redis stream holds the entries, in op_id order, each as two fields:
 ``op_id`` (decimal) and ``entry`` (the msgpack record of ``rxcs.oplog.codec``).
 A hash beside it, ``{NAME}:meta``, holds the oplog's identity and its
-counters. Every append runs one Lua script that gives the batch its op_ids
-and cluster times from the server's own counter and clock, so producers on
-many hosts share one total order. Seeking an op_id is a bisection over stream
+counters, and another, ``{NAME}:catalog``, the collection catalog
+(``rxcs.oplog.catalog``). Every append runs one Lua script that gives the
+batch its op_ids and cluster times from the server's own counter and clock,
+and its collection identities from the catalog, which it updates in the same
+step, so producers on many hosts share one total order and one catalog. Seeking an op_id is a bisection over stream
 IDs inside another script: one round trip, no index to keep. The key layout,
 the scripts and the fault handling are described in ``docs/redis.md``.
 
@@ -25,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar, final
+from typing import Any, TypeVar, cast, final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
@@ -42,10 +44,11 @@ from rxcs.errors import (
     OplogUnavailableError,
     RxcsError,
 )
-from rxcs.events import ClusterTime
+from rxcs.events import ClusterTime, Namespace
 from rxcs.limits import MAX_ENTRY_BYTES
 from rxcs.log import log
 from rxcs.oplog.base import Oplog, OplogCursor, Sift
+from rxcs.oplog.catalog import CollectionInfo, catalog_action, parse_hash
 from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, decode_entry, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 
@@ -132,10 +135,161 @@ end
 return {owner, redis.call('HGET', KEYS[2], 'format') or '', kind}
 """
 
-# KEYS: stream, meta, producers. ARGV: oplog id, producer, batch number, max_len (0: none),
-# then one record per change: the codec's record with a zeroed head (op_id, time, inc, wall_ms),
-# which this script fills in. Returns {first op_id, count, 1 if the batch was already appended}.
-_APPEND = r"""
+# The collection catalog, kept in the hash KEYS[4] with the rules of rxcs.oplog.catalog.Catalog.apply.
+# Fields: 'n' .. db .. NUL .. coll -> the collection's UUID (16 bytes) and its kind code; 'i' .. UUID ..
+# index name -> the msgpack of the index's {v, key}. A change's action (rxcs.oplog.catalog.catalog_action)
+# says what it asks of the catalog; apply() returns what its entry records: the collection's UUID (or
+# false) and what it dropped, as msgpack (or false). New identities are the batch's seed (ARGV[5], a random
+# version-4 UUID) with a count added to its last four bytes.
+_CATALOG = r"""
+local catalog = KEYS[4]
+local seed = ARGV[5]
+local minted = 0
+
+local function mint()
+  minted = minted + 1
+  local a, b, c, d = string.byte(seed, 13, 16)
+  local n = (((a * 256 + b) * 256 + c) * 256 + d + minted) % 4294967296
+  return string.sub(seed, 1, 12) .. string.char(math.floor(n / 16777216), math.floor(n / 65536) % 256,
+                                                math.floor(n / 256) % 256, n % 256)
+end
+
+local function bin(id)
+  return '\196\16' .. id
+end
+
+local function held(ns)
+  local value = redis.call('HGET', catalog, 'n' .. ns)
+  if value then
+    return string.sub(value, 1, 16)
+  end
+  return false
+end
+
+local function forget_indexes(owners)
+  for _, field in ipairs(redis.call('HKEYS', catalog)) do
+    if string.sub(field, 1, 1) == 'i' and owners[string.sub(field, 2, 17)] then
+      redis.call('HDEL', catalog, field)
+    end
+  end
+end
+
+local function forget(ns)
+  local found = held(ns)
+  if found then
+    redis.call('HDEL', catalog, 'n' .. ns)
+    forget_indexes({[found] = true})
+  end
+  return found
+end
+
+local function map_header(count)
+  if count < 16 then
+    return string.char(128 + count)
+  elseif count < 65536 then
+    return '\222' .. string.char(math.floor(count / 256), count % 256)
+  end
+  return '\223' .. string.char(math.floor(count / 16777216), math.floor(count / 65536) % 256,
+                              math.floor(count / 256) % 256, count % 256)
+end
+
+local function drop_database(db)
+  local prefix = 'n' .. db .. '\0'
+  local names, owners, count = {}, {}, 0
+  for _, field in ipairs(redis.call('HKEYS', catalog)) do
+    if string.sub(field, 1, #prefix) == prefix then
+      local id = string.sub(redis.call('HGET', catalog, field), 1, 16)
+      redis.call('HDEL', catalog, field)
+      owners[id] = true
+      count = count + 1
+      names[count] = cmsgpack.pack(string.sub(field, #prefix + 1)) .. bin(id)
+    end
+  end
+  if count == 0 then
+    return false, false
+  end
+  forget_indexes(owners)
+  return false, map_header(count) .. table.concat(names)
+end
+
+local function apply(action)
+  local a = cmsgpack.unpack(action)
+  local kind = a[1]
+  if kind == nil then
+    return false, false
+  end
+  if kind == 'D' then
+    return drop_database(a[2])
+  end
+  local ns = a[2] .. '\0' .. a[3]
+  if kind == 'c' then
+    forget(ns)
+    local made = mint()
+    redis.call('HSET', catalog, 'n' .. ns, made .. a[4])
+    return made, false
+  end
+  local id = held(ns)
+  if not id then
+    id = mint()
+    redis.call('HSET', catalog, 'n' .. ns, id .. 'c')
+  end
+  if kind == 'd' then
+    forget(ns)
+  elseif kind == 'r' then
+    local target = a[4] .. '\0' .. a[5]
+    local dropped = false
+    local there = forget(target)
+    if there then
+      dropped = bin(there)
+    elseif a[6] == '1' then
+      dropped = bin(mint())
+    end
+    local value = redis.call('HGET', catalog, 'n' .. ns)
+    redis.call('HDEL', catalog, 'n' .. ns)
+    redis.call('HSET', catalog, 'n' .. target, value)
+    return id, dropped
+  elseif kind == 'i' then
+    for i = 4, #a - 1, 2 do
+      redis.call('HSET', catalog, 'i' .. id .. a[i], a[i + 1])
+    end
+  elseif kind == 'x' then
+    local field = 'i' .. id .. a[4]
+    local spec = redis.call('HGET', catalog, field)
+    if spec then
+      redis.call('HDEL', catalog, field)
+      return id, spec
+    end
+  end
+  return id, false
+end
+
+-- The entry of a record with a zeroed head (a fixarray of at most 15 fields): the head filled in, and, when
+-- the catalog gave them, fields 16 and 17 added (nulls padding the fields left off), in an array 16.
+local function entry_of(record, head, id, dropped)
+  if not id and not dropped then
+    return string.sub(record, 1, 1) .. head .. string.sub(record, 6)
+  end
+  local fields = string.byte(record, 1) - 144
+  local size = 16
+  local tail = string.rep('\192', 15 - fields)
+  if id then
+    tail = tail .. bin(id)
+  else
+    tail = tail .. '\192'
+  end
+  if dropped then
+    tail = tail .. dropped
+    size = 17
+  end
+  return '\220\0' .. string.char(size) .. head .. string.sub(record, 6) .. tail
+end
+"""
+
+# KEYS: stream, meta, producers, catalog. ARGV: oplog id, producer, batch number, max_len (0: none), the
+# batch's identity seed, then for each change its catalog action and its record: the codec's record with
+# a zeroed head (op_id, time, inc, wall_ms), which this script fills in. Returns {first op_id, count, 1 if
+# the batch was already appended}.
+_APPEND = _CATALOG + r"""
 if redis.call('HGET', KEYS[2], 'oplog_id') ~= ARGV[1] then
   return redis.error_reply('RXCS_GONE')
 end
@@ -152,18 +306,18 @@ local wall_ms = seconds * 1000 + math.floor(tonumber(now[2]) / 1000)
 local state = redis.call('HMGET', KEYS[2], 'last_op_id', 'time', 'inc')
 local op_id, ctime, inc = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
 local first = op_id + 1
-for i = 5, #ARGV do
+for i = 6, #ARGV, 2 do
   op_id = op_id + 1
   if seconds > ctime then
     ctime, inc = seconds, 1
   else
     inc = inc + 1
   end
-  local record = ARGV[i]
-  local entry = string.sub(record, 1, 1) .. cmsgpack.pack(op_id, ctime, inc, wall_ms) .. string.sub(record, 6)
+  local id, dropped = apply(ARGV[i])
+  local entry = entry_of(ARGV[i + 1], cmsgpack.pack(op_id, ctime, inc, wall_ms), id, dropped)
   redis.call('XADD', KEYS[1], '*', 'op_id', string.format('%d', op_id), 'entry', entry)
 end
-local count = #ARGV - 4
+local count = (#ARGV - 5) / 2
 redis.call('HSET', KEYS[2], 'last_op_id', string.format('%d', op_id),
            'time', string.format('%d', ctime), 'inc', string.format('%d', inc))
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3] .. ' ' .. string.format('%d', first) .. ' ' .. count)
@@ -309,7 +463,7 @@ class RedisOplog(Oplog):
         self._client = client
         self._stream = stream
         # The stream key is the bare name; its hash tag is the name too, so every key is in one slot.
-        self._keys = (stream, f"{{{stream}}}:meta", f"{{{stream}}}:producers")
+        self._keys = (stream, f"{{{stream}}}:meta", f"{{{stream}}}:producers", f"{{{stream}}}:catalog")
         self._where = f"{_address(client)} stream {stream!r}"
         self._max_len = max_len or 0
         self._retry_for = retry_for
@@ -470,13 +624,12 @@ class RedisOplog(Oplog):
         self._check_open()
         if not changes:
             return []
-        # Encoding all first: one bad change appends nothing, and nothing is sent.
-        records = [_record(change) for change in changes]
         producer = f"{self._producer}:{os.getpid()}:{threading.get_ident()}"
+        # Encoding all first: one bad change appends nothing, and nothing is sent.
+        args = self._script_args(changes, producer, next(self._batches))
         if producer not in self._producer_fields:
             with self._lock:
                 self._producer_fields.add(producer)
-        args = [self._owner, producer, next(self._batches), self._max_len, *records]
 
         def attempt() -> list[Any]:
             reply: list[Any] = self._append_script(keys=self._keys, args=args)
@@ -489,6 +642,18 @@ class RedisOplog(Oplog):
         if replayed:
             log.info("redis oplog append confirmed after a lost reply", stream=self._stream, first_op_id=first)
         return list(range(first, first + count))
+
+    def collections(self) -> dict[Namespace, CollectionInfo]:
+        self._check_open()
+        fields = self._retrying("reading the catalog", lambda: self._client.hgetall(self._keys[3]))
+        return parse_hash(cast("dict[bytes, bytes]", fields))
+
+    def _script_args(self, changes: list[Change], producer: str, batch: int) -> list[Any]:
+        """The append script's arguments for a batch: who sends it, then each change's catalog action and record."""
+        args: list[Any] = [self._owner, producer, batch, self._max_len, _identity_seed()]
+        for change in changes:
+            args += (catalog_action(change), _record(change))
+        return args
 
     def trim(self, before_op_id: int) -> int:
         self._check_open()
@@ -838,13 +1003,24 @@ def _decode_batch(records: bytes, count: int) -> list[OplogEntry]:
     return entries
 
 
+def _identity_seed() -> bytes:
+    """16 random bytes set out as a version-4 UUID: the append script makes the batch's new identities from it."""
+    seed = bytearray(os.urandom(16))
+    seed[6] = (seed[6] & 0x0F) | 0x40
+    seed[8] = (seed[8] & 0x3F) | 0x80
+    return bytes(seed)
+
+
 def _record(change: Change) -> bytes:
     """The codec's record of ``change`` with a zeroed head, for the append script to fill in.
 
-    A record is a msgpack fixarray (it has at most 15 fields) whose first four
-    fields are op_id, time, inc and wall_ms; zeros pack to one byte each. The
-    script keeps byte 1, writes the four real values, and keeps the rest.
+    A record without the catalog's fields is a msgpack fixarray (it has at
+    most 15 fields) whose first four fields are op_id, time, inc and wall_ms;
+    zeros pack to one byte each. The script keeps byte 1, writes the four real
+    values, keeps the rest, and adds the catalog's fields.
     """
+    if change.collection_uuid is not None or change.dropped is not None:
+        change = change._replace(collection_uuid=None, dropped=None)  # the script's catalog says what they are
     record = encode_entry(0, _ZERO_TIME, 0, change)
     if record[0] & 0xF0 != 0x90 or record[1:5] != b"\x00\x00\x00\x00":  # pragma: no cover - the codec's layout
         raise RxcsError("the entry codec no longer packs the head the Redis append script expects")

@@ -187,7 +187,7 @@ class TestAppend:
         first, second = oplog.read(0, 2)
         assert first.source == {"capture": "pg", "lsn": 2**40}
         assert first.txn_number == 7
-        assert first.change == change
+        assert first.change == change._replace(collection_uuid=first.collection_uuid)
         assert second.source is None
 
 
@@ -315,3 +315,135 @@ class TestLifecycle:
             oplog.insert("shop", "users", {"_id": 1})
         with pytest.raises(rxcs.OplogClosedError):
             oplog.cursor(after=0)
+
+
+def identity(oplog: rxcs.Oplog, op_id: int) -> uuid.UUID | None:
+    """The collection UUID the entry at ``op_id`` recorded."""
+    return oplog.read(op_id - 1, 1)[0].collection_uuid
+
+
+class TestCollectionCatalog:
+    def test_a_collection_gets_its_identity_at_create_and_keeps_it(self, oplog_factory: OplogFactory) -> None:
+        """create gives a namespace a UUID; later changes to it record the same, other namespaces their own."""
+        oplog = oplog_factory()
+        created = oplog.create_collection("shop", "users")
+        later = [oplog.insert("shop", "users", {"_id": 1}), oplog.update("shop", "users", 1, updated_fields={"a": 1}),
+                 oplog.create_index("shop", "users", {"key": {"a": 1}}), oplog.delete("shop", "users", 1)]
+        users = identity(oplog, created)
+        assert isinstance(users, uuid.UUID)
+        assert [identity(oplog, op_id) for op_id in later] == [users] * 4
+        other = identity(oplog, oplog.insert("shop", "orders", {"_id": 1}))
+        assert other is not None
+        assert other != users
+        assert identity(oplog, oplog.insert("other", "users", {"_id": 1})) not in (None, users, other)
+        assert oplog.collections()[rxcs.Namespace("shop", "users")].uuid == users
+
+    def test_the_first_write_to_an_unknown_namespace_gives_it_an_identity(self, oplog_factory: OplogFactory) -> None:
+        """Without a create, the first change of a namespace gives it a UUID (a collection), kept by the next."""
+        oplog = oplog_factory()
+        first, second = oplog.append_many([
+            rxcs.Change.insert("shop", "users", {"_id": 1}), rxcs.Change.insert("shop", "users", {"_id": 2}),
+        ])
+        assert identity(oplog, first) is not None
+        assert identity(oplog, first) == identity(oplog, second)
+        assert oplog.collections()[rxcs.Namespace("shop", "users")].kind == "collection"
+
+    def test_a_collection_dropped_and_made_again_is_another_collection(self, oplog_factory: OplogFactory) -> None:
+        """The drop records the old identity; a create or a write after it gets a new one."""
+        oplog = oplog_factory()
+        old = identity(oplog, oplog.insert("shop", "users", {"_id": 1}))
+        assert identity(oplog, oplog.drop_collection("shop", "users")) == old
+        assert rxcs.Namespace("shop", "users") not in oplog.collections()
+        again = identity(oplog, oplog.insert("shop", "users", {"_id": 1}))
+        assert again not in (None, old)
+        created = identity(oplog, oplog.create_collection("shop", "users"))
+        assert created not in (None, old, again)
+
+    def test_a_rename_moves_the_identity_and_records_the_dropped_target(self, oplog_factory: OplogFactory) -> None:
+        """A rename records the source's UUID, which the target then has; a target it replaces is recorded dropped."""
+        oplog = oplog_factory()
+        users = identity(oplog, oplog.insert("shop", "users", {"_id": 1}))
+        people = identity(oplog, oplog.insert("shop", "people", {"_id": 1}))
+        renamed = oplog.rename_collection("shop", "users", "shop", "people", drop_target=True)
+        (entry,) = oplog.read(renamed - 1, 1)
+        assert (entry.collection_uuid, entry.dropped) == (users, people)
+        assert identity(oplog, oplog.insert("shop", "people", {"_id": 2})) == users
+        assert rxcs.Namespace("shop", "users") not in oplog.collections()
+        plain = oplog.read(oplog.rename_collection("shop", "people", "archive", "people") - 1, 1)[0]
+        assert (plain.collection_uuid, plain.dropped) == (users, None)
+
+    def test_a_rename_dropping_a_target_it_never_saw_records_an_identity_for_it(
+        self, oplog_factory: OplogFactory
+    ) -> None:
+        """drop_target=True onto a namespace the catalog does not hold: the dropped collection gets its own UUID."""
+        oplog = oplog_factory()
+        users = identity(oplog, oplog.insert("shop", "users", {"_id": 1}))
+        entry = oplog.read(oplog.rename_collection("shop", "users", "shop", "people", drop_target=True) - 1, 1)[0]
+        assert isinstance(entry.dropped, uuid.UUID)
+        assert entry.dropped != users
+
+    def test_a_dropped_database_records_its_collections_and_forgets_them(self, oplog_factory: OplogFactory) -> None:
+        """dropDatabase records the UUID of each of its collections by name; other databases keep theirs."""
+        oplog = oplog_factory()
+        users = identity(oplog, oplog.insert("shop", "users", {"_id": 1}))
+        orders = identity(oplog, oplog.create_collection("shop", "orders"))
+        kept = identity(oplog, oplog.insert("other", "users", {"_id": 1}))
+        entry = oplog.read(oplog.drop_database("shop") - 1, 1)[0]
+        assert (entry.collection_uuid, entry.dropped) == (None, {"users": users, "orders": orders})
+        assert list(oplog.collections()) == [rxcs.Namespace("other", "users")]
+        assert identity(oplog, oplog.insert("other", "users", {"_id": 2})) == kept
+        assert identity(oplog, oplog.insert("shop", "users", {"_id": 2})) not in (None, users)
+        assert oplog.read(oplog.drop_database("empty") - 1, 1)[0].dropped is None
+
+    def test_a_dropped_index_records_the_key_it_was_created_with(self, oplog_factory: OplogFactory) -> None:
+        """dropIndexes records the {v, key} of the index of that name, kept through a rename; an unknown one, None."""
+        oplog = oplog_factory()
+        oplog.create_index("shop", "users", {"key": {"email": 1, "at": -1}, "unique": True})
+        oplog.create_index("shop", "users", {"key": {"a": "text"}, "name": "search", "v": 1})
+        oplog.rename_collection("shop", "users", "shop", "people")
+        assert oplog.collections()[rxcs.Namespace("shop", "people")].indexes == {
+            "email_1_at_-1": {"v": 2, "key": {"email": 1, "at": -1}}, "search": {"v": 1, "key": {"a": "text"}},
+        }
+        dropped = oplog.read(oplog.drop_index("shop", "people", "search") - 1, 1)[0].dropped
+        assert dropped == {"v": 1, "key": {"a": "text"}}
+        assert list(dropped["key"]) == ["a"]
+        assert oplog.read(oplog.drop_index("shop", "people", "search") - 1, 1)[0].dropped is None
+        oplog.drop_collection("shop", "people")
+        assert oplog.read(oplog.drop_index("shop", "people", "email_1_at_-1") - 1, 1)[0].dropped is None
+
+    def test_kinds_follow_the_create_options(self, oplog_factory: OplogFactory) -> None:
+        """A create with viewOn makes a view, with timeseries a time series; otherwise a collection."""
+        oplog = oplog_factory()
+        oplog.create_collection("shop", "users")
+        oplog.create_collection("shop", "active", {"viewOn": "users", "pipeline": [{"$match": {"active": True}}]})
+        oplog.create_collection("shop", "weather", {"timeseries": {"timeField": "at"}})
+        kinds = {str(ns): info.kind for ns, info in oplog.collections().items()}
+        assert kinds == {"shop.active": "view", "shop.users": "collection", "shop.weather": "timeseries"}
+
+    def test_a_failed_batch_leaves_the_catalog_as_it_was(self, oplog_factory: OplogFactory) -> None:
+        """A batch refused for a bad change appends nothing and changes no identity, even a drop before the bad one."""
+        oplog = oplog_factory()
+        users = identity(oplog, oplog.insert("shop", "users", {"_id": 1}))
+        bad = rxcs.Change.insert("shop", "users", {"_id": 2, "tags": {"a"}})
+        with pytest.raises(rxcs.InvalidChangeError):
+            oplog.append_many([rxcs.Change.drop_collection("shop", "users"), rxcs.Change.create_collection("shop", "x"),
+                               bad])
+        assert list(oplog.collections()) == [rxcs.Namespace("shop", "users")]
+        assert identity(oplog, oplog.insert("shop", "users", {"_id": 3})) == users
+
+    def test_identities_survive_reopening_and_trimming(self, oplog_factory: OplogFactory) -> None:
+        """A collection last changed before a trim, then the oplog reopened, keeps its identity at its next change."""
+        small = {"segment_bytes": 4096} if oplog_factory.backend == "file" else {}  # type: ignore[attr-defined]
+        oplog = oplog_factory(**small)
+        users = identity(oplog, oplog.insert("shop", "users", {"_id": 1}))
+        oplog.create_index("shop", "users", {"key": {"a": 1}})
+        for start in range(0, 300, 30):
+            oplog.append_many([rxcs.Change.insert("shop", "orders", {"_id": i, "pad": "x" * 50})
+                               for i in range(start, start + 30)])
+        oplog.trim(before_op_id=250)
+        assert oplog.first_op_id > 2
+        if oplog_factory.backend != "memory":  # type: ignore[attr-defined]
+            oplog.close()
+            oplog = oplog_factory(**small)
+        assert identity(oplog, oplog.insert("shop", "users", {"_id": 2})) == users
+        assert oplog.read(oplog.drop_index("shop", "users", "a_1") - 1, 1)[0].dropped == {"v": 2, "key": {"a": 1}}

@@ -833,25 +833,28 @@ class TestAtomicCommits:
         segment.write_bytes(bytes(earlier[: spans[5][0] + 20]))
         assert read_all(path) == [1, 2, 3, 4, 5]
         with rxcs.open_oplog(path) as writer:
-            assert writer.insert("shop", "users", {"_id": "after"}) == 6
+            assert writer.drop_database("gone") == 6  # a record without a collection UUID: the format stays
         assert read_all(path) == list(range(1, 7))
         assert meta_version(path) == 1
 
     def test_oplog_meta_says_version_2_once_a_commit_of_several_entries_is_written(self, tmp_path: Path) -> None:
         """An oplog stays format version 1 (what earlier rxcs read) while every commit holds one entry; the
-        first commit of more rewrites oplog.meta as version 2, keeping its other keys, before its frames go in.
-        A version this rxcs does not know is refused at open, naming oplog.meta."""
+        first commit of more rewrites oplog.meta as version 2, keeping its other keys, before its frames go in;
+        the first record with a collection UUID, as version 3. A version this rxcs does not know is refused at
+        open, naming oplog.meta."""
         path = tmp_path / "oplog"
-        with rxcs.open_oplog(path) as oplog:
-            oplog.insert("shop", "users", {"_id": 1})
-            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": 2})])
+        with rxcs.open_oplog(path) as oplog:  # dropDatabase of a database never seen: no collection UUID
+            oplog.drop_database("a")
+            oplog.append_many([rxcs.Change.drop_database("b")])
             assert meta_version(path) == 1
             before = json.loads((path / "oplog.meta").read_bytes())
-            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i}) for i in (3, 4)])
+            oplog.append_many([rxcs.Change.drop_database(name) for name in ("c", "d")])
             assert json.loads((path / "oplog.meta").read_bytes()) == {**before, "version": 2}
-        assert read_all(path) == [1, 2, 3, 4]
+            oplog.insert("shop", "users", {"_id": 5})
+            assert json.loads((path / "oplog.meta").read_bytes()) == {**before, "version": 3}
+        assert read_all(path) == [1, 2, 3, 4, 5]
         assert not [name for name in os.listdir(path) if name.startswith(".")]
-        (path / "oplog.meta").write_text(json.dumps({**before, "version": 3}))
-        with pytest.raises(rxcs.OplogCorruptedError, match="format version 3") as caught:
+        (path / "oplog.meta").write_text(json.dumps({**before, "version": 4}))
+        with pytest.raises(rxcs.OplogCorruptedError, match="format version 4") as caught:
             rxcs.open_oplog(path, readonly=True)
         assert caught.value.path == str(path / "oplog.meta")

@@ -216,16 +216,18 @@ class TestAppend:
         assert all(a.cluster_time < b.cluster_time for a, b in itertools.pairwise(entries))
 
     def test_a_retried_batch_is_recorded_once(self, stream_url: str) -> None:
-        """The append script sent twice for one batch (a reply lost, then a retry) records it once."""
+        """The append script sent twice for one batch (a lost reply, then a retry) records it and its catalog once."""
         with rxcs.open_oplog(stream_url) as oplog:
             assert isinstance(oplog, RedisOplog)
             oplog.insert("shop", "users", {"_id": 0})
-            records = [rxcs.oplog.redis._record(change) for change in inserts(2, start=1)]  # type: ignore[attr-defined]
-            args = [oplog._owner, "producer-x", 41, 0, *records]
+            args = oplog._script_args([rxcs.Change.create_collection("shop", "orders"), *inserts(1, start=1)],
+                                      "producer-x", 41)
             first = oplog._append_script(keys=oplog._keys, args=args)
+            orders = oplog.collections()[rxcs.Namespace("shop", "orders")]
             again = oplog._append_script(keys=oplog._keys, args=args)
             assert (first, again) == ([2, 2, 0], [2, 2, 1])
             assert oplog.last_op_id == 3
+            assert oplog.collections()[rxcs.Namespace("shop", "orders")] == orders
             assert oplog.insert("shop", "users", {"_id": 3}) == 4
 
     def test_max_len_keeps_about_that_many(self, stream_url: str, client: redis.Redis) -> None:
@@ -562,3 +564,34 @@ class TestFaults:
                 assert oplog.insert("shop", "users", {"_id": 3}) == 4
         finally:
             server.stop()
+
+
+class TestSharedCatalog:
+    def test_producers_on_one_stream_share_one_catalog(self, stream_url: str, client: redis.Redis) -> None:
+        """Producers racing on one stream agree on each collection's identity: the append script gives them out."""
+        name = stream_name(stream_url)
+        oplogs = [rxcs.open_oplog(stream_url) for _ in range(4)]
+        try:
+            def produce(oplog: rxcs.Oplog, worker: int) -> None:
+                for i in range(30):
+                    oplog.append_many([rxcs.Change.insert("shop", f"c{i % 5}", {"_id": f"{worker}-{i}"}),
+                                       rxcs.Change.insert("shop", "all", {"_id": f"{worker}-{i}"})])
+
+            threads = [threading.Thread(target=produce, args=(oplog, n)) for n, oplog in enumerate(oplogs)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            seen: dict[str, set[uuid.UUID | None]] = {}
+            for entry in oplogs[0].read(0, 1000):
+                seen.setdefault(str(entry.ns), set()).add(entry.collection_uuid)
+            assert sorted(seen) == ["shop.all", *(f"shop.c{i}" for i in range(5))]
+            assert all(len(identities) == 1 and None not in identities for identities in seen.values())
+            assert len(set().union(*seen.values())) == 6
+            assert {str(ns): info.uuid for ns, info in oplogs[1].collections().items()} == {
+                ns: identities.pop() for ns, identities in seen.items()}
+            assert key_slot(name.encode()) == key_slot(f"{{{name}}}:catalog".encode())
+            assert client.type(f"{{{name}}}:catalog") == b"hash"
+        finally:
+            for oplog in oplogs:
+                oplog.close()
