@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, final
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast, final
 
 if TYPE_CHECKING:
+    from rxcs.documents import (
+        ChangeStreamDocument,
+        NamespaceDocument,
+        OperationTypeName,
+        ResumeTokenDocument,
+        UpdateDescriptionDocument,
+    )
     from rxcs.tokens import ResumeToken
 
 __all__ = [
     "ChangeEvent",
     "ClusterTime",
     "Namespace",
+    "NsType",
     "OperationType",
     "UpdateDescription",
+    "ns_type_of",
 ]
 
 Document = Mapping[str, Any]
@@ -41,6 +51,29 @@ class OperationType(enum.StrEnum):
     MODIFY = "modify"
 
 
+NsType = Literal["collection", "view", "timeseries"]
+"""What a ``create`` made (``nsType``): a collection, a view, or a time-series collection."""
+
+
+def ns_type_of(options: Mapping[str, Any] | None) -> NsType:
+    """The ``nsType`` of a ``create`` with these options, as MongoDB tells them apart.
+
+    A ``viewOn`` makes a view, unless it names a ``system.buckets.`` collection
+    (how MongoDB makes time-series collections), and ``timeseries`` options
+    make a time-series collection; anything else is a collection.
+
+    Examples:
+        >>> ns_type_of(None), ns_type_of({"viewOn": "users", "pipeline": []}), ns_type_of({"timeseries": {}})
+        ('collection', 'view', 'timeseries')
+    """
+    if not options:
+        return "collection"
+    view_on = options.get("viewOn")
+    if "timeseries" in options or (isinstance(view_on, str) and view_on.startswith("system.buckets.")):
+        return "timeseries"
+    return "view" if view_on is not None else "collection"
+
+
 class ClusterTime(NamedTuple):
     """A position in time that orders every entry of one oplog.
 
@@ -58,7 +91,7 @@ class Namespace(NamedTuple):
     db: str
     coll: str | None = None
 
-    def to_document(self) -> dict[str, Any]:
+    def to_document(self) -> NamespaceDocument:
         """Return the ``ns`` sub-document (``coll`` omitted when there is none)."""
         if self.coll is None:
             return {"db": self.db}
@@ -71,19 +104,29 @@ class Namespace(NamedTuple):
 @final
 @dataclass(frozen=True, slots=True)
 class UpdateDescription:
-    """What an update changed: set paths, removed paths and truncated arrays."""
+    """What an update changed: set paths, removed paths and truncated arrays.
+
+    ``disambiguated_paths`` (expanded events only, else None) spells out,
+    component by component, the paths above whose dotted form is ambiguous:
+    a field name that contains a dot or looks like a number, array indices
+    as ints (``{"a.0.1": ["a", 0, "1"]}``).
+    """
 
     updated_fields: Mapping[str, Any] = field(default_factory=dict)
     removed_fields: Sequence[str] = ()
     truncated_arrays: Sequence[Mapping[str, Any]] = ()
+    disambiguated_paths: Mapping[str, Sequence[str | int]] | None = None
 
-    def to_document(self) -> dict[str, Any]:
+    def to_document(self) -> UpdateDescriptionDocument:
         """Return the ``updateDescription`` sub-document."""
-        return {
+        document: UpdateDescriptionDocument = {
             "updatedFields": dict(self.updated_fields),
             "removedFields": list(self.removed_fields),
-            "truncatedArrays": [dict(t) for t in self.truncated_arrays],
+            "truncatedArrays": [{"field": t["field"], "newSize": t["newSize"]} for t in self.truncated_arrays],
         }
+        if self.disambiguated_paths is not None:
+            document["disambiguatedPaths"] = {path: list(parts) for path, parts in self.disambiguated_paths.items()}
+        return document
 
 
 @final
@@ -92,10 +135,14 @@ class ChangeEvent:
     """One change, as delivered to a subscriber.
 
     Attributes mirror the fields of a MongoDB change event; ``to_document()``
-    returns that event as MongoDB shapes it, which is what pipelines see.
-    ``null_fields`` names the document fields that are present with a null
-    value (for example ``fullDocument`` under ``full_document="whenAvailable"``
-    when no post-image was recorded), as opposed to absent.
+    returns that event as MongoDB shapes it (a ``rxcs.ChangeStreamDocument``),
+    which is what pipelines see. ``null_fields`` names the document fields
+    that are present with a null value (for example ``fullDocument`` under
+    ``full_document="whenAvailable"`` when no post-image was recorded), as
+    opposed to absent. ``collection_uuid`` is the collection's identity when
+    its entry was recorded (``collectionUUID``), given by streams with
+    ``show_expanded_events``, as MongoDB does; ``ns_type`` is what a
+    ``create`` made.
 
     Examples:
         >>> import rxcs
@@ -120,6 +167,7 @@ class ChangeEvent:
     operation_description: Document | None = None
     txn_number: int | None = None
     null_fields: frozenset[str] = frozenset()
+    collection_uuid: uuid.UUID | None = None
 
     @classmethod
     def _trusted(
@@ -137,6 +185,7 @@ class ChangeEvent:
         operation_description: Document | None,
         txn_number: int | None,
         null_fields: frozenset[str],
+        collection_uuid: uuid.UUID | None,
     ) -> ChangeEvent:
         """Build an event from values the stream itself produced: the hot path, no checks.
 
@@ -147,6 +196,7 @@ class ChangeEvent:
         return cls(
             id, operation_type, cluster_time, wall_time, ns, document_key, full_document,
             full_document_before_change, update_description, to, operation_description, txn_number, null_fields,
+            collection_uuid,
         )
 
     @property
@@ -154,41 +204,57 @@ class ChangeEvent:
         """The op_id of the oplog entry this event comes from."""
         return self.id.op_id
 
-    def to_document(self) -> dict[str, Any]:
+    @property
+    def ns_type(self) -> NsType | None:
+        """What a ``create`` made (``nsType``: ``"collection"``, ``"view"``, ``"timeseries"``); else None."""
+        if self.operation_type is not OperationType.CREATE:
+            return None
+        return ns_type_of(self.operation_description)
+
+    def to_document(self) -> ChangeStreamDocument:
         """Return the event as MongoDB shapes it (``_id``, ``operationType``, ...)."""
-        doc: dict[str, Any] = {
-            "_id": self.id.to_document(),
-            "operationType": str(self.operation_type),
-            "clusterTime": self.cluster_time,
-            "wallTime": self.wall_time,
-        }
+        token = cast("ResumeTokenDocument", self.id.to_document())
+        operation_type: OperationTypeName = self.operation_type.value
+        doc: ChangeStreamDocument
+        if self.collection_uuid is None:
+            doc = {
+                "_id": token, "operationType": operation_type, "clusterTime": self.cluster_time,
+                "wallTime": self.wall_time,
+            }
+        else:  # MongoDB places it between clusterTime and wallTime
+            doc = {
+                "_id": token, "operationType": operation_type, "clusterTime": self.cluster_time,
+                "collectionUUID": self.collection_uuid, "wallTime": self.wall_time,
+            }
         if self.operation_type is not OperationType.INVALIDATE:
             doc["ns"] = self.ns.to_document()
         if self.document_key is not None:
-            doc["documentKey"] = self.document_key
+            doc["documentKey"] = cast("dict[str, Any]", self.document_key)
         if self.update_description is not None:
             doc["updateDescription"] = self.update_description.to_document()
         nulls = self.null_fields
         if self.full_document is not None or "fullDocument" in nulls:
-            doc["fullDocument"] = self.full_document
+            doc["fullDocument"] = cast("dict[str, Any] | None", self.full_document)
         if (
             self.full_document_before_change is not None
             or "fullDocumentBeforeChange" in nulls
         ):
-            doc["fullDocumentBeforeChange"] = self.full_document_before_change
+            doc["fullDocumentBeforeChange"] = cast("dict[str, Any] | None", self.full_document_before_change)
         if self.to is not None:
             doc["to"] = self.to.to_document()
         if self.operation_description is not None:
-            doc["operationDescription"] = self.operation_description
+            doc["operationDescription"] = cast("dict[str, Any]", self.operation_description)
         if self.txn_number is not None:
             doc["txnNumber"] = self.txn_number
+        if self.operation_type is OperationType.CREATE:
+            doc["nsType"] = ns_type_of(self.operation_description)
         return doc
 
 
 def _trusted_event_builder() -> Any:
     """``ChangeEvent._trusted`` written out with each slot's setter bound once."""
     (set_id, set_op, set_time, set_wall, set_ns, set_key, set_doc, set_before, set_update, set_to, set_desc,
-     set_txn, set_nulls) = (getattr(ChangeEvent, f.name).__set__ for f in fields(ChangeEvent))
+     set_txn, set_nulls, set_uuid) = (getattr(ChangeEvent, f.name).__set__ for f in fields(ChangeEvent))
     new = _new
 
     def trusted(
@@ -196,7 +262,7 @@ def _trusted_event_builder() -> Any:
         ns: Namespace, document_key: Document | None, full_document: Document | None,
         full_document_before_change: Document | None, update_description: UpdateDescription | None,
         to: Namespace | None, operation_description: Document | None, txn_number: int | None,
-        null_fields: frozenset[str],
+        null_fields: frozenset[str], collection_uuid: uuid.UUID | None,
     ) -> ChangeEvent:
         event = new(ChangeEvent)
         set_id(event, id)
@@ -212,6 +278,7 @@ def _trusted_event_builder() -> Any:
         set_desc(event, operation_description)
         set_txn(event, txn_number)
         set_nulls(event, null_fields)
+        set_uuid(event, collection_uuid)
         return event
 
     trusted.__doc__ = ChangeEvent._trusted.__doc__

@@ -104,14 +104,18 @@ def _each(
 def scope(
     db: str | None = None, collection: str | None = None
 ) -> Callable[[reactivex.Observable[OplogEntry]], reactivex.Observable[OplogEntry]]:
-    """Keep the entries of one database or one collection (none: everything).
+    """Keep the entries of one database or one collection (none: the whole deployment).
 
     The cut is made on the entry's namespace, before any decoding into events.
-    A collection scope ends after the collection is dropped or renamed (or its
-    database dropped), and a database scope after the database is dropped:
-    the scope passes the ending entry, then a synthetic ``invalidate`` entry
-    (same op_id), then completes. A dropped database shows a collection scope
-    a ``drop`` of its collection first, as MongoDB does.
+    As in MongoDB, the deployment leaves out the ``admin``, ``config`` and
+    ``local`` databases and ``system.*`` collections, a database its
+    ``system.*`` collections, and a rename reaches the scopes of its target
+    too. A collection scope ends after the collection is dropped or renamed,
+    another is renamed onto it, or its database is dropped, and a database
+    scope after the database is dropped: the scope passes the ending entry,
+    then a synthetic ``invalidate`` entry (same op_id), then completes. A
+    dropped database shows a collection scope a ``drop`` of its collection
+    first, as MongoDB does.
 
     Examples:
         >>> import rxcs
@@ -143,7 +147,7 @@ def scope(
         return step
 
     def operator(source: reactivex.Observable[OplogEntry]) -> reactivex.Observable[OplogEntry]:
-        return source if db is None else _each(source, make_step, _oplog_id_of(source))
+        return _each(source, make_step, _oplog_id_of(source))
 
     return operator
 

@@ -85,7 +85,7 @@ StartAt = Beginning | datetime | ClusterTime
 
 Scope = tuple[str, str | None]
 """A namespace: ``(db, None)`` takes the database's entries, ``(db, coll)`` the collection's
-and its database's ``dropDatabase``."""
+and its database's ``dropDatabase``; both take the renames into them."""
 
 Delivery = Callable[[list[OplogEntry]], int]
 """Takes a lane's entries of a batch, in order, and returns how many it took: all of them, or
@@ -274,15 +274,20 @@ class Reads:
             return reads
 
     def of(self, entries: list[OplogEntry]) -> list[OplogEntry]:
-        """The entries of a batch this lane reads."""
+        """The entries of a batch this lane reads: its namespace's, and the renames into it."""
         if self.scope is not None:
             db, coll = self.scope
             if coll is None:
-                entries = [entry for entry in entries if entry.db == db]
-            else:
                 entries = [
                     entry for entry in entries
-                    if entry.db == db and (entry.coll == coll or entry.op == "dropDatabase")
+                    if entry.db == db or (entry.to is not None and entry.to.db == db)
+                ]
+            else:
+                target = (db, coll)
+                entries = [
+                    entry for entry in entries
+                    if (entry.db == db and (entry.coll == coll or entry.op == "dropDatabase"))
+                    or (entry.to is not None and entry.to == target)
                 ]
         if self.select is not None and entries:
             entries = self.select(entries)

@@ -1,8 +1,8 @@
 """The steps a change stream takes, each implemented once: the public operators and ``watch()`` share them.
 
 - the *scope* of a stream: which entries it takes, and the ones that end it
-  (a dropped or renamed collection, a dropped database) with an
-  ``invalidate``;
+  (a dropped or renamed collection, a collection renamed onto it, a dropped
+  database) with an ``invalidate``;
 - the *conversion* of an entry into a ``ChangeEvent``, with the document
   images asked for;
 - the *shaping* of an event by the pipeline's stages, and its split into
@@ -25,12 +25,14 @@ from typing import Any, Final, Literal, get_args
 
 from rxcs.errors import InvalidOptionError, MissingImageError, PipelineError
 from rxcs.events import ChangeEvent, Namespace, OperationType, UpdateDescription
+from rxcs.expanded import disambiguated_paths, operation_description
 from rxcs.oplog.entry import OplogEntry
 from rxcs.pipeline import CompiledPipeline, event_limit
 from rxcs.tokens import ResumeToken
 
 __all__ = [
     "END",
+    "INTERNAL_DATABASES",
     "FULL_DOCUMENT_BEFORE_CHANGE_MODES",
     "FULL_DOCUMENT_MODES",
     "PASS",
@@ -64,6 +66,7 @@ _ENDS_COLLECTION: Final = frozenset({"drop", "rename"})
 _EXPANDED: Final = frozenset(
     {OperationType.CREATE, OperationType.CREATE_INDEXES, OperationType.DROP_INDEXES, OperationType.MODIFY}
 )
+_DESCRIBED: Final = frozenset({OperationType.CREATE, OperationType.RENAME, OperationType.DROP_INDEXES})
 _OPERATION_TYPES: Final = {str(op): op for op in OperationType}
 _WITH_PRE_IMAGE: Final = frozenset({"update", "replace", "delete"})
 
@@ -84,25 +87,58 @@ def check_scope(db: object, collection: object) -> None:
             raise InvalidOptionError(f"{name} must be a non-empty string or None, not {value!r}")
 
 
+INTERNAL_DATABASES: Final = frozenset({"admin", "config", "local"})
+"""Databases a deployment-wide stream does not show, as MongoDB's do not (their collections are the server's)."""
+_SYSTEM: Final = "system."
+
+
 def scope_rule(db: str | None, collection: str | None) -> Callable[[OplogEntry], str]:
-    """What a scope does with an entry: ``SKIP`` it, ``PASS`` it, or pass it and ``END`` (invalidate)."""
+    """What a scope does with an entry: ``SKIP`` it, ``PASS`` it, or pass it and ``END`` (invalidate).
+
+    As MongoDB's change streams do: a deployment-wide stream skips the
+    ``admin``, ``config`` and ``local`` databases and ``system.*``
+    collections, a database stream its ``system.*`` collections; a rename
+    reaches the streams of its target too (which it ends, on a collection).
+    A stream opened on one of those namespaces by name sees it.
+    """
     if db is None:
-        return lambda _entry: PASS
+        internal = INTERNAL_DATABASES
+
+        def deployment_rule(entry: OplogEntry) -> str:
+            coll = entry.coll
+            if entry.db in internal or (coll is not None and coll.startswith(_SYSTEM)):
+                to = entry.to
+                if entry.op != "rename" or to is None or to.db in internal or (to.coll or "").startswith(_SYSTEM):
+                    return SKIP
+            return PASS
+
+        return deployment_rule
     if collection is None:
 
         def database_rule(entry: OplogEntry) -> str:
-            if entry.db != db:
-                return SKIP
-            return END if entry.op == "dropDatabase" else PASS
+            if entry.db == db:
+                if entry.op == "dropDatabase":
+                    return END
+                coll = entry.coll
+                if coll is None or not coll.startswith(_SYSTEM):
+                    return PASS
+            to = entry.to
+            if entry.op == "rename" and to is not None and to.db == db and not (to.coll or "").startswith(_SYSTEM):
+                return PASS
+            return SKIP
 
         return database_rule
 
     def collection_rule(entry: OplogEntry) -> str:
-        if entry.db != db:
-            return SKIP
-        if entry.coll == collection:
-            return END if entry.op in _ENDS_COLLECTION else PASS
-        return END if entry.op == "dropDatabase" else SKIP
+        if entry.db == db:
+            if entry.coll == collection:
+                return END if entry.op in _ENDS_COLLECTION else PASS
+            if entry.op == "dropDatabase":
+                return END
+        to = entry.to
+        if to is not None and to.coll == collection and to.db == db and entry.op == "rename":
+            return END  # a collection renamed onto this one replaces it
+        return SKIP
 
     return collection_rule
 
@@ -111,11 +147,13 @@ def endings(entry: OplogEntry, collection: str | None) -> tuple[OplogEntry, Oplo
     """The entries a scope passes for an entry that ends it: the entry as the scope sees it, then an invalidate.
 
     A dropped database shows a collection scope a drop of its collection, as
-    MongoDB does; the invalidate has the same op_id (its event sorts after).
+    MongoDB does (with the collection's identity, which the dropDatabase
+    recorded); the invalidate has the same op_id (its event sorts after).
     """
     seen = entry
     if collection is not None and entry.op == "dropDatabase":
-        seen = entry._replace(op="drop", coll=collection)
+        dropped = entry.dropped.get(collection) if isinstance(entry.dropped, dict) else None
+        seen = entry._replace(op="drop", coll=collection, collection_uuid=dropped, dropped=None)
     invalidate = OplogEntry(entry.op_id, entry.cluster_time, entry.wall_time_ms, _INVALIDATE, entry.db, entry.coll)
     return seen, invalidate
 
@@ -158,6 +196,8 @@ def entry_converter(
     no_nulls: frozenset[str] = frozenset()
     update_op = OperationType.UPDATE
     invalidate_op = OperationType.INVALIDATE
+    rename_op = OperationType.RENAME
+    described = _DESCRIBED
     # The last wall time converted and its datetime, as one tuple: read and replaced whole, so a
     # converter shared by streams on several threads never pairs one entry's time with another's.
     last_wall: list[tuple[int, datetime]] = [(-1, datetime.fromtimestamp(0, UTC))]
@@ -185,6 +225,17 @@ def entry_converter(
                     )
                 nulls = nulls | {"fullDocumentBeforeChange"}
         update = entry.update_description
+        description = entry.operation_description
+        identity = None
+        spelled = None
+        if show_expanded_events:
+            identity = entry.collection_uuid
+            if op in described:
+                description = operation_description(entry, True)
+            elif update is not None:
+                spelled = disambiguated_paths(entry)
+        elif op is rename_op:
+            description = None  # MongoDB describes a rename only in expanded events
         key = (entry.db, entry.coll)
         ns = namespaces.get(key)
         if ns is None:
@@ -203,12 +254,13 @@ def entry_converter(
             document,
             before,
             None if update is None else UpdateDescription(
-                update["updatedFields"], update["removedFields"], update["truncatedArrays"]
+                update["updatedFields"], update["removedFields"], update["truncatedArrays"], spelled
             ),
             entry.to,
-            entry.operation_description,
+            description,
             entry.txn_number,
             nulls,
+            identity,
         )
 
     return convert

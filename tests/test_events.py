@@ -68,6 +68,40 @@ class TestChangeEvent:
         """op_id is the token's."""
         assert event(OperationType.DELETE).op_id == 7
 
+    def test_collection_uuid_follows_cluster_time_as_in_mongodb(self) -> None:
+        """collectionUUID, when the event has one, comes right after clusterTime; absent, there is no such key."""
+        identity = uuid.UUID(int=5)
+        doc = event(OperationType.INSERT, document_key={"_id": 1}, full_document={"_id": 1},
+                    collection_uuid=identity).to_document()
+        assert list(doc)[:5] == ["_id", "operationType", "clusterTime", "collectionUUID", "wallTime"]
+        assert doc["collectionUUID"] == identity
+        assert "collectionUUID" not in event(OperationType.INSERT).to_document()
+
+    @pytest.mark.parametrize(
+        ("options", "ns_type"),
+        [
+            ({"idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}}, "collection"),
+            ({"viewOn": "users", "pipeline": []}, "view"),
+            ({"viewOn": "system.buckets.weather", "pipeline": []}, "timeseries"),
+            ({"timeseries": {"timeField": "at"}}, "timeseries"),
+        ],
+    )
+    def test_create_has_ns_type_from_its_options(self, options: dict[str, object], ns_type: str) -> None:
+        """A create event's nsType says what it made: viewOn a view, timeseries (or system.buckets) a time series."""
+        created = event(OperationType.CREATE, operation_description=options)
+        assert created.ns_type == ns_type
+        assert created.to_document()["nsType"] == ns_type
+        assert list(created.to_document())[-1] == "nsType"
+        assert event(OperationType.INSERT).ns_type is None
+        assert "nsType" not in event(OperationType.DROP).to_document()
+
+    def test_disambiguated_paths_only_when_given(self) -> None:
+        """updateDescription has disambiguatedPaths exactly when the event carries them (expanded events)."""
+        plain = UpdateDescription({"a.1": 2}, (), ())
+        spelled = UpdateDescription({"a.1": 2}, (), (), {"a.1": ("a", "1")})
+        assert "disambiguatedPaths" not in plain.to_document()
+        assert spelled.to_document()["disambiguatedPaths"] == {"a.1": ["a", "1"]}
+
 
 class TestTrustedConstruction:
     def test_the_fast_constructor_builds_what_the_checked_one_builds(self) -> None:
@@ -76,7 +110,7 @@ class TestTrustedConstruction:
             rxcs.ResumeToken(uuid.UUID(int=1), 9), OperationType.UPDATE, ClusterTime(5, 1),
             datetime(2026, 1, 1, tzinfo=UTC), Namespace("shop", "users"), {"_id": 1}, {"_id": 1, "a": 2},
             {"_id": 1, "a": 1}, UpdateDescription({"a": 2}, (), ()), Namespace("shop", "archive"),
-            {"indexes": []}, 7, frozenset({"fullDocument"}),
+            {"indexes": []}, 7, frozenset({"fullDocument"}), uuid.UUID(int=99),
         )
         fast = ChangeEvent._trusted(*values)
         assert fast == ChangeEvent(*values)
