@@ -57,7 +57,9 @@ __all__ = ["RedisOplog", "RedisOplogInfo"]
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a new oplog's, as every rxcs reads
+IDENTITIES_FORMAT_VERSION = 2  # from the first entry with a collection UUID (16 or 17 fields) on
+_READ_FORMAT_VERSIONS = (b"1", b"2")
 # Connection faults: retried with backoff. redis-py counts a server still
 # loading its data (BusyLoadingError) and a failed AUTH among these.
 _FAULTS = (redis.ConnectionError, redis.TimeoutError)
@@ -306,6 +308,7 @@ local wall_ms = seconds * 1000 + math.floor(tonumber(now[2]) / 1000)
 local state = redis.call('HMGET', KEYS[2], 'last_op_id', 'time', 'inc')
 local op_id, ctime, inc = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
 local first = op_id + 1
+local identities = false
 for i = 6, #ARGV, 2 do
   op_id = op_id + 1
   if seconds > ctime then
@@ -314,10 +317,14 @@ for i = 6, #ARGV, 2 do
     inc = inc + 1
   end
   local id, dropped = apply(ARGV[i])
+  identities = identities or id or dropped
   local entry = entry_of(ARGV[i + 1], cmsgpack.pack(op_id, ctime, inc, wall_ms), id, dropped)
   redis.call('XADD', KEYS[1], '*', 'op_id', string.format('%d', op_id), 'entry', entry)
 end
 local count = (#ARGV - 5) / 2
+if identities and redis.call('HGET', KEYS[2], 'format') == '1' then
+  redis.call('HSET', KEYS[2], 'format', '""" + str(IDENTITIES_FORMAT_VERSION) + r"""')
+end
 redis.call('HSET', KEYS[2], 'last_op_id', string.format('%d', op_id),
            'time', string.format('%d', ctime), 'inc', string.format('%d', inc))
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3] .. ' ' .. string.format('%d', first) .. ' ' .. count)
@@ -500,9 +507,10 @@ class RedisOplog(Oplog):
             raise OplogUnavailableError(f"{self._where}: Redis refused to open the oplog: {exc}") from None
         if kind not in (b"none", b"stream"):
             raise RxcsError(f"{self._where}: the key {stream!r} holds a {kind.decode()}, not a stream")
-        if version != str(FORMAT_VERSION).encode():
+        if version not in _READ_FORMAT_VERSIONS:
+            readable = ", ".join(known.decode() for known in _READ_FORMAT_VERSIONS)
             raise RxcsError(
-                f"{self._where}: oplog format version {version.decode() or '?'}, this rxcs reads {FORMAT_VERSION}"
+                f"{self._where}: oplog format version {version.decode() or '?'}, this rxcs reads {readable}"
             )
         self._oplog_id = uuid.UUID(hex=owner.decode())
         self._owner = owner

@@ -320,5 +320,6 @@ def test_operation_types_cover_producer_helpers(oplog: rxcs.Oplog) -> None:
         events = drain(stream, 4)
     assert [e.operation_type for e in events] == [Op.INSERT, Op.UPDATE, Op.REPLACE, Op.DELETE]
     update = events[1].to_document()["updateDescription"]
-    assert update == {"updatedFields": {"a": 1}, "removedFields": ["b"], "truncatedArrays": []}
+    assert update == {  # expanded events always list the ambiguous paths, as MongoDB's do: none here
+        "updatedFields": {"a": 1}, "removedFields": ["b"], "truncatedArrays": [], "disambiguatedPaths": {}}
     assert events[2].full_document == {"_id": 1, "c": 3}

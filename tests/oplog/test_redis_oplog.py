@@ -65,12 +65,30 @@ class TestOpen:
         with rxcs.open_oplog(stream_url) as oplog:
             assert isinstance(oplog, RedisOplog)
             assert oplog.stream == name
-            oplog.insert("shop", "users", {"_id": 1})
+            oplog.drop_database("gone")  # a database never seen: no collection UUID
             assert client.type(name) == b"stream"
             meta = client.hgetall(f"{{{name}}}:meta")
             assert meta[b"oplog_id"].decode() == oplog.oplog_id.hex
             assert (meta[b"format"], meta[b"last_op_id"]) == (b"1", b"1")
             assert key_slot(name.encode()) == key_slot(f"{{{name}}}:meta".encode())
+
+    def test_the_format_says_2_from_the_first_entry_with_a_collection_uuid(
+        self, stream_url: str, client: redis.Redis
+    ) -> None:
+        """format stays 1 (what earlier rxcs read) until an entry records a collection UUID, then 2; an
+        oplog of format 1 opens, and a format this rxcs does not know is refused, naming it."""
+        meta = f"{{{stream_name(stream_url)}}}:meta"
+        with rxcs.open_oplog(stream_url) as oplog:
+            oplog.drop_database("gone")
+            assert client.hget(meta, "format") == b"1"
+            oplog.insert("shop", "users", {"_id": 1})
+            assert client.hget(meta, "format") == b"2"
+        client.hset(meta, "format", "1")
+        with rxcs.open_oplog(stream_url) as oplog:
+            assert [entry.op for entry in oplog.read(0, 10)] == ["dropDatabase", "insert"]
+        client.hset(meta, "format", "3")
+        with pytest.raises(rxcs.RxcsError, match="format version 3, this rxcs reads 1, 2"):
+            rxcs.open_oplog(stream_url)
 
     def test_the_default_stream_is_rxcs(self, redis_server: RedisServer, client: redis.Redis) -> None:
         """A URL without ?stream= uses the stream "rxcs"; the constructor takes a client and a name."""
