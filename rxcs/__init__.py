@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from rxcs import capture, operators, query
+from rxcs import capture, documents, operators, query
+from rxcs.documents import (
+    ChangeStreamDocument,
+    NamespaceDocument,
+    ResumeTokenDocument,
+    TruncatedArrayDocument,
+    UpdateDescriptionDocument,
+)
 from rxcs.errors import (
     BufferOverflowError,
     CaptureError,
@@ -23,7 +30,7 @@ from rxcs.errors import (
     StreamClosedError,
 )
 from rxcs.events import ChangeEvent, ClusterTime, Namespace, OperationType, UpdateDescription
-from rxcs.oplog import Change, MemoryOplog, Oplog, OplogEntry, open_oplog
+from rxcs.oplog import Change, CollectionInfo, MemoryOplog, Oplog, OplogEntry, open_oplog
 from rxcs.plan import WatchOptions
 from rxcs.source import BEGINNING, oplog_entries
 from rxcs.stream import AsyncChangeStream, ChangeStream, ChangeStreamObservable, StreamStatistics, watch
@@ -37,9 +44,11 @@ __all__ = [
     "Change",
     "ChangeEvent",
     "ChangeStream",
+    "ChangeStreamDocument",
     "ChangeStreamHistoryLost",
     "ChangeStreamObservable",
     "ClusterTime",
+    "CollectionInfo",
     "EventTooLargeError",
     "InvalidChangeError",
     "InvalidLocationError",
@@ -48,6 +57,7 @@ __all__ = [
     "MemoryOplog",
     "MissingImageError",
     "Namespace",
+    "NamespaceDocument",
     "OperationType",
     "Oplog",
     "OplogClosedError",
@@ -58,12 +68,16 @@ __all__ = [
     "PipelineError",
     "QueryError",
     "ResumeToken",
+    "ResumeTokenDocument",
     "RxcsError",
     "StreamClosedError",
     "StreamStatistics",
+    "TruncatedArrayDocument",
     "UpdateDescription",
+    "UpdateDescriptionDocument",
     "WatchOptions",
     "capture",
+    "documents",
     "oplog_entries",
     "open_oplog",
     "operators",

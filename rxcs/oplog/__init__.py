@@ -8,10 +8,11 @@ from typing import Any
 
 from rxcs.errors import RxcsError
 from rxcs.oplog.base import Oplog, OplogCursor
+from rxcs.oplog.catalog import CollectionInfo
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.memory import MemoryOplog
 
-__all__ = ["Change", "MemoryOplog", "Oplog", "OplogCursor", "OplogEntry", "open_oplog"]
+__all__ = ["Change", "CollectionInfo", "MemoryOplog", "Oplog", "OplogCursor", "OplogEntry", "open_oplog"]
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
