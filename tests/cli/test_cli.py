@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -55,6 +56,23 @@ class TestWatch:
         assert result.returncode == 0, result.stderr
         (line,) = result.stdout.splitlines()
         assert json.loads(line)["ns"] == {"db": "shop", "coll": "users"}
+
+    def test_expanded_events_carry_the_collection_uuid_across_runs(self, oplog_dir: Path) -> None:
+        """--show-expanded-events prints collectionUUID as a $binary UUID, the same in every run and the one
+        the oplog's catalog holds; without the flag there is none."""
+        args = ["watch", str(oplog_dir), "--db", "shop", "--from-beginning", "--count", "3"]
+        runs = [run(*args, "--show-expanded-events") for _ in range(2)]
+        assert all(result.returncode == 0 for result in runs), runs[0].stderr
+        first, second = ([json.loads(line) for line in result.stdout.splitlines()] for result in runs)
+        assert first == second
+        identities = [line["collectionUUID"] for line in first]
+        assert all(identity["$binary"]["subType"] == "04" for identity in identities)
+        assert identities[0] == identities[1] != identities[2]  # users, users, orders
+        with rxcs.open_oplog(oplog_dir, readonly=True) as oplog:
+            users = oplog.collections()[rxcs.Namespace("shop", "users")].uuid
+        assert base64.b64decode(identities[0]["$binary"]["base64"]) == users.bytes
+        plain = run(*args)
+        assert not any("collectionUUID" in json.loads(line) for line in plain.stdout.splitlines())
 
     @pytest.mark.parametrize(
         ("args", "message"),
