@@ -176,6 +176,7 @@ class Steps:
         found = prefilter(
             stages.leading_matches if stages is not None else (),
             full_document=options.full_document, full_document_before_change=options.full_document_before_change,
+            show_expanded_events=options.show_expanded_events,
         )
         rule = scope_rule(options.db, options.collection)
         scope = None if options.db is None else (options.db, options.collection)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Final, final
 
 from rxcs.events import OperationType
+from rxcs.expanded import operation_description, update_description_document
 from rxcs.oplog.base import Sift
 from rxcs.oplog.codec import DATA_CHANGE_HEAD
 from rxcs.oplog.entry import OplogEntry
@@ -60,7 +61,11 @@ class Prefilter:
 
 
 def prefilter(
-    matches: Sequence[Match], *, full_document: str = "default", full_document_before_change: str = "off"
+    matches: Sequence[Match],
+    *,
+    full_document: str = "default",
+    full_document_before_change: str = "off",
+    show_expanded_events: bool = False,
 ) -> Prefilter:
     """The prefilter of a pipeline's leading ``$match`` stages, already compiled (``CompiledPipeline.leading_matches``).
 
@@ -73,7 +78,7 @@ def prefilter(
     """
     usable: list[tuple[Mapping[str, Any], Predicate, list[tuple[str, Getter]]]] = []
     for spec, predicate in matches:
-        getters = _entry_getters(spec, full_document, full_document_before_change)
+        getters = _entry_getters(spec, full_document, full_document_before_change, show_expanded_events)
         if getters is None:
             break
         usable.append((spec, predicate, getters))
@@ -82,7 +87,9 @@ def prefilter(
     filters = [_on_entries(predicate, getters) for _, predicate, getters in usable]
     check = filters[0] if len(filters) == 1 else (lambda entry: all(test(entry) for test in filters))
     groups = tuple(group for spec, _, _ in usable for group in _required_strings(spec))
-    key = (tuple(repr(spec) for spec, _, _ in usable), full_document, full_document_before_change)
+    key = (
+        tuple(repr(spec) for spec, _, _ in usable), full_document, full_document_before_change, show_expanded_events
+    )
     return Prefilter(check, len(usable), _sift(groups) if groups else None, key)
 
 _WITH_PRE_IMAGE: Final = frozenset({"update", "replace", "delete"})
@@ -128,24 +135,49 @@ def _before_change(mode: str) -> Getter | None:
     return None
 
 
-def _getters(full_document: str, full_document_before_change: str) -> dict[str, Getter | None]:
-    """How each event field is read from an entry under these image modes (None: it cannot be)."""
+def _update_description(expanded: bool) -> Getter:
+    def get(entry: OplogEntry) -> Any:
+        document = update_description_document(entry, expanded)
+        return MISSING if document is None else document
+
+    return get
+
+
+def _operation_description(expanded: bool) -> Getter:
+    def get(entry: OplogEntry) -> Any:
+        description = operation_description(entry, expanded)
+        return MISSING if description is None else description
+
+    return get
+
+
+def _getters(full_document: str, full_document_before_change: str, expanded: bool) -> dict[str, Getter | None]:
+    """How each event field is read from an entry under these modes (None: it cannot be).
+
+    ``updateDescription`` and ``operationDescription`` are read as
+    ``rxcs.expanded`` makes them for the event, with or without expanded
+    events, so the entry filter and the event agree.
+    """
     return {
         "operationType": lambda entry: entry.op,
         "ns": _ns,
         "clusterTime": lambda entry: entry.cluster_time,
         "documentKey": _optional("document_key"),
-        "updateDescription": _optional("update_description"),
+        "updateDescription": _update_description(expanded),
         "fullDocument": _full_document(full_document),
         "fullDocumentBeforeChange": _before_change(full_document_before_change),
         "to": _to,
-        "operationDescription": _optional("operation_description"),
+        "operationDescription": _operation_description(expanded),
         "txnNumber": _optional("txn_number"),
     }
 
 
 def entry_filter(
-    spec: Mapping[str, Any], *, full_document: str = "default", full_document_before_change: str = "off"
+    spec: Mapping[str, Any],
+    *,
+    full_document: str = "default",
+    full_document_before_change: str = "off",
+    show_expanded_events: bool = False,
 ) -> EntryFilter | None:
     """A predicate on entries equal to ``spec`` on their events' documents, or None.
 
@@ -165,7 +197,7 @@ def entry_filter(
         True
     """
     spec = rewrite_event_aliases(spec)
-    getters = _entry_getters(spec, full_document, full_document_before_change)
+    getters = _entry_getters(spec, full_document, full_document_before_change, show_expanded_events)
     return None if getters is None else _on_entries(compile_filter(spec), getters)
 
 
@@ -198,13 +230,13 @@ def _on_entries(predicate: Predicate, getters: list[tuple[str, Getter]]) -> Entr
 
 
 def _entry_getters(
-    spec: Mapping[str, Any], full_document: str, full_document_before_change: str
+    spec: Mapping[str, Any], full_document: str, full_document_before_change: str, expanded: bool
 ) -> list[tuple[str, Getter]] | None:
     """How to read from an entry each top-level field ``spec`` (aliases rewritten) reads; None if one cannot be."""
     fields = top_level_fields(spec)
     if fields is None:
         return None
-    available = _getters(full_document, full_document_before_change)
+    available = _getters(full_document, full_document_before_change, expanded)
     getters: list[tuple[str, Getter]] = []
     for name in sorted(fields):
         getter = available.get(name)
@@ -215,7 +247,11 @@ def _entry_getters(
 
 
 def leading_match_filter(
-    stages: Sequence[Mapping[str, Any]], *, full_document: str = "default", full_document_before_change: str = "off"
+    stages: Sequence[Mapping[str, Any]],
+    *,
+    full_document: str = "default",
+    full_document_before_change: str = "off",
+    show_expanded_events: bool = False,
 ) -> tuple[EntryFilter | None, int]:
     """The entry filter of a pipeline's leading ``$match`` stages, and how many stages it covers.
 
@@ -231,12 +267,17 @@ def leading_match_filter(
     found = prefilter(
         compile_pipeline(stages).leading_matches,
         full_document=full_document, full_document_before_change=full_document_before_change,
+        show_expanded_events=show_expanded_events,
     )
     return found.entry_filter, found.covered
 
 
 def leading_match_sift(
-    stages: Sequence[Mapping[str, Any]], *, full_document: str = "default", full_document_before_change: str = "off"
+    stages: Sequence[Mapping[str, Any]],
+    *,
+    full_document: str = "default",
+    full_document_before_change: str = "off",
+    show_expanded_events: bool = False,
 ) -> Sift | None:
     """A cursor's ``Sift`` for the strings the leading ``$match`` stages require, or None if they require none.
 
@@ -257,6 +298,7 @@ def leading_match_sift(
     return prefilter(
         compile_pipeline(stages).leading_matches,
         full_document=full_document, full_document_before_change=full_document_before_change,
+        show_expanded_events=show_expanded_events,
     ).sift
 
 

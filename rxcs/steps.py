@@ -232,7 +232,7 @@ def entry_converter(
             identity = entry.collection_uuid
             if op in described:
                 description = operation_description(entry, True)
-            elif update is not None:
+            if update is not None:
                 spelled = disambiguated_paths(entry)
         elif op is rename_op:
             description = None  # MongoDB describes a rename only in expanded events

@@ -38,11 +38,17 @@ def entries(draw: st.DrawFn) -> OplogEntry:
         document_key=draw(st.one_of(st.none(), st.fixed_dictionaries({"_id": st.integers(0, 3)}))),
         full_document=draw(documents),
         full_document_before_change=draw(documents),
-        update_description=draw(st.one_of(st.none(), st.just(
-            {"updatedFields": {"status": "paid"}, "removedFields": ["x"], "truncatedArrays": []}))),
+        update_description=draw(st.one_of(st.none(), st.sampled_from([
+            {"updatedFields": {"status": "paid"}, "removedFields": ["x"], "truncatedArrays": []},
+            {"updatedFields": {"a.b": 1, "c.0": 2}, "removedFields": [], "truncatedArrays": [],
+             "disambiguatedPaths": {"a.b": ["a.b"]}},
+        ]))),
         to=draw(st.one_of(st.none(), st.just(Namespace("shop", "archive")))),
-        operation_description=draw(st.one_of(st.none(), st.just({"indexes": [{"name": "a_1"}]}))),
+        operation_description=draw(st.one_of(st.none(), st.sampled_from([
+            {"indexes": [{"name": "a_1"}]}, {"dropTarget": True}, {"viewOn": "users", "pipeline": []}]))),
         txn_number=draw(st.one_of(st.none(), st.integers(0, 2))),
+        collection_uuid=draw(st.one_of(st.none(), st.just(uuid.UUID(int=3)))),
+        dropped=draw(st.one_of(st.none(), st.just(uuid.UUID(int=4)), st.just({"v": 2, "key": {"a": 1}}))),
     )
 
 
@@ -61,6 +67,12 @@ FILTERS: list[dict[str, Any]] = [
     {"updateDescription.updatedFields.status": "paid"},
     {"to.coll": "archive"},
     {"operationDescription.indexes.name": "a_1"},
+    {"operationDescription.indexes.key.a": 1},
+    {"operationDescription.to.coll": "archive"},
+    {"operationDescription.dropTarget": {"$exists": True}},
+    {"operationDescription.idIndex.name": "_id_"},
+    {"updateDescription.disambiguatedPaths": {"$exists": True}},
+    {"updateDescription.disambiguatedPaths": {"a.b": ["a.b"]}},
     {"txnNumber": {"$exists": True}},
     {"clusterTime": {"$gt": [2, 0]}},
     {"$or": [{"operationType": "delete"}, {"fullDocument.status": {"$in": ["new", None]}}]},
@@ -72,17 +84,22 @@ class TestEntryFilter:
     @settings(max_examples=300)
     @given(entry=entries())
     def test_agrees_with_the_event_document(self, entry: OplogEntry) -> None:
-        """For every entry, filter and image mode, the entry filter keeps exactly the entries whose event matches."""
+        """For every entry, filter, image mode and expanded or not, the entry filter keeps exactly the entries
+        whose event matches."""
         for full_document in ("default", "whenAvailable"):
             for before in ("off", "whenAvailable"):
-                event = entry_converter(OPLOG_ID, full_document, before, True, None)(entry)
-                assert event is not None
-                document = event.to_document()
-                for spec in FILTERS:
-                    check = entry_filter(spec, full_document=full_document, full_document_before_change=before)
-                    assert check is not None
-                    expected = compile_filter(rewrite_event_aliases(spec))(document)
-                    assert check(entry) == expected, (spec, full_document, before)
+                for expanded in (False, True):
+                    event = entry_converter(OPLOG_ID, full_document, before, expanded, None)(entry)
+                    if event is None:  # an expanded-only kind, in a stream without them
+                        assert not expanded
+                        continue
+                    document = event.to_document()
+                    for spec in FILTERS:
+                        check = entry_filter(spec, full_document=full_document, full_document_before_change=before,
+                                             show_expanded_events=expanded)
+                        assert check is not None
+                        expected = compile_filter(rewrite_event_aliases(spec))(document)
+                        assert check(entry) == expected, (spec, full_document, before, expanded)
 
     @pytest.mark.parametrize(
         ("spec", "full_document", "before"),

@@ -143,6 +143,21 @@ class TestRename:
         assert plain["to"] == {"db": "shop", "coll": "people"}
         assert "operationDescription" not in plain
 
+    def test_match_reads_the_description_the_event_has(self, oplog: rxcs.Oplog) -> None:
+        """$match on operationDescription or disambiguatedPaths (tested on entries before they become events)
+        sees them as the event shows them: expanded, or absent without expanded events."""
+        oplog.insert("shop", "users", {"_id": 1})
+        oplog.update("shop", "users", 1, updated_fields={"a.b": 1}, disambiguated_paths={"a.b": ["a.b"]})
+        oplog.rename_collection("shop", "users", "shop", "people", drop_target=True)
+        renamed = [{"$match": {"operationDescription.to.coll": "people"}}]
+        told = [{"$match": {"operationDescription.dropTarget": {"$exists": True}}}]
+        spelled = [{"$match": {"updateDescription.disambiguatedPaths": {"a.b": ["a.b"]}}}]
+        assert kinds(replay(oplog, pipeline=renamed)) == ["rename"]
+        assert kinds(replay(oplog, pipeline=told)) == ["rename"]
+        assert kinds(replay(oplog, pipeline=spelled)) == ["update"]
+        for pipeline in (renamed, told, spelled):
+            assert replay(oplog, pipeline=pipeline, show_expanded_events=False) == []
+
     def test_a_stream_on_the_target_gets_the_rename_then_invalidate(self, oplog: rxcs.Oplog) -> None:
         """A collection renamed onto a watched one ends that stream too: the rename, then an invalidate."""
         with rxcs.watch(oplog, "shop", "people").iterate() as stream:

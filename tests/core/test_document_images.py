@@ -201,11 +201,13 @@ class TestExpandedEvents:
         assert [e.operation_type for e in events] == [Op.CREATE, Op.CREATE_INDEXES, Op.MODIFY, Op.DROP_INDEXES,
                                                       Op.INSERT]
         docs = [e.to_document() for e in events]
-        assert docs[0]["operationDescription"] == {"capped": False}
+        # As MongoDB describes them: a collection's default _id index, the dropped index's version and key.
+        assert docs[0]["operationDescription"] == {"capped": False,
+                                                   "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}}
         assert docs[1]["operationDescription"] == {"indexes": [{"key": {"email": 1}, "unique": True,
                                                                 "name": "email_1"}]}
         assert docs[2]["operationDescription"] == {"index": {"name": "email_1", "hidden": True}}
-        assert docs[3]["operationDescription"] == {"indexes": [{"name": "email_1"}]}
+        assert docs[3]["operationDescription"] == {"indexes": [{"v": 2, "key": {"email": 1}, "name": "email_1"}]}
         assert all(doc["ns"] == {"db": "shop", "coll": "users"} for doc in docs)
         assert "operationDescription" not in docs[4]
 
