@@ -249,8 +249,10 @@ def entry_from_record(record: Any) -> OplogEntry:
             raise EntryDecodeError("entry record has a malformed rename target")
         record[_TO] = Namespace(*to)
     if size > _COLLECTION_UUID:
-        if record[_COLLECTION_UUID] is not None:
-            record[_COLLECTION_UUID] = _uuid(record[_COLLECTION_UUID])
+        raw = record[_COLLECTION_UUID]
+        if raw is not None:  # the cache first: one lookup for nearly every entry
+            known = _UUIDS.get(raw) if type(raw) is bytes else None
+            record[_COLLECTION_UUID] = known if known is not None else _uuid(raw)
         if size > _DROPPED and record[_DROPPED] is not None:
             record[_DROPPED] = _dropped(record[_DROPPED])
     # [op_id, time, inc, ...] becomes (op_id, ClusterTime(time, inc), ...): built in place, then padded.
