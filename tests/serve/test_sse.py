@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
@@ -42,6 +43,26 @@ class TestEventStream:
             assert set(frame.data["wallTime"]) == {"$date"}
         assert frames[0].data["fullDocument"] == {"_id": 1, "name": "Ada"}
         assert frames[1].data["updateDescription"]["updatedFields"] == {"name": "Ada L."}
+
+    def test_expanded_events_and_visibility_as_mongodb(self, serve: Callable[..., Served], oplog: rxcs.Oplog) -> None:
+        """show_expanded_events=true sends collectionUUID and the expanded descriptions; a deployment stream
+        leaves out the admin database and system.* collections."""
+        served = serve()
+        with sse(f"{served.url}/watch", show_expanded_events="true") as reader:
+            reader.frame()
+            oplog.insert("admin", "users", {"_id": 1})
+            oplog.insert("shop", "system.views", {"_id": 1})
+            oplog.create_collection("shop", "users")
+            oplog.rename_collection("shop", "users", "shop", "people")
+            created, renamed = reader.events(2)
+        users = oplog.collections()[rxcs.Namespace("shop", "people")].uuid
+        assert [created.event, renamed.event] == ["create", "rename"]
+        assert created.data["nsType"] == "collection"
+        assert created.data["operationDescription"]["idIndex"]["name"] == "_id_"
+        assert renamed.data["operationDescription"] == {"to": {"db": "shop", "coll": "people"}}
+        for frame in (created, renamed):
+            assert frame.data["collectionUUID"]["$binary"]["subType"] == "04"
+            assert base64.b64decode(frame.data["collectionUUID"]["$binary"]["base64"]) == users.bytes
 
     def test_scope_and_pipeline_narrow_the_stream(self, serve: Callable[..., Served], oplog: rxcs.Oplog) -> None:
         """db/collection and a JSON pipeline select events, as rxcs.watch() does."""
