@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -143,3 +146,37 @@ class TestEventsPage:
             (entry,) = oplog.read(0, 1)
         namespace["on_change"](rxcs.steps.entry_converter(oplog.oplog_id, "default", "off", True, None)(entry)
                                .to_document())
+
+
+class TestForMypyUsers:
+    def test_mypy_checks_code_written_against_the_document(self, tmp_path: Path) -> None:
+        """mypy --strict accepts code that reads the typed document's keys and names a misspelt one."""
+        good = tmp_path / "good.py"
+        good.write_text(textwrap.dedent("""
+            import rxcs
+
+
+            def changed(change: rxcs.ChangeStreamDocument) -> dict[str, object]:
+                if change["operationType"] == "update" and "updateDescription" in change:
+                    return change["updateDescription"]["updatedFields"]
+                return {}
+
+
+            def first(stream: rxcs.ChangeStream[rxcs.ChangeEvent]) -> rxcs.ChangeStreamDocument | None:
+                event = stream.try_next()
+                return None if event is None else event.to_document()
+        """))
+        bad = tmp_path / "bad.py"
+        bad.write_text(textwrap.dedent("""
+            import rxcs
+
+
+            def kind(change: rxcs.ChangeStreamDocument) -> str:
+                return change["operationTyp"]
+        """))
+        mypy = [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--no-error-summary"]
+        passed = subprocess.run([*mypy, str(good)], capture_output=True, text=True, timeout=300, check=False)
+        assert passed.returncode == 0, passed.stdout
+        failed = subprocess.run([*mypy, str(bad)], capture_output=True, text=True, timeout=300, check=False)
+        assert failed.returncode == 1
+        assert 'TypedDict "ChangeStreamDocument" has no key "operationTyp"' in failed.stdout
