@@ -541,6 +541,29 @@ class TestFaults:
         finally:
             server.stop()
 
+    def test_the_catalog_survives_a_killed_server_and_a_trim(self, tmp_path: Path) -> None:
+        """kill -9 of an appendonly Redis, a restart and a trim of every entry of a collection: its next change
+        records the UUID it had, and a dropped index still says its key."""
+        server = RedisServer(tmp_path / "redis", appendonly=True)
+        server.start()
+        url = f"{server.url}?stream=catalog"
+        try:
+            with rxcs.open_oplog(url) as oplog:
+                users = oplog.read(oplog.create_collection("shop", "users") - 1, 1)[0].collection_uuid
+                oplog.create_index("shop", "users", {"key": {"email": 1}})
+                oplog.append_many([rxcs.Change.insert("shop", "orders", {"_id": i}) for i in range(20)])
+            server.kill()
+            server.restart()
+            with rxcs.open_oplog(url) as oplog:
+                assert oplog.trim(before_op_id=oplog.last_op_id) > 2
+                assert oplog.first_op_id > 2
+                again = oplog.read(oplog.insert("shop", "users", {"_id": 1}) - 1, 1)[0].collection_uuid
+                assert again == users is not None
+                dropped = oplog.read(oplog.drop_index("shop", "users", "email_1") - 1, 1)[0].dropped
+                assert dropped == {"v": 2, "key": {"email": 1}}
+        finally:
+            server.stop()
+
     def test_a_server_that_comes_back_empty_is_history_lost(self, tmp_path: Path) -> None:
         """A restart without persistence loses the oplog: the tail says so, and appends refuse to start anew."""
         server = RedisServer(tmp_path / "redis", appendonly=False)
