@@ -224,9 +224,21 @@ class Change(NamedTuple):
     def create_collection(
         cls, db: str, coll: str, options: Document | None = None
     ) -> Change:
-        """A created collection (an expanded event)."""
+        """A created collection (an expanded event).
+
+        ``options`` are MongoDB's ``create`` options: ``{"viewOn": "users",
+        "pipeline": [...]}`` makes a view, ``{"timeseries": {...}}`` a
+        time-series collection (the event's ``nsType``).
+        """
         _check_ns(db, coll)
         description = {} if options is None else _check_document(options, "options")
+        view_on = description.get("viewOn")
+        if view_on is not None and (not isinstance(view_on, str) or not view_on):
+            raise InvalidChangeError(f"options.viewOn: expected the name of a collection, got {view_on!r}")
+        if "pipeline" in description and not isinstance(description["pipeline"], list):
+            raise InvalidChangeError(f"options.pipeline: expected a list of stages, got {description['pipeline']!r}")
+        if "timeseries" in description and not isinstance(description["timeseries"], Mapping):
+            raise InvalidChangeError(f"options.timeseries: expected a document, got {description['timeseries']!r}")
         return cls(OperationType.CREATE, db, coll, operation_description=description)
 
     @classmethod
