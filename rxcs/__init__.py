@@ -1,7 +1,5 @@
 """rxcs: real-time change streams over a durable oplog, as ReactiveX observables."""
 
-from __future__ import annotations
-
 from rxcs import capture, documents, operators, query
 from rxcs.documents import (
     ChangeStreamDocument,

@@ -149,3 +149,6 @@ def __getattr__(name: str) -> Any:  # the classes, for type annotations, without
     if name in ("SqliteCapture", "SqliteCaptureStatistics"):
         return getattr(importlib.import_module("rxcs.capture._sqlite"), name)
     raise AttributeError(name)
+
+
+del annotations  # the __future__ import binds this name; it is not part of the package

@@ -6,8 +6,6 @@ with ``Last-Event-ID``), ``GET /ws/watch`` (WebSocket), ``GET /oplog``
 (the oplog's range as JSON) and ``GET /`` (a page showing events live).
 """
 
-from __future__ import annotations
-
 from rxcs.http._app import ChangeStreamApp, ServerStatistics, create_app
 from rxcs.http._server import ChangeStreamServer, serve
 

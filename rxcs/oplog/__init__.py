@@ -1,7 +1,5 @@
 """The operation log: entries, the ``Oplog`` contract and its backends."""
 
-from __future__ import annotations
-
 import importlib
 from pathlib import Path
 from typing import Any

@@ -245,3 +245,6 @@ def _which(event_id: Any) -> str:
         return f"the event of op_id {ResumeToken.parse(event_id).op_id}"
     except (ValueError, TypeError):
         return f"the document with _id {event_id!r}"
+
+
+del annotations  # the __future__ import binds this name; it is not part of the package

@@ -7,8 +7,6 @@ the filter. ``compile_expression`` compiles aggregation expressions (used by
 type order so other modules compare values the way MongoDB does.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from typing import Any, Final
 
