@@ -24,7 +24,7 @@ import asyncio
 import collections
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -259,6 +259,40 @@ class ChangeStreamObservable(reactivex.Observable[EventT_co]):
     def aiterate(self) -> AsyncChangeStream[EventT_co]:
         """Start the stream now and return an ``AsyncChangeStream`` for ``async for``."""
         return AsyncChangeStream(self)
+
+    def __iter__(self) -> Iterator[EventT_co]:
+        """``for event in rxcs.watch(...)``: the events, one at a time, as PyMongo's ``for change in coll.watch()``.
+
+        The stream starts at ``iter()`` (the start of the loop) and is closed
+        when the loop ends: at a ``break``, an exception, or the stream's end.
+        Hold it with ``iterate()`` for ``next(timeout=)``, ``try_next()`` and
+        ``resume_token``. (A reactivex Observable is otherwise not iterable.)
+
+        Examples:
+            >>> import rxcs
+            >>> oplog = rxcs.open_oplog(":memory:")
+            >>> _ = oplog.insert("shop", "users", {"_id": 1})
+            >>> for event in rxcs.watch(oplog, start_at_operation_time=rxcs.BEGINNING):
+            ...     print(event.operation_type, event.document_key)
+            ...     break
+            insert {'_id': 1}
+        """
+        return _events_of(self.iterate())
+
+    def __aiter__(self) -> AsyncIterator[EventT_co]:
+        """``async for event in rxcs.watch(...)``: as ``__iter__``, with ``aiterate()``."""
+        return _async_events_of(self.aiterate())
+
+
+def _events_of(stream: ChangeStream[EventT_co]) -> Iterator[EventT_co]:
+    with stream:
+        yield from stream
+
+
+async def _async_events_of(stream: AsyncChangeStream[EventT_co]) -> AsyncIterator[EventT_co]:
+    async with stream:
+        async for event in stream:
+            yield event
 
 
 def _ignore(_item: Any) -> None:

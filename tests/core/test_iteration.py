@@ -11,7 +11,7 @@ import pytest
 
 import rxcs
 
-from .conftest import rxcs_threads
+from .conftest import eventually, rxcs_threads
 
 
 class TestChangeStream:
@@ -206,3 +206,44 @@ class TestAsyncChangeStream:
             return seen
 
         assert asyncio.run(scenario()) == list(range(2000))
+
+
+class TestForLoopOverWatch:
+    def test_for_over_watch_gives_events_and_closes_at_break(self, memory_oplog: rxcs.Oplog) -> None:
+        """`for event in rxcs.watch(...)` yields ChangeEvents (not Observables) in order; a break closes the stream."""
+        for i in range(3):
+            memory_oplog.insert("shop", "users", {"_id": i})
+        # drop_newest: events come through the oplog's tailer thread, which stops once no stream is left
+        stream = rxcs.watch(memory_oplog, "shop", start_at_operation_time=rxcs.BEGINNING, overflow="drop_newest")
+        seen = []
+        for event in stream:
+            assert isinstance(event, rxcs.ChangeEvent)
+            seen.append(event.document_key["_id"])
+            if len(seen) == 2:
+                assert rxcs_threads()
+                break
+        assert seen == [0, 1]
+        assert eventually(lambda: not rxcs_threads())
+
+    def test_iteration_starts_at_iter_like_subscribe(self, memory_oplog: rxcs.Oplog) -> None:
+        """A stream without a start option starts when iteration starts: what was appended before is not seen."""
+        memory_oplog.insert("shop", "users", {"_id": "before"})
+        events = iter(rxcs.watch(memory_oplog, "shop"))
+        memory_oplog.insert("shop", "users", {"_id": "after"})
+        assert next(events).document_key == {"_id": "after"}
+        events.close()
+
+    def test_async_for_over_watch_gives_events(self, memory_oplog: rxcs.Oplog) -> None:
+        """`async for event in rxcs.watch(...)` yields ChangeEvents too."""
+
+        async def first_two() -> list[Any]:
+            memory_oplog.insert("shop", "users", {"_id": 1})
+            memory_oplog.insert("shop", "users", {"_id": 2})
+            found = []
+            async for event in rxcs.watch(memory_oplog, start_at_operation_time=rxcs.BEGINNING):
+                found.append(event.document_key)
+                if len(found) == 2:
+                    break
+            return found
+
+        assert asyncio.run(first_two()) == [{"_id": 1}, {"_id": 2}]
