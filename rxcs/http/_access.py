@@ -82,13 +82,20 @@ class AccessPolicy:
         self.page_key = secrets.token_urlsafe(24)
         """The key the page hands its scripts: proof that a request comes from this server's own page."""
 
+    def host_refusal(self, connection: HTTPConnection) -> Refusal | None:
+        """Why this server does not answer for the request's ``Host`` (the page as well as the API), or None."""
+        if self._hosts is not None:
+            host = host_name(connection.headers.get("host", ""))
+            if host not in self._hosts:
+                return Refusal(421, "host_not_allowed", f"this server does not answer for host {host!r}")
+        return None
+
     def refusal(self, connection: HTTPConnection) -> Refusal | None:
         """Why this request may not use the API, or None when it may."""
         headers = connection.headers
-        if self._hosts is not None:
-            host = host_name(headers.get("host", ""))
-            if host not in self._hosts:
-                return Refusal(421, "host_not_allowed", f"this server does not answer for host {host!r}")
+        refused = self.host_refusal(connection)
+        if refused is not None:
+            return refused
         if self._token is not None and not self._has_token(connection):
             return Refusal(
                 401, "unauthorized",

@@ -487,18 +487,34 @@ class ChangeStreamApp(Starlette):
 
     # -- endpoints -----------------------------------------------------------------------
 
+    def _host_refusal(self, connection: HTTPConnection) -> Refusal | None:
+        """The page answers only for this server's names, as the API does (a rebinding page gets nothing)."""
+        refusal = self.access.host_refusal(connection)
+        if refusal is not None:
+            self._refused += 1
+        return refusal
+
     async def _page(self, request: Request) -> Response:
+        refusal = self._host_refusal(request)
+        if refusal is not None:
+            return refusal.response()
         return HTMLResponse(
             self._page_html, headers={"content-security-policy": PAGE_POLICY, "cache-control": "no-cache"}
         )
 
     async def _page_script(self, request: Request) -> Response:
+        refusal = self._host_refusal(request)
+        if refusal is not None:
+            return refusal.response()
         return Response(
             self._page_assets["page.js"], media_type="text/javascript; charset=utf-8",
             headers={"cache-control": "no-cache"},
         )
 
     async def _page_style(self, request: Request) -> Response:
+        refusal = self._host_refusal(request)
+        if refusal is not None:
+            return refusal.response()
         return Response(
             self._page_assets["page.css"], media_type="text/css; charset=utf-8", headers={"cache-control": "no-cache"}
         )

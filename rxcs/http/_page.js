@@ -16,8 +16,8 @@ function showBanner(text) { banner.textContent = text; banner.classList.toggle("
 function describe(change) {
   if (change.updateDescription) {
     const d = change.updateDescription, parts = {};
-    if (Object.keys(d.updatedFields || {}).length) parts.set = d.updatedFields;
-    if ((d.removedFields || []).length) parts.unset = d.removedFields;
+    if (Object.keys(d.updatedFields || {}).length) parts.$set = d.updatedFields;
+    if ((d.removedFields || []).length) parts.$unset = Object.fromEntries(d.removedFields.map((f) => [f, ""]));
     return parts;
   }
   return change.fullDocument ?? change.to ?? change.operationDescription ?? "";

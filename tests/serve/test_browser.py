@@ -89,6 +89,8 @@ class TestLivePage:
         assert [row.split("\t")[1].strip() for row in rows] == [
             "drop", "delete", "replace", "update", "insert", "insert",
         ]
+        assert '"$set"' in rows[3]
+        assert "paid" in rows[3]
         colour = "(op) => getComputedStyle(document.querySelector('.op-' + op)).backgroundColor"
         colours = {op: page.evaluate(colour, op) for op in ("insert", "update", "delete")}
         assert len(set(colours.values())) == 3, colours
@@ -109,6 +111,8 @@ class TestLivePage:
             oplog.insert("shop", "users", {"_id": i, "name": f"user{i}", "email": f"user{i}@example.org"})
         oplog.update("shop", "users", 3, updated_fields={"email": "ada@example.org"}, removed_fields=["name"])
         expect(page.locator("#events tr")).to_have_count(14)
+        assert '"$unset"' in _rows(page)[0]
+        assert '"$set"' in _rows(page)[0]
         page.wait_for_timeout(1300)  # let the fresh-row highlight fade before the picture
         screenshot = tmp_path / "rxcs-live-page.png"
         page.screenshot(path=str(screenshot), full_page=True)

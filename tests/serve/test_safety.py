@@ -112,6 +112,16 @@ class TestHosts:
         named = get(f"{served.url}/oplog", headers={"Host": "localhost:1"}, timeout=10)
         assert named.status_code == 200
 
+    def test_the_live_page_checks_the_host_as_the_api_does(self, serve: Callable[..., Served]) -> None:
+        """The page and its script and style answer only for the allowed names: a rebound name gets 421 there too."""
+        served = serve(allowed_hosts=["localhost", "127.0.0.1", "::1"])
+        for path in ("/", "/page.js", "/page.css"):
+            refused = get(f"{served.url}{path}", headers={"Host": "attacker.example:8765"}, timeout=10)
+            assert refused.status_code == 421, path
+            assert refused.json()["error"] == "host_not_allowed"
+            assert "<html" not in refused.text.lower()  # none of the page itself
+            assert get(f"{served.url}{path}", timeout=10).status_code == 200
+
 
 class TestWatcherCap:
     def test_watchers_beyond_the_cap_get_503(self, serve: Callable[..., Served], oplog: rxcs.Oplog) -> None:
