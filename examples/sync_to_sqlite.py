@@ -3,7 +3,9 @@
 A worker process mirrors the collection shop.users into SQLite. It commits
 each event's effect and the event's resume token in one transaction, so
 when it is killed (even with SIGKILL) and restarted, it resumes from the
-last committed token: every change applied once, none lost.
+last committed token: every change applied once, none lost. Documents hold
+datetimes, so the store keeps them as Extended JSON (rxcs.extjson), which
+gives them back as datetimes; plain json.dumps would refuse them.
 
 Run the whole story (a producer, a worker killed mid-stream, a restart):
     python examples/sync_to_sqlite.py
@@ -14,7 +16,6 @@ Run only a worker:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sqlite3
@@ -22,10 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import rxcs
+from rxcs import extjson
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def open_store(path: Path) -> sqlite3.Connection:
@@ -39,14 +44,14 @@ def open_store(path: Path) -> sqlite3.Connection:
 def apply(store: sqlite3.Connection, event: rxcs.ChangeEvent) -> None:
     key = event.document_key["_id"] if event.document_key else None
     if event.operation_type in ("insert", "replace") and event.full_document is not None:
-        store.execute("INSERT OR REPLACE INTO users VALUES (?, ?)", (key, json.dumps(event.full_document)))
+        store.execute("INSERT OR REPLACE INTO users VALUES (?, ?)", (key, extjson.dumps(event.full_document)))
     elif event.operation_type == "update" and event.update_description is not None:
         row = store.execute("SELECT body FROM users WHERE id = ?", (key,)).fetchone()
-        document = json.loads(row[0]) if row else {"_id": key}
+        document = extjson.loads(row[0]) if row else {"_id": key}
         document.update(event.update_description.updated_fields)
         for path in event.update_description.removed_fields:
             document.pop(path, None)
-        store.execute("INSERT OR REPLACE INTO users VALUES (?, ?)", (key, json.dumps(document)))
+        store.execute("INSERT OR REPLACE INTO users VALUES (?, ?)", (key, extjson.dumps(document)))
     elif event.operation_type == "delete":
         store.execute("DELETE FROM users WHERE id = ?", (key,))
 
@@ -78,22 +83,22 @@ def produce(oplog: rxcs.Oplog, n: int) -> dict[int, dict[str, Any]]:
     for i in range(n):
         key = i % 50
         if key not in state:
-            document = {"_id": key, "name": f"user{key}", "visits": 0}
+            document = {"_id": key, "name": f"user{key}", "visits": 0, "joined": START + timedelta(minutes=i)}
             oplog.insert("shop", "users", document)
             state[key] = document
         elif i % 7 == 0:
             oplog.delete("shop", "users", key)
             del state[key]
         else:
-            visits = state[key]["visits"] + 1
-            oplog.update("shop", "users", key, updated_fields={"visits": visits})
-            state[key] = {**state[key], "visits": visits}
+            changed = {"visits": state[key]["visits"] + 1, "last_visit": START + timedelta(minutes=i)}
+            oplog.update("shop", "users", key, updated_fields=changed)
+            state[key] = {**state[key], **changed}
     return state
 
 
 def mirrored(db_file: Path) -> dict[int, dict[str, Any]]:
     store = open_store(db_file)
-    return {row[0]: json.loads(row[1]) for row in store.execute("SELECT id, body FROM users")}
+    return {row[0]: extjson.loads(row[1]) for row in store.execute("SELECT id, body FROM users")}
 
 
 def main() -> bool:
