@@ -1,9 +1,11 @@
 """The ``rxcs`` command: a live demo, ``watch`` for any oplog, ``serve`` over HTTP, and oplog maintenance.
 
 Bad arguments, malformed JSON, a bad filter or token exit with status 2 and
-one line on stderr. The ``oplog`` commands exit 0 when all is well, 1 when
-they find damage or fail, 2 on bad usage and 3 when another process holds
-the oplog's writer lock, with one line ``rxcs oplog <action>: ...``. Events
+one line on stderr; ``rxcs`` alone prints its usage. ``rxcs watch`` exits 1
+when its stream fails (history lost, the oplog damaged or unreachable). The
+``oplog`` commands exit 0 when all is well, 1 when they find damage or fail,
+2 on bad usage and 3 when another process holds the oplog's writer lock,
+with one line ``rxcs oplog <action>: ...``. Events
 go to stdout, one flushed line each; logs go to stderr through structlog
 (console on a terminal, JSON with ``--log-json``).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib.metadata
 import io
 import json
 import logging
@@ -33,7 +36,13 @@ import structlog
 
 import rxcs
 from rxcs import extjson
-from rxcs.errors import OplogCorruptedError, OplogLockedError, OplogUnavailableError, RxcsError
+from rxcs.errors import (
+    ChangeStreamHistoryLost,
+    OplogCorruptedError,
+    OplogLockedError,
+    OplogUnavailableError,
+    RxcsError,
+)
 from rxcs.events import ChangeEvent
 from rxcs.plan import WatchOptions
 from rxcs.stream import watch_with
@@ -53,19 +62,32 @@ class UsageError(Exception):
     """Bad input from the command line: reported in one line, exit status 2."""
 
 
+class CommandFailed(Exception):
+    """The command could not do its work (history lost, the oplog damaged or unreachable): one line, exit status 1."""
+
+
+# Errors that say the oplog or the stream's history cannot be had, not that the command line was wrong.
+_FAILURES = (ChangeStreamHistoryLost, OplogCorruptedError, OplogUnavailableError)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
+_SUBCOMMANDS = {"oplog": "action", "capture": "source"}  # commands that need one more word, and its dest
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rxcs", description="Change streams over a durable oplog.")
+    parser.add_argument("--version", action="version", version=f"rxcs {importlib.metadata.version('rxcs')}")
     parser.add_argument("--log-json", action="store_true", help="log as JSON lines on stderr")
     parser.add_argument(
         "--log-level", default=None, choices=["debug", "info", "warning", "error"],
         help="default: warning (error for the oplog commands, which report in their own lines)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.set_defaults(usage_of=parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     demo = commands.add_parser("demo", help="a simulated shop writing to a temporary oplog, watched live")
     demo.add_argument("--count", type=int, default=None, help="stop after N events (default: until Ctrl-C)")
@@ -75,24 +97,35 @@ def _build_parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser("watch", help="print the change events of an oplog as they happen")
     watch.add_argument("location", help="oplog directory, or redis://host:port/db?stream=NAME")
-    watch.add_argument("--db")
-    watch.add_argument("--collection")
+    watch.add_argument("--db", help="watch this database only (default: the whole deployment)")
+    watch.add_argument("--collection", help="watch this collection of --db only")
     filters = watch.add_mutually_exclusive_group()
     filters.add_argument("--match", metavar="JSON", help="a MongoDB filter on the event document")
     filters.add_argument("--pipeline", metavar="JSON", help="a list of aggregation stages")
     start = watch.add_mutually_exclusive_group()
-    start.add_argument("--resume-after", metavar="TOKEN")
-    start.add_argument("--start-after", metavar="TOKEN")
+    start.add_argument("--resume-after", metavar="TOKEN", help="start after the event of this resume token")
+    start.add_argument(
+        "--start-after", metavar="TOKEN", help="as --resume-after, and also after an invalidate event's token"
+    )
     start.add_argument("--from-beginning", action="store_true", help="replay everything retained first")
     watch.add_argument("--resume-file", metavar="FILE", help="save the token after every event; resume from it")
-    watch.add_argument("--full-document", default="default", choices=sorted(rxcs.operators.FULL_DOCUMENT_MODES))
     watch.add_argument(
-        "--full-document-before-change", default="off",
-        choices=sorted(rxcs.operators.FULL_DOCUMENT_BEFORE_CHANGE_MODES),
+        "--full-document", default="default", choices=sorted(rxcs.operators.FULL_DOCUMENT_MODES), metavar="MODE",
+        help="the document an update event carries: %(choices)s (default: %(default)s, none)",
     )
-    watch.add_argument("--show-expanded-events", action="store_true")
-    watch.add_argument("--format", choices=["jsonl", "pretty"], default="jsonl")
-    watch.add_argument("--count", type=int, default=None, help="exit after N events")
+    watch.add_argument(
+        "--full-document-before-change", default="off", metavar="MODE",
+        choices=sorted(rxcs.operators.FULL_DOCUMENT_BEFORE_CHANGE_MODES),
+        help="the document before an update, replace or delete: %(choices)s (default: %(default)s)",
+    )
+    watch.add_argument(
+        "--show-expanded-events", action="store_true", help="also show create, createIndexes and dropIndexes events"
+    )
+    watch.add_argument(
+        "--format", choices=["jsonl", "pretty"], default="jsonl",
+        help="jsonl: one event per line (default); pretty: indented",
+    )
+    watch.add_argument("--count", type=int, default=None, metavar="N", help="exit after N events")
 
     serve = commands.add_parser(
         "serve", help="serve change streams over HTTP: Server-Sent Events, WebSocket and a live page"
@@ -110,7 +143,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-watchers", type=int, default=256, help="streams served at once (default 256)")
 
     oplog = commands.add_parser("oplog", help="inspect and maintain an oplog (a directory or a Redis URL)")
-    actions = oplog.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    oplog.set_defaults(usage_of=oplog)
+    actions = oplog.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     where = "oplog directory, or redis://host:port/db?stream=NAME"
     info = actions.add_parser("info", help="op_id range, size, identity (and segments for a directory)")
     info.add_argument("location", help=where)
@@ -140,7 +174,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _capture_parser(commands: Any) -> None:
     capture = commands.add_parser("capture", help="record the changes a PostgreSQL or SQLite database commits")
-    sources = capture.add_subparsers(dest="source", required=True, parser_class=_Parser)
+    capture.set_defaults(usage_of=capture)
+    sources = capture.add_subparsers(dest="source", metavar="SOURCE", parser_class=_Parser)
     oplog_help = "oplog directory (created when missing), or redis://host:port/db?stream=NAME"
     postgres = sources.add_parser("postgres", help="logical decoding (pgoutput): snapshot, then stream")
     postgres.add_argument("dsn", help="libpq connection string or URL (postgresql://user@host/db)")
@@ -194,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     try:
         args = _build_parser().parse_args(argv)
+        if args.command is None or getattr(args, _SUBCOMMANDS.get(args.command, "command")) is None:
+            sys.stderr.write(args.usage_of.format_help())  # what may follow: the help of the command given so far
+            return USAGE_ERROR
         level = args.log_level or ("error" if args.command == "oplog" else "warning")
         _configure_logging(as_json=args.log_json, level=level)
         if args.command == "demo":
@@ -208,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         _say(f"rxcs: error: {exc}", sys.stderr)
         return USAGE_ERROR
+    except CommandFailed as exc:
+        _say(f"rxcs {args.command}: {exc}", sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # the reader of stdout went away (`rxcs watch ... | head`): end quietly
@@ -264,8 +305,10 @@ def _silence_stdout() -> None:
 def _parse_json(text: str, option: str) -> Any:
     try:
         return extjson.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise UsageError(f"{option}: not valid JSON ({exc})") from None
+    except ValueError as exc:  # valid JSON, but an Extended JSON value in it is not (a bad $date...)
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _watch_options(args: argparse.Namespace, oplog_id: uuid.UUID) -> WatchOptions:
@@ -390,6 +433,8 @@ def _watch(args: argparse.Namespace) -> int:
         options = _watch_options(args, oplog.oplog_id)
         try:
             stream = watch_with(oplog, options).iterate()
+        except _FAILURES as exc:
+            raise CommandFailed(f"{type(exc).__name__}: {exc}") from None
         except RxcsError as exc:
             raise UsageError(str(exc)) from None
         printed = 0
@@ -439,11 +484,18 @@ def _checked_location(location: str) -> str:
 
 
 def _open_oplog(location: str, *, readonly: bool) -> rxcs.Oplog:
-    """A FileOplog directory (readonly unless writing) or a Redis URL; failing to open is a usage error."""
+    """A FileOplog directory (readonly unless writing) or a Redis URL.
+
+    No oplog there is a usage error; a damaged or unreachable one a failure. The message names the
+    location once: the oplog's own errors mostly name it already.
+    """
     try:
         return _open(location, readonly=readonly)
     except RxcsError as exc:
-        raise UsageError(f"{location}: {exc}") from None
+        message = str(exc) if location in str(exc) else f"{location}: {exc}"
+        if isinstance(exc, _FAILURES):
+            raise CommandFailed(f"{type(exc).__name__}: {message}") from None
+        raise UsageError(message) from None
 
 
 def _open(location: str, *, readonly: bool) -> rxcs.Oplog:
@@ -837,7 +889,7 @@ def _demo(args: argparse.Namespace) -> int:
                 finally:
                     stop.set()
                     producer.join()
-            out.write(f"rxcs demo: {shown} events; resume token {stream.resume_token}\n")
+            out.write(f"rxcs demo: {shown} events (the temporary oplog is deleted)\n")
             out.flush()
     return 0
 
@@ -855,8 +907,11 @@ def _demo_line(event: ChangeEvent, color: bool) -> str:
     kind = str(event.operation_type)
     clock = event.wall_time.strftime("%H:%M:%S.%f")[:-3]
     detail: Any
-    if event.update_description is not None:
-        detail = {"set": event.update_description.updated_fields}
+    if event.update_description is not None:  # the change as an update document would write it
+        update = event.update_description
+        detail = {"$set": update.updated_fields} if update.updated_fields else {}
+        if update.removed_fields:
+            detail["$unset"] = dict.fromkeys(update.removed_fields, "")
     elif event.full_document is not None:
         detail = event.full_document
     elif event.to is not None:

@@ -85,7 +85,10 @@ def _from_wrapper(document: dict[str, Any]) -> Any:
     ((key, value),) = document.items()
     try:
         return _unwrap(key, value, document)
-    except (KeyError, TypeError, OverflowError, OSError, re.error) as exc:  # ValueErrors pass as they are
+    except ValueError as exc:  # valid JSON, a bad wrapped value: name the wrapper and the value
+        message = str(exc)
+        raise ValueError(message if message.startswith(key) else f"{key}: {value!r} is not valid ({message})") from None
+    except (KeyError, TypeError, OverflowError, OSError, re.error) as exc:
         raise ValueError(f"bad {key}: {exc!r}") from None
 
 

@@ -138,9 +138,9 @@ class WatchOptions:
 
     @property
     def description(self) -> str:
-        """The stream's namespace as logs name it: ``*``, ``db`` or ``db.collection``."""
+        """The stream's namespace as logs and errors name it: ``the whole deployment``, ``db`` or ``db.collection``."""
         if self.db is None:
-            return "*"
+            return "the whole deployment"
         return self.db if self.collection is None else f"{self.db}.{self.collection}"
 
 
@@ -250,7 +250,7 @@ class StreamPlan:
                 start_after=options.start_after is not None,
             )
         except (ChangeStreamHistoryLost, InvalidResumeToken) as exc:
-            raise type(exc)(f"{options.description}: {exc}") from None
+            raise type(exc)(f"watching {options.description}: {exc}") from None
 
 
 def _stepper(
