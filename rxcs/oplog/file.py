@@ -52,6 +52,7 @@ from rxcs.oplog.catalog import Catalog, CatalogDamaged, CollectionInfo
 from rxcs.oplog.check import RepairPlan, RepairStep, plan_repair, verify_directory
 from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
+from rxcs.oplog.retention import Retention, RetentionStatistics, SegmentKeeper
 from rxcs.oplog.segments import (
     CONTINUES,
     FRAME_HEADER,
@@ -139,8 +140,9 @@ class FileOplog(Oplog):
     before it returns, so a killed process loses nothing, and fsynced within
     a few milliseconds, one fsync for many appends) or ``"none"`` (the OS
     decides). ``readonly=True`` refuses writes. Retention: ``retain_bytes``,
-    ``retain_entries``, ``retain_age`` (seconds or timedelta), applied by the
-    writer whenever it starts a new segment; ``trim()`` on demand.
+    ``retain_entries``, ``retain_age`` (seconds or timedelta), each a floor
+    ("at least this much is kept"), enforced continuously by the writer in
+    whole segments (``rxcs.oplog.retention``); ``trim()`` on demand.
 
     Examples:
         >>> import tempfile, rxcs
@@ -181,6 +183,8 @@ class FileOplog(Oplog):
         self._retain_bytes = retain_bytes
         self._retain_entries = retain_entries
         self._retain_age = age
+        self._retention = Retention(retain_entries, retain_bytes, age)
+        self._keeper: SegmentKeeper | None = None  # started with the writer, when a limit is set
         self._lock = threading.RLock()
         self._appended = threading.Condition(self._lock)
         self._closed = False
@@ -321,6 +325,8 @@ class FileOplog(Oplog):
             self._last_op_id = first + len(frames) - 1
             catalog.commit(self._last_op_id)
             self._appended.notify_all()
+            if self._keeper is not None:
+                self._keeper.appended_at(self._last_op_id, self._active_size)
         self._poke()
         return list(range(first, first + len(frames)))
 
@@ -391,6 +397,8 @@ class FileOplog(Oplog):
         if flusher is not None:
             self._flush_wanted.set()
             flusher.join()
+        if self._keeper is not None:
+            self._keeper.close()
         with self._lock:
             # Waiters in select() were poked awake; their descriptors close once they are out.
             deadline = time.monotonic() + 5
@@ -430,6 +438,9 @@ class FileOplog(Oplog):
         except BaseException:
             self._stop_writing()
             raise
+        if self._retention.active and self._keeper is None:
+            self._keeper = SegmentKeeper(self, self._retention, str(self._dir))
+            self._keeper.appended()  # what is already beyond the limits goes now
 
     # -- the collection catalog ----------------------------------------------------------------
 
@@ -748,18 +759,52 @@ class FileOplog(Oplog):
         self._start_segment(first)
         self._rolled += 1
         log.info("oplog segment started", path=str(self._dir), first_op_id=first)
-        self._apply_retention()
+        if self._keeper is not None:
+            self._keeper.appended()  # a finished segment may now be beyond a limit
 
-    def _apply_retention(self) -> None:
-        keep_from = 0
-        if self._retain_entries is not None:
-            keep_from = max(keep_from, self._last_op_id + 1 - self._retain_entries)
-        if self._retain_bytes is not None:
-            keep_from = max(keep_from, self._op_id_keeping_bytes(self._retain_bytes))
-        if self._retain_age is not None:
-            keep_from = max(keep_from, self._op_id_younger_than(self._retain_age))
-        if keep_from > (self._segments[0] if self._segments else 0):
-            self._trim_locked(keep_from, reason="retention")
+    # -- retention (rxcs.oplog.retention.SegmentedLog: what the keeper thread sees and does) -----------
+
+    def retention_view(self) -> tuple[tuple[int, ...], int, int]:
+        """(first op_id of each segment, oldest first; the last op_id; bytes of the segment being written)."""
+        with self._lock:
+            return tuple(self._segments), self._last_op_id, self._active_size
+
+    def segment_size(self, first: int) -> int:
+        """Bytes of the segment starting at ``first``."""
+        return os.path.getsize(segment_path(self._dir, first))
+
+    def segment_newest_wall_ms(self, first: int, following: int) -> int | None:
+        """Wall time in ms of the newest entry of the finished segment ``first``, whose successor starts at
+        ``following``; None when it cannot be read (then its age never lets it go)."""
+        try:
+            newest = self.read(following - 2, 1)
+        except (ChangeStreamHistoryLost, OplogCorruptedError, OSError):
+            return None
+        return newest[0].wall_time_ms if newest and newest[0].op_id < following else None
+
+    def drop_oldest_segment(self, first: int) -> int:
+        """Delete the oldest segment if it still starts at ``first`` and is not the one being written.
+
+        Holds the lock for this one segment's two unlinks; the directory is
+        synced after. Returns the entries dropped.
+        """
+        with self._lock:
+            segments = self._segments
+            if self._write_fd is None or len(segments) < 2 or segments[0] != first:
+                return 0
+            segments.pop(0)
+            osio.unlink(segment_path(self._dir, first), missing_ok=True)
+            osio.unlink(index_path(self._dir, first), missing_ok=True)
+            self._indexes.pop(first, None)
+            dropped = segments[0] - first
+            new_first = segments[0]
+        osio.fsync_directory(self._dir)
+        log.info("oplog trimmed", path=str(self._dir), entries=dropped, reason="retention", first_op_id=new_first)
+        return dropped
+
+    def retention_statistics(self) -> RetentionStatistics:
+        """What retention dropped in this process (zeros when no limit is set or nothing was written)."""
+        return RetentionStatistics() if self._keeper is None else self._keeper.statistics()
 
     def _op_id_keeping_bytes(self, keep: int) -> int:
         total = 0
@@ -775,15 +820,6 @@ class FileOplog(Oplog):
         with self._lock:
             self._segments = list_segments(self._dir)
             return self._op_id_keeping_bytes(keep)
-
-    def _op_id_younger_than(self, seconds: float) -> int:
-        horizon = time.time() - seconds
-        for position, first in enumerate(self._segments[:-1]):
-            following = self._segments[position + 1]
-            newest = self.read(following - 2, 1)
-            if newest and newest[0].wall_time_ms / 1000 >= horizon:
-                return first
-        return self._segments[-1] if self._segments else 0
 
     def _trim_locked(self, before_op_id: int, *, reason: str) -> int:
         if len(self._segments) > 1 and self._segments[1] <= before_op_id:

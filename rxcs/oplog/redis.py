@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar, cast, final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -51,6 +52,7 @@ from rxcs.oplog.base import Oplog, OplogCursor, Sift
 from rxcs.oplog.catalog import CollectionInfo, catalog_action, parse_hash
 from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, decode_entry, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
+from rxcs.oplog.retention import REDIS_TRIM_RETAINED, Retention, RetentionStatistics, StreamKeeper
 
 __all__ = ["RedisOplog", "RedisOplogInfo"]
 
@@ -433,7 +435,10 @@ class RedisOplog(Oplog):
     names the stream key (the metadata lives in ``{stream}:meta``, in the same
     cluster slot). ``max_len`` keeps roughly that many entries, trimmed on
     append with ``MAXLEN ~`` (Redis trims whole internal nodes, so a few
-    hundred more may stay). ``retry_for`` is how long, in seconds, an
+    hundred more may stay). ``retain_entries`` keeps exactly the newest that
+    many and ``retain_age`` (seconds or timedelta) what is younger, by the
+    server's clock; both trimmed right after appends and, for the age, while
+    idle (``rxcs.oplog.retention``). ``retry_for`` is how long, in seconds, an
     operation keeps retrying through a connection fault before it raises
     ``OplogUnavailableError``; ``None`` retries forever.
 
@@ -456,6 +461,8 @@ class RedisOplog(Oplog):
         *,
         max_len: int | None = None,
         retry_for: float | None = 30.0,
+        retain_entries: int | None = None,
+        retain_age: float | timedelta | None = None,
     ) -> None:
         if not isinstance(client, redis.Redis):
             raise TypeError(f"client must be a redis.Redis, not {type(client).__name__}")
@@ -474,6 +481,9 @@ class RedisOplog(Oplog):
         self._where = f"{_address(client)} stream {stream!r}"
         self._max_len = max_len or 0
         self._retry_for = retry_for
+        retention = Retention.of(retain_entries=retain_entries, retain_age=retain_age)
+        self._keeper = StreamKeeper(self, retention, f"{stream}") if retention.active else None
+        self._retain_script: Any = None
         self._owns_client = False
         self._lock = threading.Lock()
         self._closed = False
@@ -523,15 +533,18 @@ class RedisOplog(Oplog):
         stream: str | None = None,
         max_len: int | None = None,
         retry_for: float | None = 30.0,
+        retain_entries: int | None = None,
+        retain_age: float | None = None,
         **redis_options: Any,
     ) -> RedisOplog:
         """Open the oplog at ``redis://[[user]:password@]host:port/db?stream=NAME``.
 
         ``rediss://`` (TLS) and ``unix://`` work too. rxcs's own options may
         be given as query parameters or keywords, not both: ``stream`` (the
-        stream's name, ``"rxcs"`` by default), ``max_len`` and ``retry_for``
-        (seconds, or ``none``). The rest of the URL and ``redis_options`` go
-        to ``redis.Redis.from_url``, so passwords, TLS settings and timeouts
+        stream's name, ``"rxcs"`` by default), ``max_len``, ``retry_for``
+        (seconds, or ``none``), ``retain_entries`` and ``retain_age``
+        (seconds). The rest of the URL and ``redis_options`` go to
+        ``redis.Redis.from_url``, so passwords, TLS settings and timeouts
         are given as redis-py takes them; a parameter neither rxcs nor
         redis-py knows is an ``InvalidLocationError`` now, not an error at the
         first command. rxcs does its own retrying, so redis-py's is off unless
@@ -541,7 +554,10 @@ class RedisOplog(Oplog):
         """
         if redis_options.get("decode_responses"):
             raise ValueError("decode_responses must stay off: entries are bytes")
-        redis_url, options = _split_url(url, {"stream": stream, "max_len": max_len, "retry_for": retry_for})
+        redis_url, options = _split_url(url, {
+            "stream": stream, "max_len": max_len, "retry_for": retry_for, "retain_entries": retain_entries,
+            "retain_age": retain_age,
+        })
         redis_options.setdefault("retry", Retry(NoBackoff(), 0))
         redis_options.setdefault("socket_connect_timeout", 5.0)
         redis_options.setdefault("socket_keepalive", True)
@@ -552,7 +568,8 @@ class RedisOplog(Oplog):
         try:
             _check_connection_options(client, url)
             oplog = cls(
-                client, options["stream"] or "rxcs", max_len=options["max_len"], retry_for=options["retry_for"]
+                client, options["stream"] or "rxcs", max_len=options["max_len"], retry_for=options["retry_for"],
+                retain_entries=options["retain_entries"], retain_age=options["retain_age"],
             )
         except BaseException:
             client.close()
@@ -649,6 +666,8 @@ class RedisOplog(Oplog):
         )
         if replayed:
             log.info("redis oplog append confirmed after a lost reply", stream=self._stream, first_op_id=first)
+        if self._keeper is not None:
+            self._keeper.appended()
         return list(range(first, first + count))
 
     def collections(self) -> dict[Namespace, CollectionInfo]:
@@ -662,6 +681,28 @@ class RedisOplog(Oplog):
         for change in changes:
             args += (catalog_action(change), _record(change))
         return args
+
+    def trim_retained(self, entries: int | None, age_ms: int | None) -> int:
+        """Trim to the newest ``entries`` and to what is younger than ``age_ms`` by the server's clock; removed.
+
+        What the retention keeper runs (``retain_entries``, ``retain_age``), exactly, in one script.
+        """
+        self._check_open()
+        if self._retain_script is None:
+            self._retain_script = self._client.register_script(REDIS_TRIM_RETAINED)
+        script = self._retain_script
+
+        def attempt() -> int:
+            return int(script(keys=self._keys[:1], args=[entries or 0, age_ms or 0]))
+
+        removed = self._retrying("trimming to the retention limits", attempt)
+        if removed:
+            log.debug("oplog trimmed", backend="redis", stream=self._stream, entries=removed, reason="retention")
+        return removed
+
+    def retention_statistics(self) -> RetentionStatistics:
+        """What retention trimmed from this process (zeros without retain_entries or retain_age)."""
+        return RetentionStatistics() if self._keeper is None else self._keeper.statistics()
 
     def trim(self, before_op_id: int) -> int:
         self._check_open()
@@ -828,6 +869,8 @@ class RedisOplog(Oplog):
             waiters = list(self._waiters.values())
             fields = list(self._producer_fields)
         self._closing.set()
+        if self._keeper is not None:
+            self._keeper.close()
         self._unblock(waiters)
         if fields:  # this producer's retry bookkeeping is no longer needed
             with contextlib.suppress(redis.RedisError):
@@ -1044,6 +1087,8 @@ _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "stream": str,
     "max_len": int,
     "retry_for": lambda text: None if text.lower() == "none" else float(text),
+    "retain_entries": int,
+    "retain_age": float,
 }
 
 
