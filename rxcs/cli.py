@@ -44,6 +44,7 @@ from rxcs.errors import (
     RxcsError,
 )
 from rxcs.events import ChangeEvent
+from rxcs.oplog.health import check_oplog
 from rxcs.plan import WatchOptions
 from rxcs.stream import watch_with
 
@@ -141,6 +142,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="a browser origin allowed besides the server's own, e.g. https://dash.example.org (repeatable)",
     )
     serve.add_argument("--max-watchers", type=int, default=256, help="streams served at once (default 256)")
+    serve.add_argument(
+        "--ready-max-lag", type=int, default=None, metavar="ENTRIES",
+        help="GET /readyz answers 503 while a watcher lags more than this many entries (default: no limit)",
+    )
 
     oplog = commands.add_parser("oplog", help="inspect and maintain an oplog (a directory or a Redis URL)")
     oplog.set_defaults(usage_of=oplog)
@@ -534,6 +539,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--port must be between 0 and 65535")
     if args.max_watchers < 1:
         raise UsageError("--max-watchers must be positive")
+    if args.ready_max_lag is not None and args.ready_max_lag < 0:
+        raise UsageError("--ready-max-lag must not be negative")
     if args.token_file is None and not is_loopback(args.host):
         raise UsageError(f"--host {args.host} is not loopback: give --token-file so that clients must authenticate")
     token = _read_token(args.token_file) if args.token_file is not None else None
@@ -541,7 +548,7 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             http.serve(
                 oplog, host=args.host, port=args.port, token=token, allowed_origins=args.allow_origin,
-                max_watchers=args.max_watchers,
+                max_watchers=args.max_watchers, ready_max_lag=args.ready_max_lag,
                 on_ready=lambda url: _say(f"rxcs serve: {url} (Ctrl-C to stop)", sys.stdout),
             )
         except OSError as exc:
@@ -568,7 +575,7 @@ def _oplog(args: argparse.Namespace) -> int:
         status, message = USAGE_ERROR, str(exc)
     except OplogLockedError as exc:
         status, message = LOCKED, str(exc)
-    except (OplogCorruptedError, OplogUnavailableError) as exc:
+    except (OplogCorruptedError, OplogUnavailableError, CommandFailed) as exc:
         status, message = FAILED, str(exc)
     except RxcsError as exc:  # not an oplog there, or one this rxcs cannot open
         status, message = USAGE_ERROR, str(exc)
@@ -590,6 +597,9 @@ def _oplog_action(args: argparse.Namespace) -> int:
     with _open(location, readonly=not writes) as oplog:
         if args.action == "info":
             _say(extjson.dumps(oplog.describe(), indent=2), sys.stdout)
+            health = check_oplog(oplog)  # info is a probe too: exit 1 when the oplog cannot be used now
+            if not health.healthy:
+                raise CommandFailed(f"unhealthy: {'; '.join(health.problems)}")
             return 0
         if args.action == "dump":
             return _dump(oplog, args.from_op_id, args.limit)

@@ -61,6 +61,7 @@ __all__ = [
     "high_water_token",
     "oplog_entries",
     "resolve_start",
+    "tailers_alive",
 ]
 
 
@@ -617,6 +618,13 @@ _registry: weakref.WeakKeyDictionary[Oplog, dict[tuple[int, float], _Tailer]] = 
 _registry_lock = threading.Lock()
 
 
+def tailers_alive(oplog: Oplog) -> bool:
+    """False when a shared tailer of ``oplog`` has lanes to feed and no running thread (for health probes)."""
+    with _registry_lock:
+        tailers = list(_registry.get(oplog, {}).values())
+    return all(tailer.alive for tailer in tailers)
+
+
 @final
 class _Tailer:
     """One thread that feeds every lane of one oplog.
@@ -634,6 +642,13 @@ class _Tailer:
         self._arrivals: list[tuple[Lane, OplogCursor | None]] = []
         self._members: set[Lane] = set()
         self._thread: threading.Thread | None = None
+
+    @property
+    def alive(self) -> bool:
+        """True while the tailer has no lanes, or a running thread to feed them."""
+        with self._lock:
+            thread = self._thread
+            return not self._members or (thread is not None and thread.is_alive())
 
     @classmethod
     def for_oplog(cls, oplog: Oplog, batch_size: int, max_await_time: float) -> _Tailer:

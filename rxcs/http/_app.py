@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, final
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -59,7 +60,9 @@ from rxcs.http._sse import (
 )
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
+from rxcs.oplog.health import check_oplog
 from rxcs.plan import WatchOptions
+from rxcs.source import tailers_alive
 from rxcs.stream import AsyncChangeStream, watch_with
 
 __all__ = ["ChangeStreamApp", "ServerStatistics", "create_app"]
@@ -87,6 +90,7 @@ class ServerStatistics:
     ``watchers``: streams open now. ``served``: streams opened since start.
     ``refused``: requests turned away (auth, origin, bad parameters, the cap).
     ``slow_clients``: watchers disconnected because they did not keep up.
+    ``sent_bytes``: bytes of event frames sent to watchers.
     """
 
     watchers: int
@@ -94,6 +98,7 @@ class ServerStatistics:
     served: int
     refused: int
     slow_clients: int
+    sent_bytes: int = 0
 
 
 class _Sink(Protocol):
@@ -200,6 +205,7 @@ class _Session:
                     sent = await self._send(sink.heartbeat())
             else:
                 sent = await self._send(sink.events(batch))
+                self._app.sent_bytes += sum(len(f) if isinstance(f, bytes) else len(f.encode()) for f in batch)
                 if sent:
                     self.last_event_id = str(self.stream.resume_token)
                     self.delivered += len(batch)
@@ -384,9 +390,13 @@ class ChangeStreamApp(Starlette):
         heartbeat: float,
         send_timeout: float,
         max_request_bytes: int,
+        ready_max_lag: int | None = None,
     ) -> None:
         super().__init__(
             routes=[
+                Route("/healthz", self._healthz, methods=["GET"]),
+                Route("/readyz", self._readyz, methods=["GET"]),
+                Route("/metrics", self._metrics, methods=["GET"]),
                 Route("/", self._page, methods=["GET"]),
                 Route("/page.js", self._page_script, methods=["GET"]),
                 Route("/page.css", self._page_style, methods=["GET"]),
@@ -399,6 +409,7 @@ class ChangeStreamApp(Starlette):
         self.oplog = oplog
         self.max_watchers = max_watchers
         self.max_request_bytes = max_request_bytes
+        self.ready_max_lag = ready_max_lag
         self.buffer_size = buffer_size
         self.heartbeat = heartbeat
         self.send_timeout = send_timeout
@@ -408,7 +419,10 @@ class ChangeStreamApp(Starlette):
         self._served = 0
         self._refused = 0
         self._slow_clients = 0
+        self.sent_bytes = 0
         self.frames = FrameCache()
+        self._metrics_registry: Any = None  # made at the first GET /metrics (needs rxcs[metrics])
+        self._metrics_collector: Any = None
         self._page_html = _asset("_page.html").replace("{{page_key}}", self.access.page_key)
         self._page_assets = {"page.js": _asset("_page.js"), "page.css": _asset("_page.css")}
 
@@ -416,7 +430,7 @@ class ChangeStreamApp(Starlette):
         """A frozen record of the server's counters."""
         return ServerStatistics(
             watchers=len(self._sessions), max_watchers=self.max_watchers, served=self._served,
-            refused=self._refused, slow_clients=self._slow_clients,
+            refused=self._refused, slow_clients=self._slow_clients, sent_bytes=self.sent_bytes,
         )
 
     async def close_streams(self, timeout: float = 5.0) -> None:
@@ -474,6 +488,8 @@ class ChangeStreamApp(Starlette):
         session = _Session(self, stream, shape=shape, client=client, description=description)
         self._sessions.add(session)
         self._served += 1
+        if self._metrics_registry is not None:
+            self._metrics_collector.track(stream, "http")
         log.info("http watcher opened", stream=description, client=client, token=session.last_event_id)
         return session
 
@@ -518,6 +534,51 @@ class ChangeStreamApp(Starlette):
         return Response(
             self._page_assets["page.css"], media_type="text/css; charset=utf-8", headers={"cache-control": "no-cache"}
         )
+
+    async def _healthz(self, request: Request) -> Response:
+        """The process is up and answering."""
+        refusal = self._host_refusal(request)
+        if refusal is not None:
+            return refusal.response()
+        return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
+
+    async def _readyz(self, request: Request) -> Response:
+        """Ready to serve: the oplog open and readable (Redis reachable), tailers alive, watchers' lag in bounds."""
+        refusal = self._host_refusal(request)
+        if refusal is not None:
+            return refusal.response()
+        problems = list((await run_in_threadpool(check_oplog, self.oplog)).problems)
+        if not tailers_alive(self.oplog):
+            problems.append("a tailer stopped while streams still need it")
+        lag = max((session.stream.statistics().lag for session in self._sessions), default=0)
+        if self.ready_max_lag is not None and lag > self.ready_max_lag:
+            problems.append(f"a watcher lags {lag} entries behind, more than {self.ready_max_lag}")
+        body = {"status": "unready" if problems else "ready", "problems": problems, "lag": lag}
+        return JSONResponse(body, status_code=503 if problems else 200, headers={"cache-control": "no-store"})
+
+    async def _metrics(self, request: Request) -> Response:
+        """Prometheus metrics of the oplog, the watchers (stream="http") and the server; protected like the API."""
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal.response()
+        try:
+            from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+            from rxcs.metrics import register
+        except ImportError:
+            return JSONResponse(
+                {"error": "metrics_unavailable", "message": "metrics need prometheus_client: install rxcs[metrics]"},
+                status_code=501,
+            )
+        if self._metrics_registry is None:
+            registry = CollectorRegistry()
+            collector = register(self.oplog, registry)
+            collector.watch_server(self.statistics)
+            self._metrics_registry, self._metrics_collector = registry, collector
+            for session in self._sessions:
+                collector.track(session.stream, "http")
+        body = await run_in_threadpool(generate_latest, self._metrics_registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"cache-control": "no-store"})
 
     async def _oplog_info(self, request: Request) -> Response:
         refusal = self._refusal(request)
@@ -632,6 +693,7 @@ def create_app(
     heartbeat: float = 15.0,
     send_timeout: float = 10.0,
     max_request_bytes: int = 65536,
+    ready_max_lag: int | None = None,
 ) -> ChangeStreamApp:
     """Build the ASGI app serving ``oplog``'s change streams; run it with any ASGI server.
 
@@ -648,6 +710,10 @@ def create_app(
     write before it is disconnected as too slow. ``max_request_bytes``: the
     longest query string of ``GET /watch`` and first WebSocket message
     accepted; longer ones are a 400 (WebSocket: close 1008).
+    ``ready_max_lag``: ``GET /readyz`` answers 503 while a watcher lags more
+    than this many entries behind the oplog's end (None: lag never does).
+    ``GET /healthz`` and ``GET /readyz`` need no token (probes carry none);
+    they check the ``Host`` like every path and tell only health.
 
     Examples:
         >>> import rxcs
@@ -668,6 +734,10 @@ def create_app(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, not {value!r}")
+    if ready_max_lag is not None and (
+        isinstance(ready_max_lag, bool) or not isinstance(ready_max_lag, int) or ready_max_lag < 0
+    ):
+        raise ValueError(f"ready_max_lag must be an int >= 0 or None, not {ready_max_lag!r}")
     for name, seconds in (("heartbeat", heartbeat), ("send_timeout", send_timeout)):
         if not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
             raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
@@ -675,5 +745,5 @@ def create_app(
         oplog, token=token.strip() if token is not None else None, allowed_origins=allowed_origins,
         allowed_hosts=allowed_hosts,
         max_watchers=max_watchers, buffer_size=buffer_size, heartbeat=float(heartbeat),
-        send_timeout=float(send_timeout), max_request_bytes=max_request_bytes,
+        send_timeout=float(send_timeout), max_request_bytes=max_request_bytes, ready_max_lag=ready_max_lag,
     )

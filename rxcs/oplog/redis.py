@@ -700,6 +700,16 @@ class RedisOplog(Oplog):
             log.debug("oplog trimmed", backend="redis", stream=self._stream, entries=removed, reason="retention")
         return removed
 
+    def ping(self) -> None:
+        """One ``PING``, without retrying: ``OplogUnavailableError`` when Redis does not answer now (for probes)."""
+        self._check_open()
+        try:
+            self._client.ping()
+        except _FAULTS as exc:
+            raise OplogUnavailableError(f"{self._where}: Redis unreachable ({exc})") from None
+        except redis.RedisError as exc:
+            raise OplogUnavailableError(f"{self._where}: Redis refused PING ({exc})") from None
+
     def retention_statistics(self) -> RetentionStatistics:
         """What retention trimmed from this process (zeros without retain_entries or retain_age)."""
         return RetentionStatistics() if self._keeper is None else self._keeper.statistics()
