@@ -1,0 +1,108 @@
+"""Prometheus metrics: scraped over real HTTP from a running server and parsed with prometheus_client's parser."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import rxcs
+import rxcs.metrics
+from rxcs.http import create_app
+from rxcs.oplog.file import FileOplog
+
+from .helpers import get, running, sse
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, keyed by name and sorted labels."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+class TestLibraryCollector:
+    def test_values_match_the_statistics_after_a_known_workload(self, tmp_path: Path) -> None:
+        """After 301 appends, retention's trims and a stream that took 120 events: each value equals rxcs's count."""
+        with rxcs.open_oplog(tmp_path / "oplog", segment_bytes=4096, retain_entries=100) as oplog:
+            assert isinstance(oplog, FileOplog)
+            registry = CollectorRegistry()
+            metrics = rxcs.metrics.register(oplog, registry)  # the one line a library user writes
+            oplog.insert("shop", "users", {"_id": -1})
+            stream = rxcs.watch(oplog, "shop", "users", start_at_operation_time=rxcs.BEGINNING).iterate()
+            metrics.track(stream, "billing")
+            for i in range(300):
+                oplog.insert("shop", "users" if i % 2 else "orders", {"_id": i, "pad": "x" * 40})
+                if i % 2 and stream.statistics().delivered < 120:
+                    stream.next(timeout=5)  # the stream keeps up, so retention never passes it
+            assert eventually(lambda: oplog.retention_statistics().entries_trimmed > 0)
+            found = samples(generate_latest(registry).decode())
+            stats, kept = stream.statistics(), oplog.retention_statistics()
+            assert found[("rxcs_oplog_appended_entries_total", ())] == 301 == oplog.last_op_id
+            assert found[("rxcs_oplog_last_op_id", ())] == oplog.last_op_id
+            assert found[("rxcs_oplog_first_op_id", ())] == oplog.first_op_id
+            assert found[("rxcs_oplog_entries", ())] == oplog.last_op_id - oplog.first_op_id + 1
+            assert found[("rxcs_oplog_segments_rolled_total", ())] == oplog.statistics().segments_rolled
+            assert found[("rxcs_oplog_retention_trimmed_entries_total", ())] == kept.entries_trimmed
+            assert found[("rxcs_oplog_healthy", ())] == 1
+            billing = (("stream", "billing"),)
+            assert found[("rxcs_stream_delivered_events_total", billing)] == stats.delivered == 120
+            assert found[("rxcs_stream_filtered_out_entries_total", billing)] == stats.filtered_out
+            assert found[("rxcs_stream_lag_entries", billing)] == stats.lag
+            assert found[("rxcs_stream_open", billing)] == 1
+            stream.close()
+
+    def test_names_are_bounded(self) -> None:
+        """More than MAX_STREAM_NAMES distinct names is refused: one label value per stream would grow forever."""
+        with rxcs.open_oplog(":memory:") as oplog:
+            metrics = rxcs.metrics.register(oplog, CollectorRegistry())
+            streams = [rxcs.watch(oplog).iterate() for _ in range(2)]
+            for i in range(rxcs.metrics.MAX_STREAM_NAMES):
+                metrics.track(streams[0], f"role{i}")
+            metrics.track(streams[1], "role0")  # a known name: fine
+            with pytest.raises(ValueError, match="stream names"):
+                metrics.track(streams[1], "one-more")
+            for stream in streams:
+                stream.close()
+
+
+class TestServerMetrics:
+    def test_scrape_of_a_running_server(self, tmp_path: Path) -> None:
+        """GET /metrics over HTTP, parsed: the oplog's values, the watchers' delivered events and bytes sent,
+        refused requests; without the token it is refused like the API."""
+        with rxcs.open_oplog(tmp_path / "oplog") as oplog:
+            app = create_app(oplog, token="s3cret")
+            auth = {"Authorization": "Bearer s3cret"}
+            with running(app) as served:
+                assert get(f"{served.url}/metrics", timeout=10).status_code == 401
+                first = get(f"{served.url}/metrics", headers=auth, timeout=10)
+                assert first.status_code == 200
+                assert first.headers["content-type"].startswith("text/plain")
+                with sse(f"{served.url}/watch", headers=auth, db="shop") as reader:
+                    reader.frame()
+                    for i in range(5):
+                        oplog.insert("shop", "users", {"_id": i})
+                    events = [reader.event() for _ in range(5)]
+                    found: dict[Any, float] = samples(get(f"{served.url}/metrics", headers=auth, timeout=10).text)
+                    stats = app.statistics()
+            assert len(events) == 5
+            assert found[("rxcs_oplog_last_op_id", ())] == 5
+            assert found[("rxcs_server_watchers", ())] == 1
+            assert found[("rxcs_server_served_streams_total", ())] == stats.served == 1
+            assert found[("rxcs_server_refused_requests_total", ())] == stats.refused >= 1
+            assert found[("rxcs_server_sent_bytes_total", ())] == stats.sent_bytes > 0
+            assert found[("rxcs_stream_delivered_events_total", (("stream", "http"),))] == 5
