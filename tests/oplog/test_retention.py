@@ -99,9 +99,13 @@ class TestFileOplog:
                 for i in range(1000):
                     oplog.insert("shop", "users", {"_id": i})
                 assert eventually(lambda: oplog.first_op_id > 200)
-                with pytest.raises(rxcs.ChangeStreamHistoryLost):
+
+                def read_on() -> None:
                     for _ in range(1000):
                         stream.next(timeout=5)
+
+                with pytest.raises(rxcs.ChangeStreamHistoryLost):
+                    read_on()
 
 
 class TestRedisOplog:
