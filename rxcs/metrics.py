@@ -20,12 +20,13 @@ never go back.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Protocol, final
 
 try:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
     from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError(f"rxcs.metrics needs prometheus_client ({exc}): install rxcs[metrics]") from exc
@@ -33,10 +34,13 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 from rxcs.oplog.base import Oplog
 from rxcs.oplog.health import check_oplog
 
-__all__ = ["MAX_STREAM_NAMES", "OplogCollector", "register"]
+__all__ = ["HEALTH_INTERVAL", "MAX_STREAM_NAMES", "OplogCollector", "register"]
 
 MAX_STREAM_NAMES: Final = 100
 """Stream names one collector labels at most: a bound on the series, whatever callers pass."""
+
+HEALTH_INTERVAL: Final = 10.0
+"""Seconds between two health checks of the ``rxcs_oplog_healthy`` gauge, however often Prometheus scrapes."""
 
 _COUNTED: Final = ("delivered", "filtered_out", "dropped", "pauses")
 
@@ -55,6 +59,7 @@ class OplogCollector(Collector):
         self._streams: dict[str, weakref.WeakKeyDictionary[Any, dict[str, int]]] = {}
         self._retired: dict[str, dict[str, int]] = {}
         self._server: Callable[[], Any] | None = None
+        self._health: tuple[float, int] | None = None  # (monotonic time, 1 or 0) of the last health check
 
     def track(self, stream: _Counted, name: str) -> None:
         """Count ``stream`` (a ``ChangeStream`` or ``AsyncChangeStream``) under ``name``, the label value."""
@@ -88,7 +93,7 @@ class OplogCollector(Collector):
         yield _gauge("rxcs_oplog_entries", "entries retained", max(0, last - first + 1))
         # op_ids start at 1 and have no gaps: the newest is the count of entries ever appended
         yield _counter("rxcs_oplog_appended_entries", "entries ever appended to the oplog", last)
-        yield _gauge("rxcs_oplog_healthy", "1 when the oplog is open, reachable and readable", _healthy(oplog))
+        yield _gauge("rxcs_oplog_healthy", "1 when the oplog is open, reachable and readable", self._healthy())
         described = oplog.describe()
         if isinstance(described.get("bytes"), int):
             yield _gauge("rxcs_oplog_size_bytes", "bytes of the oplog's segments", described["bytes"])
@@ -100,11 +105,26 @@ class OplogCollector(Collector):
             yield _counter("rxcs_oplog_fsyncs", "fsyncs by this process", stats.fsyncs)
             yield _counter("rxcs_oplog_segments_rolled", "segments started by this process", stats.segments_rolled)
             yield _counter("rxcs_oplog_read_bytes", "bytes read from segments by this process", stats.bytes_read)
+        timings = getattr(oplog, "fsync_timings", None)
+        if callable(timings):
+            buckets, total = timings()
+            yield HistogramMetricFamily(
+                "rxcs_oplog_fsync_seconds", "how long this process's syncs of segments took",
+                buckets=[("+Inf" if bound == float("inf") else repr(bound), count) for bound, count in buckets],
+                sum_value=total,
+            )
         retention = getattr(oplog, "retention_statistics", None)
         if callable(retention):
             kept = retention()
             yield _counter("rxcs_oplog_retention_trims", "trims retention made that removed entries", kept.trims)
             yield _counter("rxcs_oplog_retention_trimmed_entries", "entries retention removed", kept.entries_trimmed)
+
+    def _healthy(self) -> int:
+        """The health check's verdict, checked again at most every HEALTH_INTERVAL seconds (it reads entries)."""
+        now = time.monotonic()
+        if self._health is None or now - self._health[0] >= HEALTH_INTERVAL:
+            self._health = (now, 1 if check_oplog(self._oplog).healthy else 0)
+        return self._health[1]
 
     def _stream_metrics(self) -> Iterator[Metric]:
         families = {
@@ -194,5 +214,3 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
     return CounterMetricFamily(name, documentation, value=value)
 
 
-def _healthy(oplog: Oplog) -> int:
-    return 1 if check_oplog(oplog).healthy else 0

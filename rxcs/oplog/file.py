@@ -77,6 +77,7 @@ from rxcs.oplog.segments import (
     tail_damage,
     temporary_path,
 )
+from rxcs.oplog.timings import Timings
 
 try:  # inotify wakes readers in other processes at once; elsewhere they poll adaptively
     import inotify_simple
@@ -223,6 +224,7 @@ class FileOplog(Oplog):
         self._bytes_read = 0
         self._fsyncs = 0
         self._rolled = 0
+        self._fsync_times = Timings()
         with contextlib.suppress(OplogCorruptedError):  # opening never fails on damage; reading there does
             self._refresh_tail()
         log.info("oplog opened", path=str(self._dir), oplog_id=str(self._oplog_id), last_op_id=self._last_op_id)
@@ -339,7 +341,9 @@ class FileOplog(Oplog):
             self._dirty = False
             fd = os.dup(self._write_fd)
         try:
+            began = time.perf_counter()
             os.fdatasync(fd)  # outside the lock, as the group flusher does
+            self._fsync_times.add(time.perf_counter() - began)
             self._fsyncs += 1
         finally:
             os.close(fd)
@@ -738,14 +742,18 @@ class FileOplog(Oplog):
                 self._dirty = False
                 fd = osio.dup(self._write_fd)  # the writer may roll to a new segment meanwhile
             try:
+                began = time.perf_counter()
                 osio.fdatasync(fd)  # outside the lock: appends go on while the disk works
+                self._fsync_times.add(time.perf_counter() - began)
                 self._fsyncs += 1
             finally:
                 osio.close(fd)
 
     def _fsync(self) -> None:
         assert self._write_fd is not None
+        began = time.perf_counter()
         osio.fdatasync(self._write_fd)
+        self._fsync_times.add(time.perf_counter() - began)
         self._dirty = False
         self._fsyncs += 1
 
@@ -801,6 +809,10 @@ class FileOplog(Oplog):
         osio.fsync_directory(self._dir)
         log.info("oplog trimmed", path=str(self._dir), entries=dropped, reason="retention", first_op_id=new_first)
         return dropped
+
+    def fsync_timings(self) -> tuple[list[tuple[float, int]], float]:
+        """How long this process's segment syncs took: cumulative counts per bound in seconds, and their sum."""
+        return self._fsync_times.snapshot()
 
     def retention_statistics(self) -> RetentionStatistics:
         """What retention dropped in this process (zeros when no limit is set or nothing was written)."""

@@ -38,7 +38,8 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 class TestLibraryCollector:
     def test_values_match_the_statistics_after_a_known_workload(self, tmp_path: Path) -> None:
         """After 301 appends, retention's trims and a stream that took 120 events: each value equals rxcs's count."""
-        with rxcs.open_oplog(tmp_path / "oplog", segment_bytes=4096, retain_entries=100) as oplog:
+        # fsync durability: every sync happens inside an append, none between the scrape and the statistics
+        with rxcs.open_oplog(tmp_path / "oplog", segment_bytes=4096, retain_entries=100, durability="fsync") as oplog:
             assert isinstance(oplog, FileOplog)
             registry = CollectorRegistry()
             metrics = rxcs.metrics.register(oplog, registry)  # the one line a library user writes
@@ -59,6 +60,8 @@ class TestLibraryCollector:
             assert found[("rxcs_oplog_segments_rolled_total", ())] == oplog.statistics().segments_rolled
             assert found[("rxcs_oplog_retention_trimmed_entries_total", ())] == kept.entries_trimmed
             assert found[("rxcs_oplog_healthy", ())] == 1
+            assert found[("rxcs_oplog_fsync_seconds_count", ())] == oplog.statistics().fsyncs >= 301
+            assert found[("rxcs_oplog_fsyncs_total", ())] == oplog.statistics().fsyncs
             billing = (("stream", "billing"),)
             assert found[("rxcs_stream_delivered_events_total", billing)] == stats.delivered == 120
             assert found[("rxcs_stream_filtered_out_entries_total", billing)] == stats.filtered_out
