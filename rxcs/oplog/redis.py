@@ -759,6 +759,8 @@ class RedisOplog(Oplog):
                 return False
             generation = self._wakes
             remaining = None if deadline is None else deadline - time.monotonic()
+            hint = self._tail_hint
+            contacted = hint is None or hint[0] != after  # else _wait_start answers from the hint, not from Redis
             try:
                 start = self._wait_start(after)
                 if start is None:
@@ -767,6 +769,7 @@ class RedisOplog(Oplog):
                     arrived = False
                 else:
                     arrived = self._block(after, start, remaining, generation)
+                    contacted = True
             except redis.ResponseError as exc:
                 raise self._refused("waiting for entries", exc) from None
             except _FAULTS as exc:
@@ -779,7 +782,8 @@ class RedisOplog(Oplog):
                     return False
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
-            self._recovered()
+            if contacted:  # an outage ends when Redis answers, not when a wait runs out without asking it
+                self._recovered()
             if arrived:
                 return True
             if self._closed or self._wakes != generation:

@@ -7,9 +7,11 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from redis_server import RedisServer, redis_server_available
 
 import rxcs
 
@@ -113,6 +115,33 @@ class TestErrors:
         assert len(lines) == 2, stderr
         assert lines[0].startswith("rxcs watch: ChangeStreamHistoryLost: ")
         assert lines[1].startswith("resume token: ")
+
+    @pytest.mark.skipif(not redis_server_available(), reason="no redis-server binary or redis client")
+    def test_a_redis_outage_while_watching_is_said_once(self, tmp_path: Path) -> None:
+        """Redis killed under `rxcs watch`: one warning when the outage starts, one error line when it gives up,
+        then the resume token; exit 1."""
+        server = RedisServer(tmp_path / "redis")
+        server.start()
+        try:
+            url = f"{server.url}?stream=watched&retry_for=2"
+            with rxcs.open_oplog(url) as oplog:
+                oplog.insert("shop", "users", {"_id": 1})
+            watcher = subprocess.Popen(
+                [*RXCS, "watch", url, "--from-beginning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            assert watcher.stdout is not None
+            watcher.stdout.readline()
+            time.sleep(0.5)  # waiting for more, in a blocking read
+            server.kill()
+            _, stderr = watcher.communicate(timeout=60)
+        finally:
+            server.stop()
+        assert watcher.returncode == 1, stderr
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 3, stderr
+        assert "redis oplog unreachable; retrying" in lines[0]
+        assert lines[1].startswith("rxcs watch: OplogUnavailableError: ")
+        assert lines[2].startswith("resume token: ")
 
     def test_valid_json_with_a_bad_date_names_the_date(self, tmp_path: Path) -> None:
         """`--match` with valid JSON holding a bad $date says what is wrong with it, not "not valid JSON"."""
