@@ -142,10 +142,16 @@ class OplogCollector(Collector):
                                      labels=["stream"])
         lag = GaugeMetricFamily("rxcs_stream_lag_entries", "the largest lag of a stream, in entries",
                                 labels=["stream"])
+        lag_seconds = GaugeMetricFamily(
+            "rxcs_stream_lag_seconds", "age of the last change a lagging stream handed over (0 when caught up)",
+            labels=["stream"],
+        )
+        now = time.time()
         with self._lock:
             for name, streams in self._streams.items():
                 totals = dict(self._retired.get(name, dict.fromkeys(_COUNTED, 0)))
                 buffered_now = lag_now = alive = 0
+                behind = 0.0
                 for stream, seen in list(streams.items()):
                     stats = stream.statistics()
                     for field in _COUNTED:
@@ -153,15 +159,19 @@ class OplogCollector(Collector):
                         totals[field] += seen[field]
                     buffered_now += stats.buffered
                     lag_now = max(lag_now, stats.lag)
+                    token = getattr(stream, "resume_token", None)
+                    if stats.lag and token is not None and token.wall_time_ms is not None:
+                        behind = max(behind, now - token.wall_time_ms / 1000)
                     alive += 1 if getattr(stream, "alive", True) else 0
                 for field, family in families.items():
                     family.add_metric([name], totals[field])
                 open_streams.add_metric([name], alive)
                 buffered.add_metric([name], buffered_now)
                 lag.add_metric([name], lag_now)
+                lag_seconds.add_metric([name], behind)
                 self._watch_retirement(name, streams)
         yield from families.values()
-        yield from (open_streams, buffered, lag)
+        yield from (open_streams, buffered, lag, lag_seconds)
 
     def _watch_retirement(self, name: str, streams: weakref.WeakKeyDictionary[Any, dict[str, int]]) -> None:
         """Keep a collected stream's last counts in its name's totals (a finalizer per stream, set once)."""

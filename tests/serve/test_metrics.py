@@ -51,7 +51,9 @@ class TestLibraryCollector:
                 if i % 2 and stream.statistics().delivered < 120:
                     stream.next(timeout=5)  # the stream keeps up, so retention never passes it
             assert eventually(lambda: oplog.retention_statistics().entries_trimmed > 0)
+            before = time.time()
             found = samples(generate_latest(registry).decode())
+            after = time.time()
             stats, kept = stream.statistics(), oplog.retention_statistics()
             assert found[("rxcs_oplog_appended_entries_total", ())] == 301 == oplog.last_op_id
             assert found[("rxcs_oplog_last_op_id", ())] == oplog.last_op_id
@@ -65,7 +67,9 @@ class TestLibraryCollector:
             billing = (("stream", "billing"),)
             assert found[("rxcs_stream_delivered_events_total", billing)] == stats.delivered == 120
             assert found[("rxcs_stream_filtered_out_entries_total", billing)] == stats.filtered_out
-            assert found[("rxcs_stream_lag_entries", billing)] == stats.lag
+            assert found[("rxcs_stream_lag_entries", billing)] == stats.lag > 0
+            handed = stream.resume_token.wall_time_ms / 1000  # the last event handed over was written then
+            assert before - handed <= found[("rxcs_stream_lag_seconds", billing)] <= after - handed
             assert found[("rxcs_stream_open", billing)] == 1
             stream.close()
 
