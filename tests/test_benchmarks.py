@@ -153,3 +153,19 @@ class TestCaptureScenario:
         latency = table_rows(done.stdout, "Capture latency")
         assert {name.rsplit(" ", 1)[-1] for name in latency} == {"p50", "p99", "p99.9"}
         assert all(cells[1] == "ms" for cells in latency.values())
+
+
+class TestMetricsOverhead:
+    def test_the_ratio_script_reports_scrape_cost_and_both_ratios(self) -> None:
+        """``python -m benchmarks.metrics_overhead`` at a tiny size prints a scrape's cost and the two ratios."""
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.metrics_overhead", "--events", "5000", "--repeat", "1"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert re.search(r"one scrape: \d+\.\d{3} ms", done.stdout)
+        for name in ("appends", "catch_up"):
+            for clock in ("wall", "cpu"):
+                line = rf"^{name}\s+{clock}\s+with/without: median \d\.\d{{3}}"
+                assert re.search(line, done.stdout, re.MULTILINE), done.stdout
