@@ -793,15 +793,15 @@ class FileOplog(Oplog):
     def drop_oldest_segment(self, first: int) -> int:
         """Delete the oldest segment if it still starts at ``first`` and is not the one being written.
 
-        Holds the lock for this one segment's two unlinks, after saving the
-        catalog (the entries about to go must be in the saved catalog, as for
-        ``trim()``); the directory is synced after. Returns the entries dropped.
+        Holds the lock for this one segment's two unlinks; the directory is
+        synced after. The saved catalog already holds the segment's entries:
+        the writer saved it when the segment was finished. Returns the entries
+        dropped.
         """
         with self._lock:
             segments = self._segments
             if self._write_fd is None or len(segments) < 2 or segments[0] != first:
                 return 0
-            self._save_catalog()
             segments.pop(0)
             osio.unlink(segment_path(self._dir, first), missing_ok=True)
             osio.unlink(index_path(self._dir, first), missing_ok=True)

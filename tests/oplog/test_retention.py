@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +92,32 @@ class TestFileOplog:
             assert time.monotonic() - written < 1.0 + 2.0
             assert oplog.last_op_id == 500
             assert oplog.first_op_id == segments(path)[0]
+
+    def test_the_catalog_keeps_a_collection_whose_entries_retention_dropped(self, tmp_path: Path) -> None:
+        """Retention drops only segments the saved collection catalog holds: after the writer is SIGKILLed (no
+        close, no save then), the collection created in a dropped segment keeps its UUID, as after trim()."""
+        path = tmp_path / "oplog"
+        script = textwrap.dedent(
+            """
+            import os, signal, sys, time, rxcs
+            oplog = rxcs.open_oplog(sys.argv[1], segment_bytes=4096, retain_entries=20)
+            oplog.create_collection("shop", "users")
+            print(oplog.collections()[rxcs.Namespace("shop", "users")].uuid, flush=True)
+            for i in range(500):
+                oplog.insert("shop", "orders", {"_id": i})
+            deadline = time.monotonic() + 10
+            while oplog.first_op_id < 100 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+        writer = subprocess.run(
+            [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert writer.returncode == -signal.SIGKILL, writer.stderr
+        with rxcs.open_oplog(path) as reopened:
+            assert reopened.first_op_id >= 100
+            assert str(reopened.collections()[rxcs.Namespace("shop", "users")].uuid) == writer.stdout.strip()
 
     def test_a_stream_passed_by_retention_gets_history_lost(self, tmp_path: Path) -> None:
         """A trim by retention that passes a reader's position is ChangeStreamHistoryLost for it, as any trim."""
