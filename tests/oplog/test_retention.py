@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -59,9 +60,9 @@ class TestFileOplog:
             assert fewest >= 50
             assert eventually(lambda: retained(oplog) <= 50 + per_segment)
             assert retained(oplog) >= 50
-            stats = oplog.retention_statistics()
-            assert stats.entries_trimmed == oplog.first_op_id - 1
-            assert stats.segments_trimmed >= 2000 // per_segment - 3
+            # counted by the keeper once each drop returns: a moment after the files show it
+            assert eventually(lambda: oplog.retention_statistics().entries_trimmed == oplog.first_op_id - 1)
+            assert oplog.retention_statistics().segments_trimmed >= 2000 // per_segment - 3
 
     def test_retain_bytes_keeps_at_least_that_many_bytes(self, tmp_path: Path) -> None:
         """retain_bytes=B: the segments left hold at least B bytes, and at most B plus one segment."""
@@ -70,8 +71,12 @@ class TestFileOplog:
             for i in range(1500):
                 oplog.insert("shop", "users", {"_id": i, "pad": "x" * 40})
 
-            def size() -> int:
-                return sum(p.stat().st_size for p in path.glob("*.seg"))
+            def size() -> int:  # a segment listed may be dropped before it is measured
+                sizes = []
+                for segment in path.glob("*.seg"):
+                    with contextlib.suppress(FileNotFoundError):
+                        sizes.append(segment.stat().st_size)
+                return sum(sizes)
 
             assert eventually(lambda: size() <= 20_000 + 4096)
             assert size() >= 20_000
@@ -148,7 +153,8 @@ class TestRedisOplog:
             assert eventually(lambda: retained(oplog) == 100)
             assert oplog.first_op_id == 901
             assert oplog.info().entries == 100
-            assert oplog.retention_statistics().entries_trimmed == 900
+            # counted by the keeper once the trim returns: a moment after the stream shows it
+            assert eventually(lambda: oplog.retention_statistics().entries_trimmed == 900)
 
     def test_retain_age_trims_by_the_servers_clock_while_idle(
         self, redis_server: RedisServer, tmp_path: Path  # noqa: F811
