@@ -105,6 +105,10 @@ class OplogCollector(Collector):
             yield _counter("rxcs_oplog_fsyncs", "fsyncs by this process", stats.fsyncs)
             yield _counter("rxcs_oplog_segments_rolled", "segments started by this process", stats.segments_rolled)
             yield _counter("rxcs_oplog_read_bytes", "bytes read from segments by this process", stats.bytes_read)
+            yield _counter("rxcs_oplog_recoveries", "torn tails this process's writer cut at open", stats.recoveries)
+            yield _counter(
+                "rxcs_oplog_corruptions_found", "reads in this process that met a damaged frame", stats.corruptions
+            )
         timings = getattr(oplog, "fsync_timings", None)
         if callable(timings):
             buckets, total = timings()

@@ -130,6 +130,8 @@ class FileOplogStatistics:
     bytes_read: int
     fsyncs: int
     segments_rolled: int
+    recoveries: int = 0  # torn tails cut (or a half-made newest segment removed) when this writer opened
+    corruptions: int = 0  # reads by this instance's cursors that met damage (OplogCorruptedError)
 
 
 @final
@@ -225,6 +227,8 @@ class FileOplog(Oplog):
         self._fsyncs = 0
         self._rolled = 0
         self._fsync_times = Timings()
+        self._recoveries = 0
+        self._corruptions = 0
         with contextlib.suppress(OplogCorruptedError):  # opening never fails on damage; reading there does
             self._refresh_tail()
         log.info("oplog opened", path=str(self._dir), oplog_id=str(self._oplog_id), last_op_id=self._last_op_id)
@@ -590,6 +594,7 @@ class FileOplog(Oplog):
                 osio.unlink(index_path(self._dir, first), missing_ok=True)
                 osio.fsync_directory(self._dir)
                 log.warning("oplog recovered", path=str(path), truncated_bytes=len(data), reason=problem)
+                self._recoveries += 1
                 self._recover(start_at=first)
                 return
             raise OplogCorruptedError(problem, path=str(path), offset=0)
@@ -602,6 +607,7 @@ class FileOplog(Oplog):
                 "oplog recovered", path=str(path), truncated_bytes=len(data) - scan.end, at_offset=scan.end,
                 dropped_op_ids=unfinished,  # the whole frames of a commit whose last frame is missing
             )
+            self._recoveries += 1
             fd = osio.open_file(path, os.O_WRONLY)
             try:
                 osio.truncate(fd, scan.end)
@@ -1073,8 +1079,11 @@ class FileOplog(Oplog):
     # -- tools ------------------------------------------------------------------------------
 
     def statistics(self) -> FileOplogStatistics:
-        """Counters of this instance's work: frames decoded, bytes read, fsyncs, segments rolled."""
-        return FileOplogStatistics(self._frames_decoded, self._bytes_read, self._fsyncs, self._rolled)
+        """Counters of this instance's work: frames decoded, bytes read, fsyncs, segments rolled, recoveries,
+        damage met."""
+        return FileOplogStatistics(
+            self._frames_decoded, self._bytes_read, self._fsyncs, self._rolled, self._recoveries, self._corruptions
+        )
 
     def info(self) -> FileOplogInfo:
         """The oplog's range, size, segments, identity and settings."""
@@ -1412,6 +1421,8 @@ class _FileCursor(OplogCursor):
                 self._find_commit_end()
         except (OplogCorruptedError, ChangeStreamHistoryLost) as exc:
             failure = exc
+            if isinstance(exc, OplogCorruptedError):
+                oplog._corruptions += 1  # counted where met: the metrics' corruption alert rests on it
         except _CommitRewritten:  # what was read of it was cut short, and cut: read it anew next time
             failure = None
             self._commit_end = 0

@@ -80,6 +80,30 @@ class TestLibraryCollector:
             assert found[("rxcs_stream_open", billing)] == 1
             stream.close()
 
+    def test_recoveries_and_damage_are_counted(self, tmp_path: Path) -> None:
+        """A torn tail cut when the writer opens counts a recovery; a damaged frame a reader meets, a corruption."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, segment_bytes=4096) as oplog:
+            for i in range(100):
+                oplog.insert("shop", "users", {"_id": i, "pad": "x" * 100})
+        newest, oldest = max(path.glob("*.seg")), min(path.glob("*.seg"))
+        with newest.open("ab") as segment:
+            segment.write(b"\x00\x01torn")  # a write cut short
+        with oldest.open("r+b") as segment:
+            segment.seek(60)
+            segment.write(b"XXXXXXXX")  # damage inside the first frame
+        with rxcs.open_oplog(path) as oplog:
+            registry = CollectorRegistry()
+            rxcs.metrics.register(oplog, registry)
+            oplog.insert("shop", "users", {"_id": "after"})  # the writer opens: the torn tail is cut
+            before = samples(generate_latest(registry).decode())
+            with pytest.raises(rxcs.OplogCorruptedError), oplog.cursor(0) as cursor:
+                cursor.read(10)
+            found = samples(generate_latest(registry).decode())
+        assert found[("rxcs_oplog_recoveries_total", ())] == 1
+        corruptions = ("rxcs_oplog_corruptions_found_total", ())
+        assert found[corruptions] == before[corruptions] + 1  # each read that meets the damage counts
+
     def test_names_are_bounded(self) -> None:
         """More than MAX_STREAM_NAMES distinct names is refused: one label value per stream would grow forever."""
         with rxcs.open_oplog(":memory:") as oplog:
