@@ -90,8 +90,14 @@ class AccessPolicy:
                 return Refusal(421, "host_not_allowed", f"this server does not answer for host {host!r}")
         return None
 
-    def refusal(self, connection: HTTPConnection) -> Refusal | None:
-        """Why this request may not use the API, or None when it may."""
+    def refusal(self, connection: HTTPConnection, *, proof: bool = True) -> Refusal | None:
+        """Why this request may not use the API, or None when it may.
+
+        ``proof=False`` (``/metrics``: read-only, no CORS headers, so another
+        site's page cannot read it) waives the last rule, a token-less
+        request's proof that it is a program or the server's own page, so a
+        scraper needs no extra header; the Host, token and origin rules hold.
+        """
         headers = connection.headers
         refused = self.host_refusal(connection)
         if refused is not None:
@@ -117,7 +123,7 @@ class AccessPolicy:
                     "only this server's own page, and origins allowed with --allow-origin, may watch",
                 )
             return None
-        if self._token is not None or headers.get(CLIENT_HEADER) or self._has_page_key(connection):
+        if not proof or self._token is not None or headers.get(CLIENT_HEADER) or self._has_page_key(connection):
             return None
         return Refusal(
             403, "client_header_required",

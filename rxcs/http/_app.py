@@ -448,9 +448,9 @@ class ChangeStreamApp(Starlette):
 
     # -- checks ------------------------------------------------------------------------
 
-    def _refusal(self, connection: HTTPConnection) -> Refusal | None:
+    def _refusal(self, connection: HTTPConnection, *, proof: bool = True) -> Refusal | None:
         """The response refusing this connection (host, token, origin, same-origin proof), or None."""
-        refusal = self.access.refusal(connection)
+        refusal = self.access.refusal(connection, proof=proof)
         if refusal is not None:
             self._refused += 1
         return refusal
@@ -557,8 +557,13 @@ class ChangeStreamApp(Starlette):
         return JSONResponse(body, status_code=503 if problems else 200, headers={"cache-control": "no-store"})
 
     async def _metrics(self, request: Request) -> Response:
-        """Prometheus metrics of the oplog, the watchers (stream="http") and the server; protected like the API."""
-        refusal = self._refusal(request)
+        """Prometheus metrics of the oplog, the watchers (stream="http") and the server.
+
+        Protected like the API (Host, token, origins), except that a scraper
+        without a token needs no ``Rxcs-Client`` header: the response is
+        read-only and carries no CORS headers, so another site cannot read it.
+        """
+        refusal = self._refusal(request, proof=False)
         if refusal is not None:
             return refusal.response()
         try:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -144,3 +145,23 @@ class TestServerMetrics:
             assert found[("rxcs_server_refused_requests_total", ())] == stats.refused >= 1
             assert found[("rxcs_server_sent_bytes_total", ())] == stats.sent_bytes > 0
             assert found[("rxcs_stream_delivered_events_total", (("stream", "http"),))] == 5
+
+    def test_a_scraper_without_a_token_needs_no_client_header_but_other_sites_are_refused(
+        self, tmp_path: Path
+    ) -> None:
+        """Token-less, /metrics answers a plain GET (as Prometheus sends it), yet refuses a page of another site
+        and a foreign Host, as the API does."""
+        with rxcs.open_oplog(tmp_path / "oplog") as oplog:
+            oplog.insert("shop", "users", {"_id": 1})
+            app = create_app(oplog, allowed_hosts=["127.0.0.1", "localhost"])
+            with running(app) as served:
+                plain = httpx.get(f"{served.url}/metrics", timeout=10)
+                cross_site = httpx.get(f"{served.url}/metrics", headers={"Sec-Fetch-Site": "cross-site"}, timeout=10)
+                rebound = httpx.get(f"{served.url}/metrics", headers={"Host": "attacker.example"}, timeout=10)
+                watch = httpx.get(f"{served.url}/oplog", timeout=10)
+        assert plain.status_code == 200
+        assert samples(plain.text)[("rxcs_oplog_last_op_id", ())] == 1
+        assert cross_site.status_code == 403
+        assert rebound.status_code == 421
+        assert watch.status_code == 403  # the API still wants the program's header
+
