@@ -73,7 +73,11 @@ class OplogCollector(Collector):
                     f"already {MAX_STREAM_NAMES} stream names: name streams by their role, not one name each"
                 )
             streams = self._streams.setdefault(name, weakref.WeakKeyDictionary())
-            streams[stream] = dict.fromkeys(_COUNTED, 0)
+            if stream in streams:
+                return
+            seen = streams[stream] = dict.fromkeys(_COUNTED, 0)
+        # once the stream is collected, its counts at the last scrape stay in its name's totals
+        weakref.finalize(stream, self._retire, name, seen)
 
     def watch_server(self, statistics: Callable[[], Any]) -> None:
         """Also collect a server's ``statistics()`` (``rxcs serve`` calls this)."""
@@ -87,6 +91,9 @@ class OplogCollector(Collector):
 
     def _oplog_metrics(self) -> Iterator[Metric]:
         oplog = self._oplog
+        if oplog.closed:  # nothing more to read from it
+            yield _gauge("rxcs_oplog_healthy", "1 when the oplog is open, reachable and readable", 0)
+            return
         first, last = oplog.first_op_id, oplog.last_op_id
         yield _gauge("rxcs_oplog_first_op_id", "op_id of the oldest retained entry", first)
         yield _gauge("rxcs_oplog_last_op_id", "op_id of the newest entry", last)
@@ -173,16 +180,8 @@ class OplogCollector(Collector):
                 buffered.add_metric([name], buffered_now)
                 lag.add_metric([name], lag_now)
                 lag_seconds.add_metric([name], behind)
-                self._watch_retirement(name, streams)
         yield from families.values()
         yield from (open_streams, buffered, lag, lag_seconds)
-
-    def _watch_retirement(self, name: str, streams: weakref.WeakKeyDictionary[Any, dict[str, int]]) -> None:
-        """Keep a collected stream's last counts in its name's totals (a finalizer per stream, set once)."""
-        for stream, seen in streams.items():
-            if "_finalizer" not in seen:
-                seen["_finalizer"] = 1
-                weakref.finalize(stream, self._retire, name, seen)
 
     def _retire(self, name: str, seen: dict[str, int]) -> None:
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,29 @@ class TestLibraryCollector:
         assert found[("rxcs_oplog_recoveries_total", ())] == 1
         corruptions = ("rxcs_oplog_corruptions_found_total", ())
         assert found[corruptions] == before[corruptions] + 1  # each read that meets the damage counts
+
+    def test_counters_never_go_back_when_streams_go_away(self) -> None:
+        """A tracked stream that is closed and collected leaves its counts in its name's totals; a closed oplog
+        scrapes as unhealthy rather than failing the scrape."""
+        oplog = rxcs.open_oplog(":memory:")
+        registry = CollectorRegistry()
+        metrics = rxcs.metrics.register(oplog, registry)
+        for i in range(5):
+            oplog.insert("shop", "users", {"_id": i})
+        stream = rxcs.watch(oplog, start_at_operation_time=rxcs.BEGINNING).iterate()
+        metrics.track(stream, "audit")
+        for _ in range(5):
+            stream.next(timeout=5)
+        audit = (("stream", "audit"),)
+        assert samples(generate_latest(registry).decode())[("rxcs_stream_delivered_events_total", audit)] == 5
+        stream.close()
+        del stream
+        gc.collect()
+        after = samples(generate_latest(registry).decode())
+        assert after[("rxcs_stream_delivered_events_total", audit)] == 5
+        assert after[("rxcs_stream_open", audit)] == 0
+        oplog.close()
+        assert samples(generate_latest(registry).decode())[("rxcs_oplog_healthy", ())] == 0
 
     def test_names_are_bounded(self) -> None:
         """More than MAX_STREAM_NAMES distinct names is refused: one label value per stream would grow forever."""
