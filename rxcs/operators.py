@@ -30,6 +30,7 @@ from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignme
 from rxcs.buffer import Drain, EventBuffer, Overflow, check_buffer_args
 from rxcs.errors import InvalidOptionError, InvalidResumeToken
 from rxcs.events import ChangeEvent
+from rxcs.oplog.base import Oplog
 from rxcs.oplog.entry import OplogEntry
 from rxcs.pipeline import compile_pipeline
 from rxcs.query import compile_filter, rewrite_event_aliases
@@ -75,16 +76,23 @@ U = TypeVar("U")
 
 
 class _KnownOplog(reactivex.Observable[T]):
-    """An Observable that carries the identity of the oplog its items come from."""
+    """An Observable that carries the identity of the oplog its items come from (and the oplog, when known)."""
 
-    def __init__(self, subscribe: abc.Subscription[T], oplog_id: uuid.UUID | None) -> None:
+    def __init__(self, subscribe: abc.Subscription[T], oplog_id: uuid.UUID | None, oplog: Oplog | None = None) -> None:
         super().__init__(subscribe)
         self.oplog_id = oplog_id
+        self.oplog = oplog
 
 
 def _oplog_id_of(source: reactivex.Observable[Any]) -> uuid.UUID | None:
     oplog_id = getattr(source, "oplog_id", None)
     return oplog_id if isinstance(oplog_id, uuid.UUID) else None
+
+
+def _oplog_of(source: reactivex.Observable[Any]) -> Oplog | None:
+    """The oplog a chain's entries come from (an ``oplog_entries()`` stream, through rxcs operators), if known."""
+    oplog = getattr(source, "oplog", None)
+    return oplog if isinstance(oplog, Oplog) else None
 
 
 def _each(
@@ -98,7 +106,7 @@ def _each(
         step = make_step(observer.on_next, observer.on_completed)
         return source.subscribe(step, observer.on_error, observer.on_completed, scheduler=scheduler)
 
-    return _KnownOplog(subscribe, oplog_id)
+    return _KnownOplog(subscribe, oplog_id, _oplog_of(source))
 
 
 def scope(
@@ -167,8 +175,12 @@ def to_change_events(
     ``lookup(ns, document_key)``, else null), ``"whenAvailable"`` (the recorded
     post-image or null), ``"required"`` (the post-image, or the stream fails
     with ``MissingImageError``). ``full_document_before_change``: ``"off"``,
-    ``"whenAvailable"``, ``"required"``, from recorded pre-images. Expanded
-    events (create, createIndexes, dropIndexes) pass only with
+    ``"whenAvailable"``, ``"required"``, from recorded pre-images. When the
+    entries come from an ``oplog_entries()`` stream (directly or through
+    rxcs operators) of an oplog that keeps document images, those serve where
+    the producer recorded none, as in ``watch()``: ``updateLookup`` gives the
+    document now, the other modes the images the change left (docs/pipeline.md).
+    Expanded events (create, createIndexes, dropIndexes) pass only with
     ``show_expanded_events``.
 
     Resume tokens name the oplog: its identity comes from the source (an
@@ -195,7 +207,12 @@ def to_change_events(
                 "to_change_events() needs the oplog's identity for resume tokens: apply it to an "
                 "oplog_entries() stream (directly or through rxcs operators) or pass oplog_id="
             )
-        convert = entry_converter(identity, full_document, full_document_before_change, show_expanded_events, lookup)
+        oplog = _oplog_of(source)
+        wants_images = full_document != "default" or full_document_before_change != "off"
+        images = oplog.document_images if oplog is not None and wants_images else None
+        convert = entry_converter(
+            identity, full_document, full_document_before_change, show_expanded_events, lookup, images
+        )
 
         def make_step(
             emit: Callable[[ChangeEvent], None], _complete: Callable[[], None]
@@ -374,6 +391,6 @@ def buffer(
             )
             return CompositeDisposable(upstream, Disposable(drain.stop))
 
-        return _KnownOplog(subscribe, _oplog_id_of(source))
+        return _KnownOplog(subscribe, _oplog_id_of(source), _oplog_of(source))
 
     return operator

@@ -32,6 +32,7 @@ from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
 from rxcs.oplog.entry import OplogEntry
+from rxcs.oplog.images import DocumentImages
 from rxcs.pipeline import check_max_event_bytes, compile_pipeline
 from rxcs.prefilter import EntryFilter, prefilter
 from rxcs.source import Beginning, Reads, SelectionError, Start, StartAt, check_reading, resolve_start
@@ -171,7 +172,7 @@ class Steps:
 
     __slots__ = ("__weakref__", "reads", "step")
 
-    def __init__(self, oplog_id: Hashable, options: WatchOptions) -> None:
+    def __init__(self, oplog_id: Hashable, options: WatchOptions, images: DocumentImages | None = None) -> None:
         stages = compile_pipeline(options.pipeline) if options.pipeline is not None else None
         found = prefilter(
             stages.leading_matches if stages is not None else (),
@@ -186,7 +187,7 @@ class Steps:
             rule, options.collection, found.entry_filter,
             shared_entry_converter(
                 oplog_id, options.full_document, options.full_document_before_change,  # type: ignore[arg-type]
-                options.show_expanded_events, options.lookup,
+                options.show_expanded_events, options.lookup, images,
             ),
             shaper(stages.after(found.covered) if stages is not None else None, options.max_event_bytes),
             options.description,
@@ -197,18 +198,18 @@ _shared_steps: weakref.WeakValueDictionary[Hashable, Steps] = weakref.WeakValueD
 _shared_steps_lock = threading.Lock()
 
 
-def _steps_of(oplog_id: Any, options: WatchOptions) -> Steps:
+def _steps_of(oplog_id: Any, options: WatchOptions, images: DocumentImages | None) -> Steps:
     """The compiled steps of these options: shared with every live stream of the same oplog and options."""
     if options.lookup is not None:  # a lookup may answer differently each time: its stream converts alone
-        return Steps(oplog_id, options)
+        return Steps(oplog_id, options, images)
     key = (
         oplog_id, options.db, options.collection, repr(options.pipeline), options.full_document,
-        options.full_document_before_change, options.show_expanded_events, options.max_event_bytes,
+        options.full_document_before_change, options.show_expanded_events, options.max_event_bytes, images,
     )
     with _shared_steps_lock:
         steps = _shared_steps.get(key)
     if steps is None:
-        steps = Steps(oplog_id, options)  # compiled outside the lock: a bad pipeline raises here
+        steps = Steps(oplog_id, options, images)  # compiled outside the lock: a bad pipeline raises here
         with _shared_steps_lock:
             steps = _shared_steps.setdefault(key, steps)
     return steps
@@ -228,7 +229,9 @@ class StreamPlan:
             )
         self.oplog = oplog
         self.options = options
-        self._steps = _steps_of(oplog.oplog_id, options)
+        # The images the oplog keeps now, if any is asked for: a stream planned before they were turned on has none.
+        wants_images = options.full_document != "default" or options.full_document_before_change != "off"
+        self._steps = _steps_of(oplog.oplog_id, options, oplog.document_images if wants_images else None)
 
     @property
     def reads(self) -> Reads:

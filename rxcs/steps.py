@@ -27,6 +27,7 @@ from rxcs.errors import InvalidOptionError, MissingImageError, PipelineError
 from rxcs.events import ChangeEvent, Namespace, OperationType, UpdateDescription
 from rxcs.expanded import disambiguated_paths, operation_description
 from rxcs.oplog.entry import OplogEntry
+from rxcs.oplog.images import DocumentImages
 from rxcs.pipeline import CompiledPipeline, event_limit
 from rxcs.tokens import ResumeToken
 
@@ -182,8 +183,18 @@ def entry_converter(
     full_document_before_change: str,
     show_expanded_events: bool,
     lookup: Lookup | None,
+    images: DocumentImages | None = None,
 ) -> Callable[[OplogEntry], ChangeEvent | None]:
-    """Compile the entry → event conversion for one set of options."""
+    """Compile the entry → event conversion for one set of options.
+
+    An image the producer recorded is used first; for ``updateLookup`` then
+    ``lookup``, then the document now as ``images`` (the oplog's document
+    images) has it; for the other modes the image ``images`` kept for the
+    change. Without ``images`` (or when the options ask for no image) nothing
+    is looked up.
+    """
+    if full_document == "default" and full_document_before_change == "off":
+        images = None
     op_types = _OPERATION_TYPES
     expanded = _EXPANDED
     want_post_image = full_document != "default"
@@ -210,13 +221,24 @@ def entry_converter(
             return None
         nulls = no_nulls
         document = entry.full_document
+        kept = None  # the images kept for the entry's change, (pre, post), read once when needed
         if op is update_op:
-            document = _post_image(entry, full_document, lookup) if want_post_image else None
+            if want_post_image and document is None:
+                if images is not None and full_document != "updateLookup":
+                    kept = images.images(entry)
+                    document = kept[1]
+                document = _post_image(entry, document, full_document, lookup, images)
+            elif not want_post_image:
+                document = None
             if document is None and want_post_image:
                 nulls = frozenset({"fullDocument"})
         before = None
         if pre_mode != "off" and op in _WITH_PRE_IMAGE:
             before = entry.full_document_before_change
+            if before is None and images is not None:
+                if kept is None:
+                    kept = images.images(entry)
+                before = kept[0]
             if before is None:
                 if pre_mode == "required":
                     raise MissingImageError(
@@ -279,6 +301,7 @@ def shared_entry_converter(
     full_document_before_change: str,
     show_expanded_events: bool,
     lookup: Lookup | None,
+    images: DocumentImages | None = None,
 ) -> Callable[[OplogEntry], ChangeEvent | None]:
     """``entry_converter`` shared by the streams of an oplog with the same options.
 
@@ -290,14 +313,18 @@ def shared_entry_converter(
     may answer differently each time it is asked.
     """
     if lookup is not None:
-        return entry_converter(oplog_id, full_document, full_document_before_change, show_expanded_events, lookup)
-    key = (oplog_id, full_document, full_document_before_change, show_expanded_events)
+        return entry_converter(
+            oplog_id, full_document, full_document_before_change, show_expanded_events, lookup, images
+        )
+    if full_document == "default" and full_document_before_change == "off":
+        images = None  # nothing to look up: streams of every oplog instance share one converter
+    key = (oplog_id, full_document, full_document_before_change, show_expanded_events, images)
     with _SHARED_CONVERTERS_LOCK:
         convert = _SHARED_CONVERTERS.get(key)
         if convert is None:
-            convert = _remembering(
-                entry_converter(oplog_id, full_document, full_document_before_change, show_expanded_events, None)
-            )
+            convert = _remembering(entry_converter(
+                oplog_id, full_document, full_document_before_change, show_expanded_events, None, images
+            ))
             _SHARED_CONVERTERS[key] = convert
     return convert
 
@@ -318,15 +345,21 @@ def _remembering(convert: Callable[[OplogEntry], ChangeEvent | None]) -> Callabl
     return convert_once
 
 
-def _post_image(entry: OplogEntry, mode: str, lookup: Lookup | None) -> Mapping[str, Any] | None:
-    if entry.full_document is not None:
-        return entry.full_document
-    if mode == "updateLookup" and lookup is not None and entry.document_key is not None:
-        return lookup(Namespace(entry.db, entry.coll), entry.document_key)
+def _post_image(
+    entry: OplogEntry, found: Mapping[str, Any] | None, mode: str, lookup: Lookup | None, images: DocumentImages | None
+) -> Mapping[str, Any] | None:
+    """An update's ``fullDocument``: ``found`` (recorded or kept), else looked up, else None or an error."""
+    if found is not None:
+        return found
+    if mode == "updateLookup" and entry.document_key is not None:
+        if lookup is not None:
+            return lookup(Namespace(entry.db, entry.coll), entry.document_key)
+        if images is not None:
+            return images.current_of(entry)
     if mode == "required":
         raise MissingImageError(
             f"op_id {entry.op_id}: update on {entry.db}.{entry.coll} has no post-image recorded "
-            "(full_document='required')"
+            "(full_document='required')" + ("" if images is None else " nor kept by the oplog's document images")
         )
     return None
 

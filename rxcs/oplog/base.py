@@ -14,12 +14,16 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from rxcs.errors import ChangeStreamHistoryLost, OplogCorruptedError
-from rxcs.events import ClusterTime, Namespace
+from rxcs.events import ClusterTime, Namespace, OperationType
 from rxcs.oplog.catalog import CollectionInfo
 from rxcs.oplog.entry import Change, OplogEntry
+from rxcs.oplog.images.overlay import check_images_option
+
+if TYPE_CHECKING:
+    from rxcs.oplog.images import DocumentImages
 
 __all__ = ["Clock", "Oplog", "OplogCursor", "Sift"]
 
@@ -125,6 +129,19 @@ class Oplog(abc.ABC):
     @abc.abstractmethod
     def closed(self) -> bool:
         """True once ``close()`` was called."""
+
+    @property
+    def document_images(self) -> DocumentImages | None:
+        """The document images the oplog keeps, or None when it keeps none (docs/oplog.md, "Document images").
+
+        An oplog keeps them when opened with ``document_images=True`` (for
+        every collection; recorded with the oplog, so every process that
+        opens it afterwards keeps them too) or once a collection is created or
+        modified with ``{"changeStreamPreAndPostImages": {"enabled": True}}``
+        (for that collection). Change streams use them for ``updateLookup``
+        and for the pre- and post-images the producer did not record.
+        """
+        return None
 
     # -- writing ---------------------------------------------------------------
 
@@ -373,8 +390,32 @@ class Oplog(abc.ABC):
         )
 
     def create_collection(self, db: str, coll: str, options: Document | None = None) -> int:
-        """Record a created collection; return its op_id."""
+        """Record a created collection; return its op_id.
+
+        ``options`` are the collection's (shown as the create event's
+        ``operationDescription``); ``{"changeStreamPreAndPostImages":
+        {"enabled": True}}`` among them keeps document images for it.
+        """
+        check_images_option(options)
         return self.append(Change.create_collection(db, coll, options))
+
+    def modify_collection(self, db: str, coll: str, options: Document) -> int:
+        """Record a collection's changed options (MongoDB's ``collMod``, a ``modify`` event); return its op_id.
+
+        ``{"changeStreamPreAndPostImages": {"enabled": True}}`` turns document
+        images on for the collection from this entry on, ``False`` off.
+
+        Examples:
+            >>> import rxcs
+            >>> with rxcs.open_oplog(":memory:") as oplog:
+            ...     _ = oplog.modify_collection("shop", "users", {"changeStreamPreAndPostImages": {"enabled": True}})
+            ...     _ = oplog.insert("shop", "users", {"_id": 1, "name": "Ada"})
+            ...     oplog.document_images.current("shop", "users", 1)
+            {'_id': 1, 'name': 'Ada'}
+        """
+        check_images_option(options)
+        # A modify carries its options as a create does: the same checks, another operation.
+        return self.append(Change.create_collection(db, coll, options)._replace(op=OperationType.MODIFY))
 
     def drop_collection(self, db: str, coll: str) -> int:
         """Record a dropped collection; return its op_id."""

@@ -41,7 +41,7 @@ from rxcs.oplog.entry import Change, OplogEntry
 
 __all__ = [
     "DATA_CHANGE_HEAD", "EXT_DATE", "EXT_DECIMAL", "EXT_TIME", "EXT_UUID", "RECORD_HEADS", "UNPACK_OPTIONS",
-    "EntryDecodeError", "decode_entry", "encode_entry", "encode_value",
+    "EntryDecodeError", "decode_entry", "decode_value", "encode_entry", "encode_value",
 ]
 
 _FIXED_FIELDS = 7  # op_id .. coll: always present
@@ -152,7 +152,11 @@ def _packer() -> msgpack.Packer:
 
 
 def encode_value(value: Any) -> bytes:
-    """One value in the codec's msgpack (what the catalog keeps of an index, to put in a record as it is)."""
+    """One value in the codec's msgpack, extension types included: what the catalog keeps of an index, to put in a
+    record as it is, and the documents and keys the document images keep (``rxcs.oplog.images``).
+
+    A value msgpack cannot carry raises ``TypeError``.
+    """
     packed: bytes = _packer().pack(value)
     return packed
 
@@ -261,3 +265,8 @@ def entry_from_record(record: Any) -> OplogEntry:
     if size < _ALL_FIELDS:
         record += _NONES[size:]
     return _new_tuple(OplogEntry, record)
+
+
+def decode_value(data: bytes) -> Any:
+    """A value back from ``encode_value``: a new copy each time."""
+    return msgpack.unpackb(data, **UNPACK_OPTIONS)

@@ -25,6 +25,7 @@ import itertools
 import json
 import os
 import select
+import sqlite3
 import threading
 import time
 import uuid
@@ -53,6 +54,9 @@ from rxcs.oplog.check import RepairPlan, RepairStep, plan_repair, verify_directo
 from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.retention import Retention, RetentionStatistics, SegmentKeeper
+from rxcs.oplog.images import DocumentImages
+from rxcs.oplog.images.overlay import enables_images
+from rxcs.oplog.images.sqlite import SqliteImageStore
 from rxcs.oplog.segments import (
     CONTINUES,
     FRAME_HEADER,
@@ -100,6 +104,7 @@ GROUP_COMMIT_INTERVAL: Final = 0.005
 READ_CHUNK: Final = 256 * 1024
 DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 _SEEK_CANDIDATES: Final = 8  # index records tried before a seek falls back to the segment's first frame
+_IMAGES_LOOK_AGAIN: Final = 1.0  # seconds between looks for document images another process turned on
 
 
 @final
@@ -146,6 +151,9 @@ class FileOplog(Oplog):
     ``retain_entries``, ``retain_age`` (seconds or timedelta), each a floor
     ("at least this much is kept"), enforced continuously by the writer in
     whole segments (``rxcs.oplog.retention``); ``trim()`` on demand.
+    ``document_images=True`` keeps document images for every collection, in
+    ``images.sqlite`` beside the segments; the setting stays with the oplog
+    (docs/oplog.md, "Document images").
 
     Examples:
         >>> import tempfile, rxcs
@@ -168,7 +176,10 @@ class FileOplog(Oplog):
         retain_bytes: int | None = None,
         retain_entries: int | None = None,
         retain_age: float | timedelta | None = None,
+        document_images: bool = False,
     ) -> None:
+        if not isinstance(document_images, bool):
+            raise ValueError(f"document_images must be True or False, not {document_images!r}")
         if durability not in ("fsync", "group", "none"):
             raise ValueError(f"durability must be 'fsync', 'group' or 'none', not {durability!r}")
         if isinstance(segment_bytes, bool) or not isinstance(segment_bytes, int) or segment_bytes < 4096:
@@ -231,6 +242,9 @@ class FileOplog(Oplog):
         self._corruptions = 0
         with contextlib.suppress(OplogCorruptedError):  # opening never fails on damage; reading there does
             self._refresh_tail()
+        self._images: DocumentImages | None = None
+        self._images_looked = 0.0
+        self._open_images(turn_on=document_images)
         log.info("oplog opened", path=str(self._dir), oplog_id=str(self._oplog_id), last_op_id=self._last_op_id)
 
     # -- opening ---------------------------------------------------------------------
@@ -296,6 +310,52 @@ class FileOplog(Oplog):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def document_images(self) -> DocumentImages | None:
+        if self._images is None and not self._closed:
+            with self._lock:
+                self._open_images()
+        return self._images
+
+    def _open_images(self, *, turn_on: bool = False, create_at: int | None = None) -> DocumentImages | None:
+        """Find the oplog's document images (another process may have turned them on); with ``turn_on`` or
+        ``create_at`` (a checkpoint), make them when there are none. ``turn_on`` keeps them for every collection."""
+        self._images_looked = time.monotonic()
+        store = self._images.store if self._images is not None else None
+        if store is None:
+            store = SqliteImageStore.open(self._dir, self._oplog_id, readonly=self._readonly)
+        if store is None and (turn_on or create_at is not None):
+            if self._readonly:
+                raise RxcsError(f"{self._dir}: opened readonly; document images cannot be turned on")
+            applied = self._last_op_id if create_at is None else create_at
+            store = SqliteImageStore.create(self._dir, self._oplog_id, applied, every_collection=turn_on)
+            log.info("document images turned on", path=str(self._dir), from_op_id=applied + 1,
+                     every_collection=turn_on)
+        elif store is not None and turn_on and not store.state().settings.every_collection:
+            if self._readonly:
+                raise RxcsError(f"{self._dir}: opened readonly; document images cannot be turned on")
+            store.set_every_collection(True)
+        if store is not None and self._images is None:
+            self._images = DocumentImages(store, self)
+        return self._images
+
+    def _update_images(self, through: int) -> None:
+        """Bring the document images up to ``through``, an op_id whose entries are as durable as they get.
+
+        Never raises: the entries are recorded whatever happens to their
+        images, which a reader then computes itself and the next writer catches up.
+        """
+        images = self._images
+        if images is None or self._closed:
+            return
+        try:
+            images.catch_up(through)
+        except OplogClosedError:
+            return  # closed meanwhile: close() brought them up to date first
+        except (sqlite3.Error, OSError, RxcsError) as exc:
+            log.error("document images not brought up to date", path=str(self._dir), through_op_id=through,
+                      error=str(exc))
+
     def append_many(self, changes: Iterable[Change]) -> list[int]:
         changes = list(changes)
         for index, change in enumerate(changes):
@@ -303,10 +363,15 @@ class FileOplog(Oplog):
                 raise TypeError(f"changes[{index}]: expected a Change, got {type(change).__name__}")
         if not changes:
             return []
+        enabling = enables_images(changes)
         with self._lock:
             self._become_writer()
             assert self._clock is not None
             assert self._catalog is not None
+            if self._images is None and (enabling or time.monotonic() - self._images_looked > _IMAGES_LOOK_AGAIN):
+                images = self._open_images(create_at=self._last_op_id if enabling else None)
+                if images is not None:  # turned on by another process meanwhile, or now
+                    images.recover()
             first = self._last_op_id + 1
             frames = []
             catalog = self._catalog
@@ -330,6 +395,8 @@ class FileOplog(Oplog):
                 raise
             self._last_op_id = first + len(frames) - 1
             catalog.commit(self._last_op_id)
+            if self._durability != "group":  # the entries are synced ("fsync") or never will be before close ("none")
+                self._update_images(self._last_op_id)
             self._appended.notify_all()
             if self._keeper is not None:
                 self._keeper.appended_at(self._last_op_id, self._active_size)
@@ -344,6 +411,7 @@ class FileOplog(Oplog):
             # Even when not dirty: the group flusher may have taken the flag and not finished its sync yet.
             self._dirty = False
             fd = os.dup(self._write_fd)
+            through = self._last_op_id
         try:
             began = time.perf_counter()
             os.fdatasync(fd)  # outside the lock, as the group flusher does
@@ -351,6 +419,7 @@ class FileOplog(Oplog):
             self._fsyncs += 1
         finally:
             os.close(fd)
+        self._update_images(through)
 
     def trim(self, before_op_id: int) -> int:
         with self._lock:
@@ -395,6 +464,8 @@ class FileOplog(Oplog):
         self._poke()
 
     def close(self) -> None:
+        if self._write_fd is not None and self._images is not None and not self._closed:
+            self.sync()  # the document images catch up with every entry while the oplog can still be read
         with self._lock:
             if self._closed:
                 return
@@ -425,6 +496,8 @@ class FileOplog(Oplog):
             for fd in (self._wake_read, self._wake_write):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            if self._images is not None:
+                self._images.close()
         log.info("oplog closed", path=str(self._dir))
 
     # -- writer ------------------------------------------------------------------------
@@ -449,6 +522,8 @@ class FileOplog(Oplog):
         if self._retention.active and self._keeper is None:
             self._keeper = SegmentKeeper(self, self._retention, str(self._dir))
             self._keeper.appended()  # what is already beyond the limits goes now
+        if self._images is not None:  # a crash may have left them behind the entries
+            self._images.recover()
 
     # -- the collection catalog ----------------------------------------------------------------
 
@@ -747,6 +822,7 @@ class FileOplog(Oplog):
                     continue
                 self._dirty = False
                 fd = osio.dup(self._write_fd)  # the writer may roll to a new segment meanwhile
+                through = self._last_op_id
             try:
                 began = time.perf_counter()
                 osio.fdatasync(fd)  # outside the lock: appends go on while the disk works
@@ -754,6 +830,9 @@ class FileOplog(Oplog):
                 self._fsyncs += 1
             finally:
                 osio.close(fd)
+            # Images follow the entries only once those are synced: after a power loss the store is never
+            # ahead of what survived of the oplog (it may be behind, and catches up).
+            self._update_images(through)
 
     def _fsync(self) -> None:
         assert self._write_fd is not None
@@ -855,6 +934,11 @@ class FileOplog(Oplog):
             osio.fsync_directory(self._dir)
             log.info("oplog trimmed", path=str(self._dir), entries=dropped, reason=reason,
                      first_op_id=self._segments[0])
+            if self._images is not None:
+                try:
+                    self._images.trim(self._segments[0])
+                except sqlite3.Error as exc:  # the next trim takes what this one left
+                    log.error("document images not trimmed", path=str(self._dir), error=str(exc))
         return dropped
 
     # -- readers -----------------------------------------------------------------------------

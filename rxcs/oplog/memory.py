@@ -19,17 +19,21 @@ from rxcs.oplog.base import Clock, Oplog, OplogCursor, Sift
 from rxcs.oplog.catalog import Catalog, CollectionInfo
 from rxcs.oplog.codec import decode_entry, encode_entry
 from rxcs.oplog.entry import Change, OplogEntry
+from rxcs.oplog.images import DocumentImages, MemoryImageStore
+from rxcs.oplog.images.overlay import enables_images
 
 __all__ = ["MemoryOplog"]
-
-
 
 @final
 class MemoryOplog(Oplog):
     """A thread-safe oplog held in memory; trims exactly to the entry.
 
     ``max_entries`` keeps at most that many entries (older ones are trimmed
-    on append).
+    on append). ``document_images=True`` keeps document images for every
+    collection (``document_images``, docs/oplog.md); a collection created or
+    modified with ``{"changeStreamPreAndPostImages": {"enabled": True}}``
+    turns them on for itself. Images are kept in memory, brought up to date
+    within each append.
 
     Examples:
         >>> oplog = MemoryOplog()
@@ -39,9 +43,13 @@ class MemoryOplog(Oplog):
         {'_id': 1}
     """
 
-    def __init__(self, *, max_entries: int | None = None, oplog_id: uuid.UUID | None = None) -> None:
+    def __init__(
+        self, *, max_entries: int | None = None, oplog_id: uuid.UUID | None = None, document_images: bool = False
+    ) -> None:
         if max_entries is not None and (isinstance(max_entries, bool) or max_entries < 1):
             raise ValueError(f"max_entries must be a positive int or None, not {max_entries!r}")
+        if not isinstance(document_images, bool):
+            raise ValueError(f"document_images must be True or False, not {document_images!r}")
         self._oplog_id = oplog_id or uuid.uuid4()
         self._max_entries = max_entries
         self._frames: list[bytes] = []
@@ -50,6 +58,13 @@ class MemoryOplog(Oplog):
         self._catalog = Catalog()
         self._changed = threading.Condition(threading.Lock())
         self._closed = False
+        self._images: DocumentImages | None = None
+        if document_images:
+            self._images = DocumentImages(MemoryImageStore(every_collection=True), self)
+
+    @property
+    def document_images(self) -> DocumentImages | None:
+        return self._images
 
     @property
     def oplog_id(self) -> uuid.UUID:
@@ -72,8 +87,11 @@ class MemoryOplog(Oplog):
         for index, change in enumerate(changes):
             if not isinstance(change, Change):
                 raise TypeError(f"changes[{index}]: expected a Change, got {type(change).__name__}")
+        enabling = enables_images(changes)
         with self._changed:
             self._check_open()
+            if enabling and self._images is None:
+                self._images = DocumentImages(MemoryImageStore(self.last_op_id), self)
             op_id = self.last_op_id
             frames = []
             catalog = self._catalog
@@ -90,6 +108,8 @@ class MemoryOplog(Oplog):
             # Encoding all first: one bad change appends nothing, and leaves the catalog as it was.
             catalog.commit(op_id)
             self._frames.extend(frames)
+            if self._images is not None and frames:  # in the same lock: readers never find the store behind
+                self._images.catch_up(op_id, [decode_entry(frame) for frame in frames])
             if self._max_entries is not None and len(self._frames) > self._max_entries:
                 self._trim_locked(self.last_op_id - self._max_entries + 1)
             self._changed.notify_all()
@@ -111,6 +131,8 @@ class MemoryOplog(Oplog):
         if count:
             del self._frames[:count]
             self._first += count
+            if self._images is not None:
+                self._images.trim(self._first)
             log.info("oplog trimmed", backend="memory", entries=count, first_op_id=self._first)
         return count
 

@@ -53,6 +53,9 @@ from rxcs.oplog.catalog import CollectionInfo, catalog_action, parse_hash
 from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, decode_entry, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.retention import REDIS_TRIM_RETAINED, Retention, RetentionStatistics, StreamKeeper
+from rxcs.oplog.images import DocumentImages
+from rxcs.oplog.images.overlay import enables_images
+from rxcs.oplog.images.redis import RedisImageStore
 
 __all__ = ["RedisOplog", "RedisOplogInfo"]
 
@@ -79,6 +82,8 @@ _NO_SUCH_CLIENT = 2**63 - 1
 _ZERO_TIME = ClusterTime(0, 0)
 # The script's head (four uint64s, up to 9 bytes each) outgrows the zeroed one (1 byte each) by at most this.
 _HEAD_GROWTH = 4 * 8
+# Seconds between looks for document images another process turned on.
+_IMAGES_LOOK_AGAIN = 1.0
 
 # Lua helpers shared by the scripts that read positions.
 _LUA_HELPERS = r"""
@@ -441,6 +446,9 @@ class RedisOplog(Oplog):
     idle (``rxcs.oplog.retention``). ``retry_for`` is how long, in seconds, an
     operation keeps retrying through a connection fault before it raises
     ``OplogUnavailableError``; ``None`` retries forever.
+    ``document_images=True`` keeps document images for every collection, in
+    keys beside the stream; the setting stays with the oplog, for every
+    process (docs/redis.md, "Document images").
 
     The identity is created on first use, atomically, so any number of
     processes may open the same stream at once. An unreachable server raises
@@ -463,6 +471,7 @@ class RedisOplog(Oplog):
         retry_for: float | None = 30.0,
         retain_entries: int | None = None,
         retain_age: float | timedelta | None = None,
+        document_images: bool = False,
     ) -> None:
         if not isinstance(client, redis.Redis):
             raise TypeError(f"client must be a redis.Redis, not {type(client).__name__}")
@@ -474,6 +483,8 @@ class RedisOplog(Oplog):
             raise ValueError(f"max_len must be a positive int or None, not {max_len!r}")
         if retry_for is not None and not retry_for >= 0:
             raise ValueError(f"retry_for must be a number of seconds >= 0 or None, not {retry_for!r}")
+        if not isinstance(document_images, bool):
+            raise ValueError(f"document_images must be True or False, not {document_images!r}")
         self._client = client
         self._stream = stream
         # The stream key is the bare name; its hash tag is the name too, so every key is in one slot.
@@ -524,6 +535,10 @@ class RedisOplog(Oplog):
             )
         self._oplog_id = uuid.UUID(hex=owner.decode())
         self._owner = owner
+        self._image_store = RedisImageStore(client, stream, str(self._oplog_id), self._keys[1], self._retrying)
+        self._images: DocumentImages | None = None
+        self._images_looked = 0.0
+        self._open_images(every_collection=True if document_images else None)
 
     @classmethod
     def from_url(
@@ -535,6 +550,7 @@ class RedisOplog(Oplog):
         retry_for: float | None = 30.0,
         retain_entries: int | None = None,
         retain_age: float | None = None,
+        document_images: bool | None = None,
         **redis_options: Any,
     ) -> RedisOplog:
         """Open the oplog at ``redis://[[user]:password@]host:port/db?stream=NAME``.
@@ -542,8 +558,9 @@ class RedisOplog(Oplog):
         ``rediss://`` (TLS) and ``unix://`` work too. rxcs's own options may
         be given as query parameters or keywords, not both: ``stream`` (the
         stream's name, ``"rxcs"`` by default), ``max_len``, ``retry_for``
-        (seconds, or ``none``), ``retain_entries`` and ``retain_age``
-        (seconds). The rest of the URL and ``redis_options`` go to
+        (seconds, or ``none``), ``retain_entries``, ``retain_age`` (seconds)
+        and ``document_images`` (``true`` keeps document images for every
+        collection). The rest of the URL and ``redis_options`` go to
         ``redis.Redis.from_url``, so passwords, TLS settings and timeouts
         are given as redis-py takes them; a parameter neither rxcs nor
         redis-py knows is an ``InvalidLocationError`` now, not an error at the
@@ -556,7 +573,7 @@ class RedisOplog(Oplog):
             raise ValueError("decode_responses must stay off: entries are bytes")
         redis_url, options = _split_url(url, {
             "stream": stream, "max_len": max_len, "retry_for": retry_for, "retain_entries": retain_entries,
-            "retain_age": retain_age,
+            "retain_age": retain_age, "document_images": document_images,
         })
         redis_options.setdefault("retry", Retry(NoBackoff(), 0))
         redis_options.setdefault("socket_connect_timeout", 5.0)
@@ -570,6 +587,7 @@ class RedisOplog(Oplog):
             oplog = cls(
                 client, options["stream"] or "rxcs", max_len=options["max_len"], retry_for=options["retry_for"],
                 retain_entries=options["retain_entries"], retain_age=options["retain_age"],
+                document_images=False if options["document_images"] is None else options["document_images"],
             )
         except BaseException:
             client.close()
@@ -607,6 +625,37 @@ class RedisOplog(Oplog):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def document_images(self) -> DocumentImages | None:
+        if self._images is None and not self._closed:
+            self._open_images()
+        return self._images
+
+    def _open_images(self, *, every_collection: bool | None = None, create: bool = False) -> None:
+        """Find the document images (another process may have turned them on); make them when asked to."""
+        self._images_looked = time.monotonic()
+        store = self._image_store
+        if every_collection or create:
+            store.create(every_collection=every_collection)
+        elif self._images is None and store.exists():
+            store.create(every_collection=None)  # checks that they are this oplog's
+        else:
+            return
+        if self._images is None:
+            self._images = DocumentImages(store, self)
+
+    def _update_images(self, through: int, entries: list[OplogEntry]) -> None:
+        """Bring the document images up to ``through`` after an append; never raises (the entries are recorded:
+        readers compute what is missing themselves, and the next producer's catch-up applies it)."""
+        images = self._images
+        if images is None:
+            return
+        try:
+            images.catch_up(through, entries)
+        except RxcsError as exc:
+            log.warning("document images not brought up to date", stream=self._stream, through_op_id=through,
+                        error=str(exc))
 
     def info(self) -> RedisOplogInfo:
         """What ``rxcs oplog info`` shows: where the oplog is, its range and its size in Redis."""
@@ -652,6 +701,10 @@ class RedisOplog(Oplog):
         producer = f"{self._producer}:{os.getpid()}:{threading.get_ident()}"
         # Encoding all first: one bad change appends nothing, and nothing is sent.
         args = self._script_args(changes, producer, next(self._batches))
+        if enables_images(changes) and self._images is None:
+            self._open_images(create=True)  # before the batch: the store starts at an op_id before it
+        elif self._images is None and time.monotonic() - self._images_looked > _IMAGES_LOOK_AGAIN:
+            self._open_images()
         if producer not in self._producer_fields:
             with self._lock:
                 self._producer_fields.add(producer)
@@ -666,6 +719,10 @@ class RedisOplog(Oplog):
         )
         if replayed:
             log.info("redis oplog append confirmed after a lost reply", stream=self._stream, first_op_id=first)
+        if self._images is not None and count:  # before retention trims: the store takes the entries first
+            records = args[6::2]  # each change's record, after its catalog action (_script_args)
+            entries = [decode_entry(record)._replace(op_id=first + offset) for offset, record in enumerate(records)]
+            self._update_images(first + count - 1, entries)
         if self._keeper is not None:
             self._keeper.appended()
         return list(range(first, first + count))
@@ -698,6 +755,8 @@ class RedisOplog(Oplog):
         removed = self._retrying("trimming to the retention limits", attempt)
         if removed:
             log.debug("oplog trimmed", backend="redis", stream=self._stream, entries=removed, reason="retention")
+            if self._images is not None:  # the images only the trimmed entries needed go too
+                self._images.trim(self.first_op_id)
         return removed
 
     def ping(self) -> None:
@@ -723,6 +782,8 @@ class RedisOplog(Oplog):
         removed = self._retrying("trimming", attempt)
         if removed:
             log.info("oplog trimmed", backend="redis", stream=self._stream, entries=removed)
+        if self.document_images is not None:
+            self.document_images.trim(self.first_op_id)
         return removed
 
     # -- reading ---------------------------------------------------------------
@@ -1097,12 +1158,16 @@ def _record(change: Change) -> bytes:
     return record
 
 
+_BOOLEANS: dict[str, bool] = {
+    "true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False,
+}
 _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "stream": str,
     "max_len": int,
     "retry_for": lambda text: None if text.lower() == "none" else float(text),
     "retain_entries": int,
     "retain_age": float,
+    "document_images": lambda text: _BOOLEANS[text.lower()],
 }
 
 
@@ -1125,7 +1190,7 @@ def _split_url(url: str, given: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         seen.add(key)
         try:
             options[key] = parse(text)
-        except ValueError:
+        except (ValueError, KeyError):
             raise InvalidLocationError(f"{_redact(url)}: {key}={text!r} is not a valid {key}") from None
     stream, max_len, retry_for = options["stream"], options["max_len"], options["retry_for"]
     if stream is not None and (not stream or "{" in stream or "}" in stream):

@@ -1,0 +1,377 @@
+"""Document images kept beside the oplog, held against every backend: what the store keeps, and when."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis_server import redis_server_available
+
+import rxcs
+from rxcs.oplog.images import IMAGES_OPTION, DocumentImages, MemoryImageStore
+
+from .conftest import OplogFactory
+from .image_model import document_values, random_update
+
+IMAGES = {"changeStreamPreAndPostImages": {"enabled": True}}
+NO_IMAGES = {"changeStreamPreAndPostImages": {"enabled": False}}
+
+
+def images_of(oplog: rxcs.Oplog) -> DocumentImages:
+    images = oplog.document_images
+    assert images is not None
+    return images
+
+
+def entry_at(oplog: rxcs.Oplog, op_id: int) -> rxcs.OplogEntry:
+    (entry,) = oplog.read(op_id - 1, 1)
+    return entry
+
+
+def kept(oplog: rxcs.Oplog, op_id: int) -> tuple[Any, Any]:
+    """(pre-image, post-image) the oplog keeps for the change at ``op_id``."""
+    return images_of(oplog).images(entry_at(oplog, op_id))
+
+
+class TestTurningOn:
+    def test_an_oplog_keeps_no_images_unless_asked(self, oplog_factory: OplogFactory) -> None:
+        """By default an oplog keeps no images: document_images is None and appends leave no store behind."""
+        oplog = oplog_factory()
+        oplog.insert("shop", "users", {"_id": 1})
+        oplog.update("shop", "users", 1, updated_fields={"a": 1})
+        assert oplog.document_images is None
+
+    def test_document_images_true_keeps_them_for_every_collection(self, oplog_factory: OplogFactory) -> None:
+        """open_oplog(..., document_images=True): every collection's documents are kept."""
+        oplog = oplog_factory(document_images=True)
+        oplog.insert("shop", "users", {"_id": 1, "name": "Ada"})
+        oplog.insert("crm", "leads", {"_id": "x", "score": 3})
+        images = images_of(oplog)
+        assert images.current("shop", "users", 1) == {"_id": 1, "name": "Ada"}
+        assert images.current("crm", "leads", {"_id": "x"}) == {"_id": "x", "score": 3}
+
+    def test_the_setting_is_recorded_with_the_oplog(self, oplog_factory: OplogFactory) -> None:
+        """An oplog opened again without the option (another process, or later) keeps images still."""
+        if oplog_factory.backend == "memory":  # type: ignore[attr-defined]
+            pytest.skip("a memory oplog is not opened again")
+        first = oplog_factory(document_images=True)
+        first.insert("shop", "users", {"_id": 1, "v": 1})
+        first.close()
+        again = oplog_factory()
+        again.update("shop", "users", 1, updated_fields={"v": 2})
+        assert images_of(again).current("shop", "users", 1) == {"_id": 1, "v": 2}
+
+    def test_a_collection_created_with_the_option_keeps_images_for_itself_alone(
+        self, oplog_factory: OplogFactory
+    ) -> None:
+        """create_collection(..., {"changeStreamPreAndPostImages": {"enabled": True}}): that collection only."""
+        oplog = oplog_factory()
+        oplog.create_collection("shop", "users", IMAGES)
+        oplog.insert("shop", "users", {"_id": 1})
+        oplog.insert("shop", "orders", {"_id": 1})
+        images = images_of(oplog)
+        assert images.current("shop", "users", 1) == {"_id": 1}
+        assert images.current("shop", "orders", 1) is None
+
+    def test_modify_collection_turns_images_on_and_off(self, oplog_factory: OplogFactory) -> None:
+        """modify_collection (collMod) turns a collection's images on from its entry on; off forgets its documents."""
+        oplog = oplog_factory()
+        oplog.insert("shop", "users", {"_id": 1, "v": 0})  # before: never known
+        oplog.modify_collection("shop", "users", IMAGES)
+        oplog.insert("shop", "users", {"_id": 2, "v": 0})
+        before = oplog.update("shop", "users", 1, updated_fields={"v": 1})
+        images = images_of(oplog)
+        assert images.current("shop", "users", 2) == {"_id": 2, "v": 0}
+        assert images.current("shop", "users", 1) is None
+        assert kept(oplog, before) == (None, None)
+        oplog.modify_collection("shop", "users", NO_IMAGES)
+        assert images.current("shop", "users", 2) is None
+        oplog.update("shop", "users", 2, updated_fields={"v": 2})
+        oplog.modify_collection("shop", "users", IMAGES)
+        oplog.update("shop", "users", 2, updated_fields={"v": 3})
+        assert images.current("shop", "users", 2) is None  # turned off in between: it may have changed unseen
+
+    def test_the_modify_entry_is_an_expanded_event(self, oplog_factory: OplogFactory) -> None:
+        """modify_collection appends a modify entry whose operationDescription holds the options."""
+        oplog = oplog_factory()
+        op_id = oplog.modify_collection("shop", "users", IMAGES)
+        entry = entry_at(oplog, op_id)
+        assert (entry.op, entry.ns, entry.operation_description) == ("modify", rxcs.Namespace("shop", "users"), IMAGES)
+
+    @pytest.mark.parametrize("option", [{"enabled": "yes"}, True, {"enabled": True, "extra": 1}, {}])
+    def test_a_malformed_option_is_refused_naming_it(self, oplog_factory: OplogFactory, option: Any) -> None:
+        """changeStreamPreAndPostImages must be {"enabled": bool}: anything else is InvalidChangeError, nothing
+        is appended."""
+        oplog = oplog_factory()
+        with pytest.raises(rxcs.InvalidChangeError, match=r"changeStreamPreAndPostImages: expected \{'enabled'"):
+            oplog.create_collection("shop", "users", {"changeStreamPreAndPostImages": option})
+        with pytest.raises(rxcs.InvalidChangeError, match=r"changes\[0\]\.operation_description\.changeStreamPre"):
+            oplog.append_many([rxcs.Change.create_collection("shop", "users", {IMAGES_OPTION: option})])
+        assert oplog.last_op_id == 0
+
+    def test_a_bad_document_images_argument_is_refused(self, oplog_factory: OplogFactory) -> None:
+        """document_images must be True or False."""
+        with pytest.raises(ValueError, match="document_images must be True or False, not 'yes'"):
+            oplog_factory(document_images="yes")
+
+
+class TestMaintenance:
+    def test_each_change_keeps_its_pre_and_post_image(self, oplog_factory: OplogFactory) -> None:
+        """insert, update, replace and delete: each change keeps the document it left and the one before it."""
+        oplog = oplog_factory(document_images=True)
+        inserted = oplog.insert("shop", "users", {"_id": 1, "name": "Ada", "tags": ["a", "b", "c"]})
+        updated = oplog.update("shop", "users", 1, updated_fields={"tags.1": "B", "age": 36},
+                               removed_fields=["name"], truncated_arrays=[{"field": "tags", "newSize": 2}])
+        replaced = oplog.replace("shop", "users", 1, {"_id": 1, "name": "Lovelace"})
+        deleted = oplog.delete("shop", "users", 1)
+        assert kept(oplog, inserted) == (None, {"_id": 1, "name": "Ada", "tags": ["a", "b", "c"]})
+        assert kept(oplog, updated) == (
+            {"_id": 1, "name": "Ada", "tags": ["a", "b", "c"]}, {"_id": 1, "tags": ["a", "B"], "age": 36}
+        )
+        assert kept(oplog, replaced) == ({"_id": 1, "tags": ["a", "B"], "age": 36}, {"_id": 1, "name": "Lovelace"})
+        assert kept(oplog, deleted) == ({"_id": 1, "name": "Lovelace"}, None)
+        assert images_of(oplog).current("shop", "users", 1) is None
+
+    def test_an_event_read_later_keeps_the_images_of_its_own_change(self, oplog_factory: OplogFactory) -> None:
+        """The images of a change are those it left, however many changes followed it."""
+        oplog = oplog_factory(document_images=True)
+        oplog.insert("shop", "users", {"_id": 1, "v": 0})
+        op_ids = [oplog.update("shop", "users", 1, updated_fields={"v": v}) for v in range(1, 6)]
+        for v, op_id in enumerate(op_ids, start=1):
+            assert kept(oplog, op_id) == ({"_id": 1, "v": v - 1}, {"_id": 1, "v": v})
+
+    def test_a_recorded_post_image_becomes_the_document(self, oplog_factory: OplogFactory) -> None:
+        """An update whose producer recorded the post-image sets the document to it (it is the truth)."""
+        oplog = oplog_factory(document_images=True)
+        oplog.insert("shop", "users", {"_id": 1, "v": 0})
+        oplog.update("shop", "users", 1, updated_fields={"v": 1}, full_document={"_id": 1, "v": 1, "w": 9})
+        assert images_of(oplog).current("shop", "users", 1) == {"_id": 1, "v": 1, "w": 9}
+
+    def test_an_update_of_an_unknown_document_uses_a_recorded_pre_image(self, oplog_factory: OplogFactory) -> None:
+        """A document never seen becomes known from an update whose producer recorded the pre-image."""
+        oplog = oplog_factory(document_images=True)
+        op_id = oplog.update("shop", "users", 7, updated_fields={"v": 2},
+                             full_document_before_change={"_id": 7, "v": 1, "w": 0})
+        assert images_of(oplog).current("shop", "users", 7) == {"_id": 7, "v": 2, "w": 0}
+        assert kept(oplog, op_id)[1] == {"_id": 7, "v": 2, "w": 0}
+
+    def test_an_update_of_an_unknown_document_keeps_nothing(self, oplog_factory: OplogFactory) -> None:
+        """An update of a document never seen (and no recorded image) leaves it unknown: no images, no document."""
+        oplog = oplog_factory(document_images=True)
+        op_id = oplog.update("shop", "users", 7, updated_fields={"v": 2})
+        assert kept(oplog, op_id) == (None, None)
+        assert images_of(oplog).current("shop", "users", 7) is None
+
+    def test_an_update_that_does_not_fit_forgets_the_document(self, oplog_factory: OplogFactory) -> None:
+        """An update that cannot apply to the kept document (a field of a string) makes it unknown, logged; the
+        update's event keeps its pre-image, and the next replace makes the document known again."""
+        oplog = oplog_factory(document_images=True)
+        oplog.insert("shop", "users", {"_id": 1, "a": "text"})
+        op_id = oplog.update("shop", "users", 1, updated_fields={"a.b": 1})
+        assert kept(oplog, op_id) == ({"_id": 1, "a": "text"}, None)
+        assert images_of(oplog).current("shop", "users", 1) is None
+        oplog.replace("shop", "users", 1, {"_id": 1, "a": {"b": 1}})
+        assert images_of(oplog).current("shop", "users", 1) == {"_id": 1, "a": {"b": 1}}
+
+    def test_a_drop_forgets_the_collection_and_its_setting(self, oplog_factory: OplogFactory) -> None:
+        """After a drop the collection's documents are gone, and a collection created again has images only if
+        its own options say so (the setting went with the collection, as in MongoDB)."""
+        oplog = oplog_factory()
+        oplog.create_collection("shop", "users", IMAGES)
+        oplog.insert("shop", "users", {"_id": 1})
+        oplog.drop_collection("shop", "users")
+        oplog.insert("shop", "users", {"_id": 2})
+        images = images_of(oplog)
+        assert images.current("shop", "users", 1) is None
+        assert images.current("shop", "users", 2) is None
+
+    def test_a_rename_moves_documents_and_setting(self, oplog_factory: OplogFactory) -> None:
+        """A rename moves the documents (and the setting) to the target, whose own documents go first."""
+        oplog = oplog_factory()
+        oplog.create_collection("shop", "users", IMAGES)
+        oplog.create_collection("shop", "people", IMAGES)
+        oplog.insert("shop", "users", {"_id": 1, "v": 1})
+        oplog.insert("shop", "people", {"_id": 2})
+        oplog.rename_collection("shop", "users", "shop", "people")
+        update = oplog.update("shop", "people", 1, updated_fields={"v": 2})
+        images = images_of(oplog)
+        assert kept(oplog, update) == ({"_id": 1, "v": 1}, {"_id": 1, "v": 2})
+        assert images.current("shop", "people", 2) is None
+        assert images.current("shop", "users", 1) is None
+        oplog.insert("shop", "users", {"_id": 3})  # the old name has no setting any more
+        assert images.current("shop", "users", 3) is None
+
+    def test_a_dropped_database_forgets_its_collections(self, oplog_factory: OplogFactory) -> None:
+        """dropDatabase forgets every collection of the database, and no other."""
+        oplog = oplog_factory(document_images=True)
+        oplog.insert("shop", "users", {"_id": 1})
+        oplog.insert("shop", "orders", {"_id": 1})
+        oplog.insert("crm", "users", {"_id": 1})
+        oplog.drop_database("shop")
+        images = images_of(oplog)
+        assert images.current("shop", "users", 1) is None
+        assert images.current("shop", "orders", 1) is None
+        assert images.current("crm", "users", 1) == {"_id": 1}
+
+
+class TestTrimming:
+    def test_images_go_with_the_entries_that_need_them(self, oplog_factory: OplogFactory) -> None:
+        """Trimming drops the images only trimmed entries needed; the current documents stay, however old their
+        last change, and so do the pre-images of retained changes."""
+        backend = oplog_factory.backend  # type: ignore[attr-defined]
+        oplog = oplog_factory(document_images=True, **({"segment_bytes": 4096} if backend == "file" else {}))
+        pad = "x" * 400  # a FileOplog trims whole segments: a few entries each
+        oplog.insert("shop", "users", {"_id": 1, "v": 0})  # never changed again: current for ever
+        oplog.insert("shop", "users", {"_id": 2, "v": 0})
+        for v in range(1, 30):
+            oplog.update("shop", "users", 2, updated_fields={"v": v, "pad": pad})
+        later = oplog.update("shop", "users", 1, updated_fields={"v": 1})
+        oplog.sync()  # a FileOplog's images follow its synced entries
+        images = images_of(oplog)
+        assert images.statistics()["images"] == 32
+        oplog.trim(later - 5)
+        first = oplog.first_op_id
+        assert 2 < first <= later - 5
+        # Left: the insert of 1 (current), the update of 2 before the first retained one (its pre-image), and
+        # the images of the retained changes.
+        assert images.statistics()["images"] == 2 + (later - first + 1)
+        assert kept(oplog, later) == ({"_id": 1, "v": 0}, {"_id": 1, "v": 1})
+        assert kept(oplog, first) == ({"_id": 2, "v": first - 3, "pad": pad}, {"_id": 2, "v": first - 2, "pad": pad})
+        assert images.current("shop", "users", 2) == {"_id": 2, "v": 29, "pad": pad}
+
+
+def _model_run(oplog: rxcs.Oplog, data: st.DataObject) -> tuple[list[tuple[int, Any, Any]], dict[Any, Any]]:
+    """Random changes of a few documents in two collections, with a rename or a drop now and then.
+
+    Returns, per document change, its op_id and the model's (pre-image, post-image), and the model's
+    documents at the end: a dict per (collection, key), carried out directly, never from a description.
+    """
+    model: dict[tuple[str, Any], dict[str, Any]] = {}
+    expected: list[tuple[int, Any, Any]] = []
+    for _ in range(data.draw(st.integers(1, 25), label="changes")):
+        coll = data.draw(st.sampled_from(["a", "b"]))
+        key = data.draw(st.integers(1, 3))
+        before = model.get((coll, key))
+        choice = data.draw(st.sampled_from(["write", "write", "write", "collection"]))
+        if choice == "collection":
+            if data.draw(st.booleans()):
+                oplog.drop_collection("db", coll)
+                for name in [name for name in model if name[0] == coll]:
+                    del model[name]
+            else:
+                other = "b" if coll == "a" else "a"
+                oplog.rename_collection("db", coll, "db", other)
+                moved = {(other, k): doc for (c, k), doc in model.items() if c == coll}
+                model = {name: doc for name, doc in model.items() if name[0] not in (coll, other)} | moved
+            continue
+        if before is None:
+            document = data.draw(document_values(key))
+            op_id = oplog.insert("db", coll, document)
+            model[(coll, key)] = copy.deepcopy(document)
+            expected.append((op_id, None, document))
+            continue
+        action = data.draw(st.sampled_from(["update", "update", "replace", "delete"]))
+        if action == "update":
+            description, after = random_update(data, before)
+            recorded = after if data.draw(st.integers(0, 4)) == 0 else None
+            op_id = oplog.update(
+                "db", coll, key, updated_fields=description["updatedFields"],
+                removed_fields=description["removedFields"], truncated_arrays=description["truncatedArrays"],
+                full_document=recorded,
+            )
+        elif action == "replace":
+            after = data.draw(document_values(key))
+            op_id = oplog.replace("db", coll, key, after)
+        else:
+            after = None
+            op_id = oplog.delete("db", coll, key)
+        expected.append((op_id, copy.deepcopy(before), copy.deepcopy(after)))
+        if after is None:
+            del model[(coll, key)]
+        else:
+            model[(coll, key)] = copy.deepcopy(after)
+    return expected, model
+
+
+def _check(
+    oplog: rxcs.Oplog, expected: list[tuple[int, Any, Any]], model: dict[Any, Any],
+    images: DocumentImages | None = None,
+) -> None:
+    images = images or images_of(oplog)
+    for op_id, before, after in expected:
+        entry = entry_at(oplog, op_id)
+        pre, post = images.images(entry)
+        assert post == after, f"post-image of op_id {op_id} ({entry.op})"
+        if entry.op != "insert":
+            assert pre == before, f"pre-image of op_id {op_id} ({entry.op})"
+    for coll in ("a", "b"):
+        for key in (1, 2, 3):
+            assert images.current("db", coll, key) == model.get((coll, key)), f"document db.{coll} {key}"
+
+
+@contextlib.contextmanager
+def _opened(backend: str, request: pytest.FixtureRequest, **options: Any) -> Iterator[Callable[..., rxcs.Oplog]]:
+    """Open (and reopen) one fresh oplog of ``backend``; everything opened is closed at the end."""
+    opened: list[rxcs.Oplog] = []
+    with tempfile.TemporaryDirectory() as directory:
+        stream = f"images-{uuid.uuid4().hex[:12]}"
+
+        def make(**more: Any) -> rxcs.Oplog:
+            if backend == "memory":
+                oplog = rxcs.open_oplog(":memory:", **options, **more)
+            elif backend == "redis":
+                oplog = rxcs.open_oplog(f"{request.getfixturevalue('redis_server').url}?stream={stream}",
+                                        **options, **more)
+            else:
+                oplog = rxcs.open_oplog(Path(directory) / "oplog", **options, **more)
+            opened.append(oplog)
+            return oplog
+
+        try:
+            yield make
+        finally:
+            for oplog in opened:
+                oplog.close()
+
+
+BACKENDS = ["memory", "file", *(["redis"] if redis_server_available() else [])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_store_agrees_with_a_model_of_the_documents(
+    backend: str, request: pytest.FixtureRequest, data: st.DataObject
+) -> None:
+    """Random inserts, updates (MongoDB's updatedFields, removedFields, truncatedArrays), replaces, deletes,
+    renames and drops on a few keys: every change's pre- and post-image, and every document now, equal what a
+    straightforward model (a dict per key, updated directly) holds; in the writer's process at once (a FileOplog's
+    store may still be behind: the missing images are computed), from a second reader, and after reopening."""
+    with _opened(backend, request, document_images=True) as make:
+        oplog = make()
+        expected, model = _model_run(oplog, data)
+        _check(oplog, expected, model)
+        # The same images from a store brought up to date in random batches (as writers commit them), then
+        # one left at a random checkpoint, past which a reader computes them: every split point gives the same.
+        last = oplog.last_op_id
+        split = DocumentImages(MemoryImageStore(every_collection=True), oplog)
+        for through in sorted(data.draw(st.sets(st.integers(1, max(1, last)), max_size=4), label="commits")):
+            split.catch_up(through)
+        split.catch_up(last)
+        _check(oplog, expected, model, split)
+        behind = DocumentImages(MemoryImageStore(every_collection=True), oplog)
+        behind.catch_up(data.draw(st.integers(0, last), label="store at"))
+        _check(oplog, expected, model, behind)
+        if backend != "memory":
+            reader = make(readonly=True) if backend == "file" else make()
+            _check(reader, expected, model)
+            oplog.close()
+            _check(make(readonly=True) if backend == "file" else make(), expected, model)
