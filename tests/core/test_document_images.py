@@ -1,11 +1,13 @@
 """Document images and expanded events end to end: producer helpers → oplog → watch() → consumer.
 
-Every test runs on each local backend (MemoryOplog and a FileOplog in
-tmp_path) with the stream's real tailer thread.
+Every test runs on each backend (MemoryOplog, a FileOplog in tmp_path, and a
+RedisOplog on the session's server) with the stream's real tailer thread.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ import pytest
 
 import rxcs
 from rxcs.events import OperationType as Op
+
+from .conftest import BACKENDS
 
 
 def drain(stream: rxcs.ChangeStream, n: int) -> list[Any]:
@@ -225,3 +229,120 @@ class TestExpandedEvents:
             self.produce(oplog)
             event = stream.next(timeout=10)
         assert event.operation_type is Op.CREATE_INDEXES
+
+
+@pytest.fixture(params=BACKENDS)
+def images_oplog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[rxcs.Oplog]:
+    """A fresh oplog of each backend that keeps document images for every collection."""
+    if request.param == "memory":
+        location = ":memory:"
+    elif request.param == "redis":
+        location = f"{request.getfixturevalue('redis_server').url}?stream={tmp_path.name}"
+    else:
+        location = str(tmp_path / "oplog")
+    with rxcs.open_oplog(location, document_images=True) as opened:
+        yield opened
+
+
+def replayed(oplog: rxcs.Oplog, n: int, **options: Any) -> list[dict[str, Any]]:
+    """The documents of the first n events of the shop.users stream, replayed from the beginning."""
+    with rxcs.watch(oplog, "shop", "users", start_at_operation_time=rxcs.BEGINNING, **options).iterate() as stream:
+        return [event.to_document() for event in drain(stream, n)]
+
+
+class TestKeptImages:
+    """An oplog that keeps document images serves the images its producers did not record."""
+
+    def test_update_lookup_without_a_lookup_gives_the_document_now(self, images_oplog: rxcs.Oplog) -> None:
+        """updateLookup with no lookup= gives the document as it is now (MongoDB's rule): an update read after a
+        later one gets the later document, not the one its own change left."""
+        images_oplog.insert("shop", "users", {"_id": 1, "name": "Ada", "visits": 0})
+        images_oplog.update("shop", "users", 1, updated_fields={"visits": 1})
+        images_oplog.update("shop", "users", 1, updated_fields={"visits": 2, "last": "today"})
+        docs = replayed(images_oplog, 3, full_document="updateLookup")
+        now = {"_id": 1, "name": "Ada", "visits": 2, "last": "today"}
+        assert [doc["fullDocument"] for doc in docs[1:]] == [now, now]
+
+    def test_update_lookup_of_a_document_deleted_since_is_null(self, images_oplog: rxcs.Oplog) -> None:
+        """updateLookup gives null for an update of a document that was deleted since, as MongoDB does."""
+        images_oplog.insert("shop", "users", {"_id": 1, "v": 0})
+        images_oplog.update("shop", "users", 1, updated_fields={"v": 1})
+        images_oplog.delete("shop", "users", 1)
+        docs = replayed(images_oplog, 2, full_document="updateLookup")
+        assert "fullDocument" in docs[1]
+        assert docs[1]["fullDocument"] is None
+
+    def test_update_lookup_live_is_never_older_than_the_event(self, images_oplog: rxcs.Oplog) -> None:
+        """A live stream's updateLookup is at least as new as its event, even when the store has not applied it
+        yet (a FileOplog's images follow its group commit): never the document before the change."""
+        images_oplog.insert("shop", "users", {"_id": 1, "v": 0})
+        with rxcs.watch(images_oplog, "shop", "users", full_document="updateLookup").iterate() as stream:
+            for v in range(1, 21):
+                images_oplog.update("shop", "users", 1, updated_fields={"v": v})
+            seen = [event.full_document["v"] for event in drain(stream, 20)]
+        assert all(got >= v for got, v in zip(seen, range(1, 21), strict=True))
+
+    def test_when_available_and_required_give_the_images_each_change_left(self, images_oplog: rxcs.Oplog) -> None:
+        """whenAvailable/required: each update, replace and delete gets the document right before it and (but a
+        delete) right after it: the recorded image where the producer gave one, else the kept one."""
+        for mode in ("whenAvailable", "required"):
+            with rxcs.watch(images_oplog, "shop", "users", full_document=mode,
+                            full_document_before_change=mode).iterate() as stream:
+                produce(images_oplog)
+                docs = [event.to_document() for event in drain(stream, 5)]
+            assert docs[1]["fullDocumentBeforeChange"] == {"_id": 1, "name": "Ada"}
+            assert docs[1]["fullDocument"] == {"_id": 1, "name": "Ada L."}
+            assert docs[2]["fullDocumentBeforeChange"] == {"_id": 1, "name": "Ada L."}
+            assert docs[2]["fullDocument"] == {"_id": 1, "name": "Ada L.", "age": 36}
+            assert docs[3]["fullDocumentBeforeChange"] == {"_id": 1, "name": "Ada L.", "age": 36}
+            assert docs[4]["fullDocumentBeforeChange"] == {"_id": 1, "name": "Ada Lovelace"}
+            assert "fullDocument" not in docs[4]
+
+    def test_recorded_images_win_over_kept_ones(self, images_oplog: rxcs.Oplog) -> None:
+        """An image the producer recorded is the event's, even where the kept one differs."""
+        images_oplog.insert("shop", "users", {"_id": 1, "v": 0})
+        images_oplog.update("shop", "users", 1, updated_fields={"v": 1},
+                            full_document_before_change={"_id": 1, "v": "as the producer saw it"})
+        docs = replayed(images_oplog, 2, full_document_before_change="whenAvailable")
+        assert docs[1]["fullDocumentBeforeChange"] == {"_id": 1, "v": "as the producer saw it"}
+
+    def test_an_explicit_lookup_wins_over_kept_images(self, images_oplog: rxcs.Oplog) -> None:
+        """updateLookup with lookup= asks the lookup, not the kept documents."""
+        images_oplog.insert("shop", "users", {"_id": 1, "v": 0})
+        images_oplog.update("shop", "users", 1, updated_fields={"v": 1})
+        docs = replayed(images_oplog, 2, full_document="updateLookup", lookup=lambda _ns, key: {**key, "from": "lookup"})
+        assert docs[1]["fullDocument"] == {"_id": 1, "from": "lookup"}
+
+    def test_required_fails_for_a_document_written_before_images_were_on(self, oplog: rxcs.Oplog) -> None:
+        """A document written before its collection's images were turned on has none until it is next inserted or
+        replaced: required fails on its update, naming the op_id and saying none was kept."""
+        oplog.insert("shop", "users", {"_id": 1, "v": 0})
+        oplog.modify_collection("shop", "users", {"changeStreamPreAndPostImages": {"enabled": True}})
+        with rxcs.watch(oplog, "shop", "users", full_document="required").iterate() as stream:
+            oplog.insert("shop", "users", {"_id": 2, "v": 0})
+            oplog.update("shop", "users", 2, updated_fields={"v": 1})
+            oplog.update("shop", "users", 1, updated_fields={"v": 1})
+            inserted, updated = drain(stream, 2)
+            with pytest.raises(rxcs.MissingImageError, match=r"op_id 5: update on shop\.users has no post-image "
+                                                             r"recorded \(full_document='required'\) nor kept"):
+                stream.next(timeout=10)
+        assert updated.full_document == {"_id": 2, "v": 1}
+
+    def test_images_reach_a_chain_built_by_hand(self, images_oplog: rxcs.Oplog) -> None:
+        """to_change_events() after oplog_entries() uses the oplog's kept images as watch() does."""
+        from rxcs import operators as cso
+
+        images_oplog.insert("shop", "users", {"_id": 1, "v": 0})
+        images_oplog.update("shop", "users", 1, updated_fields={"v": 1})
+        got: list[rxcs.ChangeEvent] = []
+        subscription = rxcs.oplog_entries(images_oplog, after=0).pipe(
+            cso.scope("shop", "users"),
+            cso.to_change_events(full_document="whenAvailable", full_document_before_change="whenAvailable"),
+        ).subscribe(got.append)
+        try:
+            deadline = time.monotonic() + 10
+            while len(got) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            subscription.dispose()
+        assert (got[1].full_document_before_change, got[1].full_document) == ({"_id": 1, "v": 0}, {"_id": 1, "v": 1})

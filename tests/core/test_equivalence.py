@@ -116,6 +116,7 @@ class TestWatchEqualsTheChainByHand:
         before=st.sampled_from(["off", "whenAvailable"]),
         expanded=st.booleans(),
         resume_at=st.none() | st.integers(0, 60),
+        images=st.booleans(),
     )
     def test_same_items_then_the_same_end(
         self,
@@ -126,13 +127,15 @@ class TestWatchEqualsTheChainByHand:
         before: str,
         expanded: bool,
         resume_at: int | None,
+        images: bool,
     ) -> None:
-        """From the beginning, or resumed after any event of a first run: the same items, the same ending."""
+        """From the beginning, or resumed after any event of a first run: the same items, the same ending; with
+        the oplog's document images or without."""
         options: dict[str, Any] = {
             "db": scope[0], "collection": scope[1], "pipeline": pipeline, "full_document": full_document,
             "full_document_before_change": before, "show_expanded_events": expanded,
         }
-        with rxcs.open_oplog(":memory:") as oplog:
+        with rxcs.open_oplog(":memory:", document_images=images) as oplog:
             oplog.append_many(log)
             watched = by_watch(oplog, options, start_at_operation_time=rxcs.BEGINNING)
             assert watched == by_hand(oplog, 0, options, None)

@@ -95,8 +95,17 @@ class DocumentImages:
         return _decoded(before), _decoded(after)
 
     def current_of(self, entry: OplogEntry) -> dict[str, Any] | None:
-        """The entry's document as it is now (``updateLookup``): as of the entry at the oldest, None once deleted."""
-        return self._current((entry.db, entry.coll or "", encode_value(entry.document_key)), entry.op_id, entry)
+        """The entry's document as it is now (``updateLookup``); None once deleted.
+
+        Now is the store's checkpoint when that is at or past the entry (a
+        writer keeps it within milliseconds of the oplog's end), else the
+        oplog's last entry: never older than the entry.
+        """
+        key = (entry.db, entry.coll or "", encode_value(entry.document_key))
+        applied, document = self._store.current(key)
+        if applied >= entry.op_id:
+            return _decoded(document)
+        return self._current(key, max(entry.op_id, self._oplog.last_op_id), entry)
 
     def current(self, db: str, coll: str, document_key: Any) -> dict[str, Any] | None:
         """The document as of the oplog's last entry (``document_key``: ``{"_id": ...}`` or the ``_id``); None if
@@ -105,6 +114,7 @@ class DocumentImages:
         return self._current((db, coll, encode_value(key_document)), self._oplog.last_op_id, None)
 
     def _current(self, key: Key, target: int, entry: OplogEntry | None) -> dict[str, Any] | None:
+        """The document as of op_id ``target`` at the oldest."""
         applied, document = self._store.current(key)
         if applied < target:
             with self._lock:
