@@ -45,6 +45,7 @@ from rxcs.errors import (
 )
 from rxcs.events import ChangeEvent
 from rxcs.oplog.health import check_oplog
+from rxcs.oplog.images import IMAGES_OPTION
 from rxcs.plan import WatchOptions
 from rxcs.stream import watch_with
 
@@ -164,6 +165,15 @@ def _build_parser() -> argparse.ArgumentParser:
     how = trim.add_mutually_exclusive_group(required=True)
     how.add_argument("--before", type=int, metavar="OP_ID", help="drop entries below this op_id")
     how.add_argument("--keep-bytes", type=int, metavar="N", help="keep at most N bytes of the newest entries")
+    images = actions.add_parser(
+        "images", help="document images (updateLookup, pre- and post-images): show what is kept, or turn them on"
+    )
+    images.add_argument("location", help=where)
+    turn = images.add_mutually_exclusive_group()
+    turn.add_argument("--on", action="store_true", help="keep them for every collection (or for --collection)")
+    turn.add_argument("--off", action="store_true", help="stop keeping them for --collection")
+    images.add_argument("--db", help="with --collection: the collection's database")
+    images.add_argument("--collection", help="turn images on or off for this collection alone (needs --db)")
     repair = actions.add_parser(
         "repair", help="rebuild a directory's indexes from its segments and cut a torn tail, saying what it does"
     )
@@ -503,10 +513,10 @@ def _open_oplog(location: str, *, readonly: bool) -> rxcs.Oplog:
         raise UsageError(message) from None
 
 
-def _open(location: str, *, readonly: bool) -> rxcs.Oplog:
+def _open(location: str, *, readonly: bool, **options: Any) -> rxcs.Oplog:
     if location.startswith(_REDIS_SCHEMES):
-        return rxcs.open_oplog(location)
-    return rxcs.open_oplog(location, readonly=readonly)
+        return rxcs.open_oplog(location, **options)
+    return rxcs.open_oplog(location, readonly=readonly, **options)
 
 
 def _print_event(event: Any, form: str, out: TextIO) -> None:
@@ -589,12 +599,14 @@ def _oplog_action(args: argparse.Namespace) -> int:
     from rxcs.oplog.file import META_NAME  # FileOplog needs fcntl: imported where a directory is used
 
     location = _checked_location(args.location)
-    writes = args.action in ("trim", "repair")
+    writes = args.action in ("trim", "repair") or (args.action == "images" and (args.on or args.off))
     if writes and not location.startswith(_REDIS_SCHEMES) and not (Path(location) / META_NAME).exists():
         raise UsageError(f"{location}: no oplog here (no {META_NAME})")  # writing must not create one
     if args.action == "repair" and location.startswith(_REDIS_SCHEMES):
         raise UsageError(f"{location}: repair works on a FileOplog directory; a Redis stream has no files to repair")
-    with _open(location, readonly=not writes) as oplog:
+    # Images for every collection are turned on as an oplog is opened; the setting stays with the oplog.
+    every = args.action == "images" and args.on and args.collection is None
+    with _open(location, readonly=not writes, **({"document_images": True} if every else {})) as oplog:
         if args.action == "info":
             _say(extjson.dumps(oplog.describe(), indent=2), sys.stdout)
             health = check_oplog(oplog)  # info is a probe too: exit 1 when the oplog cannot be used now
@@ -607,6 +619,8 @@ def _oplog_action(args: argparse.Namespace) -> int:
             return _verify(oplog)
         if args.action == "repair":
             return _repair(oplog, dry_run=args.dry_run, truncate_at_damage=args.truncate_at_damage)
+        if args.action == "images":
+            return _images(oplog, args)
         return _trim(oplog, args.before, args.keep_bytes)
 
 
@@ -698,6 +712,25 @@ class _Progress:
     def done(self) -> None:
         self._out.write("\n")
         self._out.flush()
+
+
+def _images(oplog: rxcs.Oplog, args: argparse.Namespace) -> int:
+    """Print what document images the oplog keeps, after turning them on or off as asked."""
+    if (args.db is None) != (args.collection is None):
+        raise UsageError("--db and --collection go together")
+    if args.off and args.collection is None:
+        raise UsageError("--off needs --db and --collection: images kept for every collection stay on")
+    if args.collection is not None:
+        if not (args.on or args.off):
+            raise UsageError("--collection needs --on or --off")
+        oplog.modify_collection(args.db, args.collection, {IMAGES_OPTION: {"enabled": bool(args.on)}})
+    images = oplog.document_images
+    described: dict[str, Any] = {"kept": images is not None}
+    if images is not None:
+        oplog.sync()
+        described.update(images.describe())
+    _say(extjson.dumps(described, indent=2), sys.stdout)
+    return 0
 
 
 def _trim(oplog: Any, before: int | None, keep_bytes: int | None) -> int:

@@ -579,3 +579,71 @@ def test_python_dash_m_and_console_script_agree() -> None:
     if env_bin.exists():
         script = subprocess.run([str(env_bin), "--help"], capture_output=True, check=False, env=os.environ)
         assert script.returncode == 0
+
+
+class TestDocumentImages:
+    """rxcs oplog images turns document images on; rxcs watch then serves updateLookup and pre-images from them."""
+
+    @pytest.fixture(params=["file", "redis"])
+    def location(self, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+        if request.param == "redis":
+            return f"{request.getfixturevalue('redis_server').url}?stream={tmp_path.name}"
+        path = tmp_path / "oplog"
+        rxcs.open_oplog(path).close()
+        return str(path)
+
+    def test_on_then_watch_update_lookup_gives_the_document_now(self, location: str) -> None:
+        """Before --on nothing is kept; after it, updates written by another process come with their documents
+        through --full-document updateLookup and --full-document-before-change whenAvailable."""
+        before = run("oplog", "images", location)
+        assert before.returncode == 0, before.stderr
+        assert json.loads(before.stdout) == {"kept": False}
+        turned_on = run("oplog", "images", location, "--on")
+        assert turned_on.returncode == 0, turned_on.stderr
+        assert json.loads(turned_on.stdout)["every_collection"] is True
+        with rxcs.open_oplog(location) as oplog:
+            oplog.insert("shop", "users", {"_id": 1, "name": "Ada", "visits": 0})
+            oplog.update("shop", "users", 1, updated_fields={"visits": 1})
+            oplog.update("shop", "users", 1, updated_fields={"visits": 2}, removed_fields=["name"])
+        result = run(
+            "watch", location, "--from-beginning", "--count", "3", "--full-document", "updateLookup",
+            "--full-document-before-change", "whenAvailable",
+        )
+        assert result.returncode == 0, result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [line["fullDocument"] for line in lines[1:]] == [{"_id": 1, "visits": 2}] * 2
+        assert [line["fullDocumentBeforeChange"] for line in lines[1:]] == [
+            {"_id": 1, "name": "Ada", "visits": 0}, {"_id": 1, "name": "Ada", "visits": 1},
+        ]
+        shown = json.loads(run("oplog", "images", location).stdout)
+        assert (shown["kept"], shown["documents"], shown["applied"]) == (True, 1, 3)
+
+    def test_one_collection_on_and_off(self, location: str) -> None:
+        """--db/--collection --on keeps images for that collection alone (a modify entry); --off stops them."""
+        result = run("oplog", "images", location, "--db", "shop", "--collection", "users", "--on")
+        assert result.returncode == 0, result.stderr
+        shown = json.loads(result.stdout)
+        assert (shown["every_collection"], shown["collections"]) == (False, {"shop.users": True})
+        with rxcs.open_oplog(location) as oplog:
+            oplog.insert("shop", "users", {"_id": 1})
+            oplog.insert("shop", "orders", {"_id": 1})
+            assert oplog.last_op_id == 3  # the modify entry is in the oplog
+        assert json.loads(run("oplog", "images", location).stdout)["documents"] == 1
+        off = run("oplog", "images", location, "--db", "shop", "--collection", "users", "--off")
+        assert off.returncode == 0, off.stderr
+        shown = json.loads(off.stdout)
+        assert (shown["collections"], shown["documents"]) == ({"shop.users": False}, 0)
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--off"], "--off needs --db and --collection"),
+            (["--collection", "users", "--on"], "--db and --collection go together"),
+            (["--db", "shop", "--collection", "users"], "--collection needs --on or --off"),
+        ],
+    )
+    def test_bad_arguments_exit_2_with_one_line(self, location: str, args: list[str], message: str) -> None:
+        """Arguments that do not make sense together exit 2, naming what was wrong."""
+        result = run("oplog", "images", location, *args)
+        assert result.returncode == 2
+        assert message in one_line_error(result, "images")

@@ -139,3 +139,21 @@ class TestOptionalExtra:
             [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
         )
         assert result.stdout.split() == ["False", "False"]
+
+
+class TestServeDocumentImages:
+    def test_update_lookup_and_pre_images_come_from_the_oplogs_document_images(self, tmp_path: Path) -> None:
+        """rxcs serve on an oplog that keeps document images: full_document=updateLookup gives the document now
+        and full_document_before_change=required the one before, for updates another process writes with no
+        image of their own."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, document_images=True) as oplog:
+            oplog.insert("shop", "users", {"_id": 1, "name": "Ada", "tags": ["a", "b"]})
+        with rxcs_serve(str(path)) as (_, url), rxcs.open_oplog(path) as writer:
+            query = {"db": "shop", "full_document": "updateLookup", "full_document_before_change": "required"}
+            with sse(f"{url}/watch", **query) as reader:
+                reader.frame()
+                writer.update("shop", "users", 1, updated_fields={"tags.2": "c"}, removed_fields=["name"])
+                frame = reader.event()
+        assert frame.data["fullDocument"] == {"_id": 1, "tags": ["a", "b", "c"]}
+        assert frame.data["fullDocumentBeforeChange"] == {"_id": 1, "name": "Ada", "tags": ["a", "b"]}

@@ -245,6 +245,16 @@ class DocumentImages:
         """What the store holds: its checkpoint (``applied``), ``images`` and ``documents``."""
         return self._store.statistics()
 
+    def describe(self) -> dict[str, Any]:
+        """Which collections images are kept for, and what the store holds, as a plain JSON-able document.
+
+        What ``rxcs oplog images`` prints: ``every_collection``, ``collections``
+        (``"db.coll"``: their own setting), ``applied``, ``images``, ``documents``.
+        """
+        settings = self._store.state().settings
+        collections = {f"{db}.{coll}": enabled for (db, coll), enabled in sorted(settings.collections.items())}
+        return {"every_collection": settings.every_collection, "collections": collections, **self.statistics()}
+
     def close(self) -> None:
         """Release the store."""
         self._store.close()
