@@ -310,7 +310,9 @@ class TestKeptImages:
         """updateLookup with lookup= asks the lookup, not the kept documents."""
         images_oplog.insert("shop", "users", {"_id": 1, "v": 0})
         images_oplog.update("shop", "users", 1, updated_fields={"v": 1})
-        docs = replayed(images_oplog, 2, full_document="updateLookup", lookup=lambda _ns, key: {**key, "from": "lookup"})
+        docs = replayed(
+            images_oplog, 2, full_document="updateLookup", lookup=lambda _ns, key: {**key, "from": "lookup"}
+        )
         assert docs[1]["fullDocument"] == {"_id": 1, "from": "lookup"}
 
     def test_required_fails_for_a_document_written_before_images_were_on(self, oplog: rxcs.Oplog) -> None:
@@ -322,7 +324,7 @@ class TestKeptImages:
             oplog.insert("shop", "users", {"_id": 2, "v": 0})
             oplog.update("shop", "users", 2, updated_fields={"v": 1})
             oplog.update("shop", "users", 1, updated_fields={"v": 1})
-            inserted, updated = drain(stream, 2)
+            _inserted, updated = drain(stream, 2)
             with pytest.raises(rxcs.MissingImageError, match=r"op_id 5: update on shop\.users has no post-image "
                                                              r"recorded \(full_document='required'\) nor kept"):
                 stream.next(timeout=10)
