@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -375,3 +377,63 @@ def test_the_store_agrees_with_a_model_of_the_documents(
             _check(reader, expected, model)
             oplog.close()
             _check(make(readonly=True) if backend == "file" else make(), expected, model)
+
+
+PRODUCER = """
+import sys, rxcs
+url, number, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with rxcs.open_oplog(url) as oplog:
+    print("ready", flush=True)
+    sys.stdin.readline()  # every producer starts at once
+    for i in range(1, count + 1):
+        key = i % 3
+        if i % 10 == 0:
+            oplog.append_many([
+                rxcs.Change.update("db", "c", {"_id": key}, updated_fields={f"p{number}": i}),
+                rxcs.Change.update("db", "c", {"_id": (key + 1) % 3}, updated_fields={f"p{number}": i}),
+            ])
+        else:
+            oplog.update("db", "c", key, updated_fields={f"p{number}": i, f"log.{number}": i})
+"""
+
+
+@pytest.mark.skipif(not redis_server_available(), reason="no redis-server binary")
+class TestConcurrentProducersOnRedis:
+    def test_producers_appending_at_once_keep_one_consistent_store(self, request: pytest.FixtureRequest) -> None:
+        """Four producer processes update the same documents at once, each catching the shared store up after
+        its appends: the store reaches the stream's end, each document ends with every producer's last value,
+        and every change's images equal those computed from scratch from the stream's entries."""
+        url = f"{request.getfixturevalue('redis_server').url}?stream=images-{uuid.uuid4().hex[:12]}"
+        producers, count = 4, 60
+        with rxcs.open_oplog(url, document_images=True) as oplog:
+            for key in range(3):
+                oplog.insert("db", "c", {"_id": key, "log": []})
+            processes = [
+                subprocess.Popen([sys.executable, "-c", PRODUCER, url, str(n), str(count)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for n in range(producers)
+            ]
+            for process in processes:
+                assert process.stdout is not None
+                assert process.stdout.readline().strip() == "ready"
+            for process in processes:
+                assert process.stdin is not None
+                process.stdin.write("go\n")
+                process.stdin.flush()
+            for process in processes:
+                _, errors = process.communicate(timeout=120)
+                assert process.returncode == 0, errors
+            images = images_of(oplog)
+            assert images.statistics()["applied"] == oplog.last_op_id == 3 + producers * (count + count // 10)
+            reference = DocumentImages(MemoryImageStore(every_collection=True), oplog)
+            reference.catch_up(oplog.last_op_id)
+            for entry in oplog.read(0, 10**6):
+                assert images.images(entry) == reference.images(entry), f"op_id {entry.op_id}"
+            for key in range(3):
+                document = images.current("db", "c", key)
+                assert document == reference.current("db", "c", key)
+                assert document is not None
+                # Producer i-th change: key i % 3, and in every tenth, a commit of two, key i % 3 + 1 too.
+                touched = [i for i in range(1, count + 1) if key in (i % 3, (i % 3 + 1) % 3 if i % 10 == 0 else -1)]
+                assert [document[f"p{n}"] for n in range(producers)] == [max(touched)] * producers
+                assert document["log"] == [max(i for i in range(1, count + 1) if i % 10 and i % 3 == key)] * producers
