@@ -179,7 +179,7 @@ def to_change_events(
     entries come from an ``oplog_entries()`` stream (directly or through
     rxcs operators) of an oplog that keeps document images, those serve where
     the producer recorded none, as in ``watch()``: ``updateLookup`` gives the
-    document now, the other modes the images the change left (docs/pipeline.md).
+    document now, the other modes the images the change left (docs/images.md).
     Expanded events (create, createIndexes, dropIndexes) pass only with
     ``show_expanded_events``.
 

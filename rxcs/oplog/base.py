@@ -132,7 +132,7 @@ class Oplog(abc.ABC):
 
     @property
     def document_images(self) -> DocumentImages | None:
-        """The document images the oplog keeps, or None when it keeps none (docs/oplog.md, "Document images").
+        """The document images the oplog keeps, or None when it keeps none (docs/images.md).
 
         An oplog keeps them when opened with ``document_images=True`` (for
         every collection; recorded with the oplog, so every process that

@@ -153,7 +153,7 @@ class FileOplog(Oplog):
     whole segments (``rxcs.oplog.retention``); ``trim()`` on demand.
     ``document_images=True`` keeps document images for every collection, in
     ``images.sqlite`` beside the segments; the setting stays with the oplog
-    (docs/oplog.md, "Document images").
+    (docs/images.md).
 
     Examples:
         >>> import tempfile, rxcs

@@ -30,7 +30,7 @@ class MemoryOplog(Oplog):
 
     ``max_entries`` keeps at most that many entries (older ones are trimmed
     on append). ``document_images=True`` keeps document images for every
-    collection (``document_images``, docs/oplog.md); a collection created or
+    collection (``document_images``, docs/images.md); a collection created or
     modified with ``{"changeStreamPreAndPostImages": {"enabled": True}}``
     turns them on for itself. Images are kept in memory, brought up to date
     within each append.

@@ -448,7 +448,7 @@ class RedisOplog(Oplog):
     ``OplogUnavailableError``; ``None`` retries forever.
     ``document_images=True`` keeps document images for every collection, in
     keys beside the stream; the setting stays with the oplog, for every
-    process (docs/redis.md, "Document images").
+    process (docs/images.md).
 
     The identity is created on first use, atomically, so any number of
     processes may open the same stream at once. An unreachable server raises

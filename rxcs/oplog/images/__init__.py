@@ -7,7 +7,7 @@ it was before (its pre-image), and per document the current one: MongoDB's
 changes themselves (``overlay``: the rules), kept durably beside the oplog
 (``store``: in memory, ``sqlite`` beside a FileOplog, ``redis`` beside a
 RedisOplog) and trimmed with it. ``DocumentImages`` (``view``) is what
-backends hold and change streams ask. See docs/oplog.md, "Document images".
+backends hold and change streams ask. See docs/images.md.
 """
 
 from rxcs.oplog.images.overlay import IMAGES_OPTION, images_setting

@@ -78,6 +78,15 @@ def enables_images(changes: Sequence[Change]) -> bool:
     A malformed option is an ``InvalidChangeError``, before anything is appended.
     """
     enabling = False
+    for change in changes:
+        if change.operation_description is not None:  # rare: only collection and index changes have one
+            enabling = _enabling(changes) or enabling
+            break
+    return enabling
+
+
+def _enabling(changes: Sequence[Change]) -> bool:
+    enabling = False
     for index, change in enumerate(changes):
         if change.op in ("create", "modify") and change.operation_description:
             check_images_option(change.operation_description, f"changes[{index}].operation_description")

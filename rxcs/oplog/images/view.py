@@ -205,7 +205,8 @@ class DocumentImages:
             except StoreMoved:
                 continue
             assert overlay.writes is not None
-            self._store.commit(base, overlay.writes, overlay.end, overlay.stamp)
+            if self._store.commit(base, overlay.writes, overlay.end, overlay.stamp) and overlay.end >= through:
+                return overlay.end  # done, without reading the store's state again
 
     def recover(self) -> int:
         """Check the store against the oplog, then catch up with its end; a writer does this when it takes the oplog.
