@@ -7,6 +7,8 @@ import copy
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -398,7 +400,7 @@ with rxcs.open_oplog(url) as oplog:
 
 
 @pytest.mark.skipif(not redis_server_available(), reason="no redis-server binary")
-class TestConcurrentProducersOnRedis:
+class TestOnRedis:
     def test_producers_appending_at_once_keep_one_consistent_store(self, request: pytest.FixtureRequest) -> None:
         """Four producer processes update the same documents at once, each catching the shared store up after
         its appends: the store reaches the stream's end, each document ends with every producer's last value,
@@ -437,3 +439,49 @@ class TestConcurrentProducersOnRedis:
                 touched = [i for i in range(1, count + 1) if key in (i % 3, (i % 3 + 1) % 3 if i % 10 == 0 else -1)]
                 assert [document[f"p{n}"] for n in range(producers)] == [max(touched)] * producers
                 assert document["log"] == [max(i for i in range(1, count + 1) if i % 10 and i % 3 == key)] * producers
+
+    def test_images_survive_a_killed_and_restarted_server(self, tmp_path: Path) -> None:
+        """kill -9 of an appendonly Redis while a producer updates documents, then a restart: the producer's
+        retries go on, and the store ends at the stream's end with each change's images equal to those
+        computed from scratch, and each document as the updates left it."""
+        from redis_server import RedisServer
+
+        server = RedisServer(tmp_path / "redis", appendonly=True)
+        server.start()
+        url = f"{server.url}?stream=kept"
+        total = 300
+        try:
+            with rxcs.open_oplog(url, document_images=True) as oplog:
+                for key in range(3):
+                    oplog.insert("db", "c", {"_id": key, "n": 0, "seen": []})
+                killed = threading.Event()
+
+                def produce() -> None:
+                    with rxcs.open_oplog(url) as producer:
+                        for i in range(1, total + 1):
+                            if i == total // 2:
+                                killed.wait(30)
+                            producer.update("db", "c", i % 3, updated_fields={"n": i, f"seen.{i // 3}": i})
+                            time.sleep(0.001)
+
+                writer = threading.Thread(target=produce)
+                writer.start()
+                time.sleep(0.05)
+                server.kill()
+                killed.set()
+                time.sleep(0.3)
+                server.restart()
+                writer.join(60)
+                assert not writer.is_alive()
+                images = images_of(oplog)
+                assert images.statistics()["applied"] == oplog.last_op_id == 3 + total
+                reference = DocumentImages(MemoryImageStore(every_collection=True), oplog)
+                reference.catch_up(oplog.last_op_id)
+                for entry in oplog.read(0, 10**6):
+                    assert images.images(entry) == reference.images(entry), f"op_id {entry.op_id}"
+                for key in range(3):
+                    # Update i set n = i and seen.(i // 3) = i: seen holds each update of the key, nulls padding.
+                    seen = [3 * j + key if 3 * j + key >= 1 else None for j in range((total - key) // 3 + 1)]
+                    assert images.current("db", "c", key) == {"_id": key, "n": seen[-1], "seen": seen}
+        finally:
+            server.stop()
