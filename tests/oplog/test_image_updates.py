@@ -98,6 +98,40 @@ class TestTruncatedArrays:
             apply_update({"_id": 1, "a": "abc"}, {"truncatedArrays": [{"field": "a", "newSize": 1}]})
 
 
+class TestDisambiguatedPaths:
+    def test_a_dotted_field_name_is_one_field(self) -> None:
+        """disambiguatedPaths {"a.b": ["a.b"]}: the update sets the top-level field named "a.b", not a.b."""
+        after = apply_update({"_id": 1, "a.b": 1, "a": {"b": 1}},
+                             {"updatedFields": {"a.b": 2}, "disambiguatedPaths": {"a.b": ["a.b"]}})
+        assert after == {"_id": 1, "a.b": 2, "a": {"b": 1}}
+
+    def test_a_numeric_looking_field_of_a_document_is_a_field(self) -> None:
+        """A string component names a field even when it looks like an index; an int indexes an array."""
+        after = apply_update(
+            {"_id": 1, "a": [{"1": "x"}, "y"]},
+            {"updatedFields": {"a.0.1": "z"}, "removedFields": ["a.1"],
+             "disambiguatedPaths": {"a.0.1": ["a", 0, "1"], "a.1": ["a", 1]}},
+        )
+        assert after == {"_id": 1, "a": [{"1": "z"}, None]}
+
+    def test_a_field_name_where_an_array_is_is_a_conflict(self) -> None:
+        """A component that says field where the document holds an array: not the document updated."""
+        with pytest.raises(UpdateConflict, match=r"updatedFields 'a.0': '0' is not an index of the array at 'a'"):
+            apply_update({"_id": 1, "a": [1]},
+                         {"updatedFields": {"a.0": 2}, "disambiguatedPaths": {"a.0": ["a", "0"]}})
+
+    def test_an_index_where_a_document_is_is_a_conflict(self) -> None:
+        """An int component where the document holds a document: not the document updated."""
+        with pytest.raises(UpdateConflict, match=r"0 is not a field of the document at 'a'"):
+            apply_update({"_id": 1, "a": {"0": 1}},
+                         {"updatedFields": {"a.0": 2}, "disambiguatedPaths": {"a.0": ["a", 0]}})
+
+    def test_a_malformed_entry_is_a_conflict_naming_it(self) -> None:
+        """Components that are neither field names nor indexes are refused, naming the path."""
+        with pytest.raises(UpdateConflict, match=r"disambiguatedPaths 'a.b': expected field names and indexes"):
+            apply_update({"_id": 1}, {"updatedFields": {"a.b": 1}, "disambiguatedPaths": {"a.b": [1.5]}})
+
+
 class TestCopies:
     def test_the_document_and_the_description_are_left_unchanged(self) -> None:
         """apply_update copies what it changes: the document before and the description's values stay as they were."""
@@ -113,10 +147,10 @@ class TestCopies:
 
 
 @settings(max_examples=300)
-@given(st.data(), document_values())
+@given(st.data(), document_values(dotted=True))
 def test_apply_update_agrees_with_the_model(data: st.DataObject, document: dict[str, Any]) -> None:
     """For random documents and random valid updates (sets at any depth, array elements past the end,
-    unsets, truncations), apply_update of the update's description gives the document the model made by
-    carrying out the update directly."""
+    unsets, truncations, through field names with dots or digits, listed in disambiguatedPaths), apply_update
+    of the update's description gives the document the model made by carrying out the update directly."""
     description, expected = random_update(data, document)
     assert apply_update(document, description) == expected
