@@ -647,3 +647,21 @@ class TestDocumentImages:
         result = run("oplog", "images", location, *args)
         assert result.returncode == 2
         assert message in one_line_error(result, "images")
+
+    def test_on_while_another_process_writes_the_oplog(self, tmp_path: Path) -> None:
+        """Turned on while a writer holds the oplog: the writer notices within a second and keeps the store up to
+        date from then on; documents inserted after that have their images."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path) as writer:
+            writer.insert("shop", "users", {"_id": 0})  # takes the writer lock
+            result = run("oplog", "images", str(path), "--on")
+            assert result.returncode == 0, result.stderr
+            started = json.loads(result.stdout)["applied"]
+            time.sleep(1.2)
+            writer.insert("shop", "users", {"_id": 1, "v": 0})
+            writer.update("shop", "users", 1, updated_fields={"v": 1})
+            writer.sync()
+            images = writer.document_images
+            assert images is not None
+            assert images.statistics()["applied"] == writer.last_op_id == started + 2
+            assert images.current("shop", "users", 1) == {"_id": 1, "v": 1}

@@ -127,6 +127,32 @@ class TestTurningOn:
             oplog_factory(document_images="yes")
 
 
+class TestFileStore:
+    def test_a_damaged_store_is_reported_naming_the_file_and_the_way_out(self, tmp_path: Path) -> None:
+        """images.sqlite that is not a database: opening the oplog names the file and says how to start the images
+        again; the entries are untouched, and moving the file away opens the oplog."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, document_images=True) as oplog:
+            oplog.insert("shop", "users", {"_id": 1})
+        (path / "images.sqlite").write_bytes(b"not sqlite" * 500)
+        with pytest.raises(rxcs.OplogCorruptedError, match=r"images\.sqlite at byte 0: not a document image store"
+                                                           r".*move the file away and turn images on again"):
+            rxcs.open_oplog(path)
+        (path / "images.sqlite").rename(tmp_path / "damaged.sqlite")
+        with rxcs.open_oplog(path, readonly=True) as oplog:
+            assert oplog.document_images is None
+            assert [entry.document_key for entry in oplog.read(0, 10)] == [{"_id": 1}]
+
+    def test_another_oplogs_store_is_refused(self, tmp_path: Path) -> None:
+        """A store copied from another oplog's directory is refused, naming both oplogs."""
+        with rxcs.open_oplog(tmp_path / "one", document_images=True) as one:
+            one.insert("shop", "users", {"_id": 1})
+        rxcs.open_oplog(tmp_path / "two").close()
+        (tmp_path / "one" / "images.sqlite").rename(tmp_path / "two" / "images.sqlite")
+        with pytest.raises(rxcs.RxcsError, match=r"these document images belong to oplog [0-9a-f-]+, not to"):
+            rxcs.open_oplog(tmp_path / "two")
+
+
 class TestMaintenance:
     def test_each_change_keeps_its_pre_and_post_image(self, oplog_factory: OplogFactory) -> None:
         """insert, update, replace and delete: each change keeps the document it left and the one before it."""

@@ -73,6 +73,9 @@ CREATE TABLE images (op_id INTEGER PRIMARY KEY, prev INTEGER, document BLOB, exp
 CREATE INDEX images_expiring ON images (expires) WHERE expires IS NOT NULL;
 """
 
+_START_AGAIN: Final = (
+    "; the entries are not affected: move the file away and turn images on again (rxcs oplog images PATH --on)"
+)
 _FORGET: Final = (
     "UPDATE images SET expires = ? WHERE expires IS NULL "
     "AND op_id IN (SELECT op_id FROM documents WHERE db = ? AND coll = ?)"
@@ -106,10 +109,11 @@ class SqliteImageStore(ImageStore):
             row = self._db.execute("SELECT format, version, oplog_id FROM store").fetchone()
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise OplogCorruptedError(f"not a document image store ({exc})", path=str(path), offset=0) from None
+            raise OplogCorruptedError(f"not a document image store ({exc}){_START_AGAIN}", path=str(path),
+                                      offset=0) from None
         if row is None or row[0] != FORMAT:
             self._db.close()
-            raise OplogCorruptedError("not a document image store", path=str(path), offset=0)
+            raise OplogCorruptedError(f"not a document image store{_START_AGAIN}", path=str(path), offset=0)
         if row[1] != VERSION:
             self._db.close()
             raise RxcsError(f"{path}: document image store version {row[1]}, this rxcs reads {VERSION}")
