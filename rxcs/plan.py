@@ -174,9 +174,15 @@ class Steps:
 
     def __init__(self, oplog_id: Hashable, options: WatchOptions, images: DocumentImages | None = None) -> None:
         stages = compile_pipeline(options.pipeline) if options.pipeline is not None else None
+        full_document, before_change = options.full_document, options.full_document_before_change
+        if images is not None:
+            # The images an event gets may come from the oplog's document images, not from its entry: the
+            # prefilter reads them from entries only where it cannot be otherwise ("required": never).
+            full_document = "required" if full_document == "whenAvailable" else full_document
+            before_change = "required" if before_change == "whenAvailable" else before_change
         found = prefilter(
             stages.leading_matches if stages is not None else (),
-            full_document=options.full_document, full_document_before_change=options.full_document_before_change,
+            full_document=full_document, full_document_before_change=before_change,
             show_expanded_events=options.show_expanded_events,
         )
         rule = scope_rule(options.db, options.collection)

@@ -348,3 +348,16 @@ class TestKeptImages:
         finally:
             subscription.dispose()
         assert (got[1].full_document_before_change, got[1].full_document) == ({"_id": 1, "v": 0}, {"_id": 1, "v": 1})
+
+    def test_a_match_on_kept_images_sees_them(self, images_oplog: rxcs.Oplog) -> None:
+        """A $match on fullDocument or fullDocumentBeforeChange tests the kept images, not only what the entries
+        recorded: updates recorded without images still pass when their kept ones match."""
+        images_oplog.insert("shop", "users", {"_id": 1, "status": "new"})
+        images_oplog.update("shop", "users", 1, updated_fields={"status": "paid"})
+        images_oplog.update("shop", "users", 1, updated_fields={"status": "shipped"})
+        after = replayed(images_oplog, 1, full_document="whenAvailable",
+                         pipeline=[{"$match": {"operationType": "update", "fullDocument.status": "paid"}}])
+        before = replayed(images_oplog, 1, full_document_before_change="whenAvailable",
+                          pipeline=[{"$match": {"fullDocumentBeforeChange.status": "paid"}}])
+        assert [doc["updateDescription"]["updatedFields"] for doc in after] == [{"status": "paid"}]
+        assert [doc["updateDescription"]["updatedFields"] for doc in before] == [{"status": "shipped"}]
