@@ -169,3 +169,23 @@ class TestMetricsOverhead:
             for clock in ("wall", "cpu"):
                 line = rf"^{name}\s+{clock}\s+with/without: median \d\.\d{{3}}"
                 assert re.search(line, done.stdout, re.MULTILINE), done.stdout
+
+
+class TestDocumentImagesCost:
+    def test_bench_images_prints_a_ratio_per_backend_and_way_of_appending(self) -> None:
+        """python -m benchmarks.bench_images runs at a tiny size and prints, per backend and way of appending, the
+        rates with document images off and on and their ratio, then the replay's ratio."""
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_images", "--entries", "6000", "--repeat", "1", "--no-redis"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        rows = re.findall(
+            r"^(MemoryOplog|FileOplog, durability=group) +(one by one|append_many\(1000\)) +[\d,]+ +[\d,]+ +"
+            r"(\d+\.\d\d)$", result.stdout, re.MULTILINE,
+        )
+        assert len(rows) == 4, result.stdout
+        assert all(float(ratio) > 0 for _, _, ratio in rows)
+        assert re.search(r"^replay through watch\(\): default [\d,]+ events/s, .* ratio \d+\.\d\d$", result.stdout,
+                         re.MULTILINE), result.stdout
