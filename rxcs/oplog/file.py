@@ -921,8 +921,13 @@ class FileOplog(Oplog):
             return self._op_id_keeping_bytes(keep)
 
     def _trim_locked(self, before_op_id: int, *, reason: str) -> int:
-        if len(self._segments) > 1 and self._segments[1] <= before_op_id:
+        going = [first for first in self._segments[1:] if first <= before_op_id]
+        if going:
             self._save_catalog()  # the entries about to go must be in the saved catalog
+            if self._images is not None:
+                # The entries going were synced when the writer left their segments: the images take them in
+                # first, so that retention never trims entries the store has not applied.
+                self._update_images(going[-1] - 1)
         dropped = 0
         while len(self._segments) > 1 and self._segments[1] <= before_op_id:
             first = self._segments.pop(0)

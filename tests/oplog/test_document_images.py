@@ -252,7 +252,42 @@ class TestMaintenance:
         assert images.current("crm", "users", 1) == {"_id": 1}
 
 
+class TestStores:
+    def test_a_reset_from_a_checkpoint_that_moved_changes_nothing(self, oplog_factory: OplogFactory) -> None:
+        """A writer that finds entries trimmed starts the store again only if nobody moved it meanwhile: a reset
+        expecting another checkpoint is refused and leaves every image; one expecting the right one forgets them."""
+        oplog = oplog_factory(document_images=True)
+        oplog.insert("shop", "users", {"_id": 1})
+        oplog.sync()
+        store = images_of(oplog).store
+        applied = store.checkpoint()[0]
+        assert applied == oplog.last_op_id
+        assert store.reset(0, expected=applied - 1) is False
+        assert images_of(oplog).current("shop", "users", 1) == {"_id": 1}
+        assert store.reset(applied, expected=applied) is True
+        assert images_of(oplog).current("shop", "users", 1) is None
+        assert store.statistics() == {"applied": applied, "images": 0, "documents": 0}
+
+
 class TestTrimming:
+    def test_retention_takes_the_images_with_the_entries(self, oplog_factory: OplogFactory) -> None:
+        """The backends' own retention (max_entries, retain_entries, max_len) trims the images with the entries:
+        what is left is the images of the retained changes and the pre-image of the oldest, and the document."""
+        retention = {"memory": {"max_entries": 50}, "redis": {"max_len": 50},
+                     "file": {"retain_entries": 50, "segment_bytes": 4096}}[oplog_factory.backend]  # type: ignore[attr-defined]
+        oplog = oplog_factory(document_images=True, **retention)
+        oplog.insert("shop", "users", {"_id": 1, "v": 0, "pad": "x" * 200})
+        for v in range(1, 400):
+            oplog.update("shop", "users", 1, updated_fields={"v": v})
+        oplog.sync()
+        first, last = oplog.first_op_id, oplog.last_op_id
+        assert first > 100  # the retention trimmed most of the log
+        images = images_of(oplog)
+        assert images.statistics()["images"] == last - first + 2
+        assert kept(oplog, first) == ({"_id": 1, "v": first - 2, "pad": "x" * 200},
+                                      {"_id": 1, "v": first - 1, "pad": "x" * 200})
+        assert images.current("shop", "users", 1) == {"_id": 1, "v": 399, "pad": "x" * 200}
+
     def test_images_go_with_the_entries_that_need_them(self, oplog_factory: OplogFactory) -> None:
         """Trimming drops the images only trimmed entries needed; the current documents stay, however old their
         last change, and so do the pre-images of retained changes."""

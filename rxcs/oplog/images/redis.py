@@ -218,8 +218,12 @@ _TRIM = _TRIMMING + r"""
 return trim_before(KEYS[1], KEYS[2], ARGV[1], """ + str(_TRIM_BATCH) + r""")
 """
 
-# KEYS: images, rows, expiry, namespaces, then namespace hashes. ARGV: applied.
+# KEYS: images, rows, expiry, namespaces, then namespace hashes. ARGV: applied, expected.
+# Returns 1, or 0 (changing nothing) when the checkpoint is no longer the expected one.
 _RESET = r"""
+if (redis.call('HGET', KEYS[1], 'applied') or '0') ~= ARGV[2] then
+  return 0
+end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('HSET', KEYS[1], 'applied', ARGV[1])
@@ -409,13 +413,17 @@ class RedisImageStore(ImageStore):
     def set_every_collection(self, enabled: bool) -> None:
         self.create(every_collection=enabled)
 
-    def reset(self, applied: int) -> None:
+    def reset(self, applied: int, *, expected: int) -> bool:
         def names() -> Any:
             return self._client.smembers(self._namespaces)
 
         keys = [self._meta, self._rows, self._expiry, self._namespaces]
         keys += [self._namespace_prefix + name.decode() for name in self._retrying("reading document images", names)]
-        self._retrying("starting document images again", lambda: self._reset(keys=keys, args=[applied]))
+        # A namespace hash made after the names were read means the checkpoint moved: the script refuses then.
+        done = self._retrying(
+            "starting document images again", lambda: self._reset(keys=keys, args=[applied, expected])
+        )
+        return bool(done)
 
     def trim(self, before_op_id: int) -> int:
         dropped = 0

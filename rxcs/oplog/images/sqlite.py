@@ -263,14 +263,17 @@ class SqliteImageStore(ImageStore):
         with self._transaction("BEGIN IMMEDIATE") as db:
             db.execute("UPDATE store SET every_collection = ?", (int(enabled),))
 
-    def reset(self, applied: int) -> None:
+    def reset(self, applied: int, *, expected: int) -> bool:
         self._write_access()
         with self._transaction("BEGIN IMMEDIATE") as db:
+            if db.execute("SELECT applied FROM store").fetchone()[0] != expected:
+                return False
             db.execute("DELETE FROM documents")
             db.execute("DELETE FROM images")
             db.execute(
                 "UPDATE store SET applied = ?, stamp_time = NULL, stamp_inc = NULL, stamp_wall = NULL", (applied,)
             )
+        return True
 
     def trim(self, before_op_id: int) -> int:
         self._write_access()

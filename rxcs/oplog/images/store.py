@@ -123,8 +123,12 @@ class ImageStore(abc.ABC):
         """Keep images for every collection (True) or only for those whose own setting says so."""
 
     @abc.abstractmethod
-    def reset(self, applied: int) -> None:
-        """Forget every document and image and start again at ``applied`` (settings are kept)."""
+    def reset(self, applied: int, *, expected: int) -> bool:
+        """Forget every document and image and start again at ``applied`` (settings are kept).
+
+        False, changing nothing, when the checkpoint is no longer ``expected``
+        (another writer moved it meanwhile).
+        """
 
     @abc.abstractmethod
     def trim(self, before_op_id: int) -> int:
@@ -245,12 +249,15 @@ class MemoryImageStore(ImageStore):
         with self._lock:
             self._every = enabled
 
-    def reset(self, applied: int) -> None:
+    def reset(self, applied: int, *, expected: int) -> bool:
         with self._lock:
+            if self._applied != expected:
+                return False
             self._images.clear()
             self._documents.clear()
             self._expiring.clear()
             self._applied, self._stamp = applied, None
+            return True
 
     def trim(self, before_op_id: int) -> int:
         dropped = 0

@@ -155,6 +155,8 @@ class DocumentImages:
                 continue
             except ChangeStreamHistoryLost as exc:
                 self._overlay = None
+                if self._store.checkpoint()[0] != applied:
+                    continue  # a writer moved the store on meanwhile, past what was trimmed: compute from there
                 if not self._unavailable_logged:
                     self._unavailable_logged = True
                     log.warning("document images unavailable: entries they need were trimmed", op_id=target,
@@ -234,9 +236,10 @@ class DocumentImages:
         return self.catch_up(last)
 
     def _restart(self, problem: str, applied: int) -> None:
+        """Start the store again at the oldest retained entry, unless another writer moved it from ``applied``."""
         first = self._oplog.first_op_id
-        log.warning("document images started again", problem=problem, store_op_id=applied, from_op_id=first)
-        self._store.reset(first - 1)
+        if self._store.reset(first - 1, expected=applied):
+            log.warning("document images started again", problem=problem, store_op_id=applied, from_op_id=first)
 
     def trim(self, before_op_id: int) -> int:
         """Drop the images that only entries before ``before_op_id`` need; return how many went."""
