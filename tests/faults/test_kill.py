@@ -140,15 +140,20 @@ def whole_batches(entries: list[rxcs.OplogEntry]) -> list[Delivered]:
     return found
 
 
-def kill_a_writer(path: Path, run: int, rng: random.Random) -> int:
-    """Start a writer, let it append for a random moment, SIGKILL it; the last op_id it acknowledged (0: none)."""
+def kill_a_writer(
+    path: Path, run: int, rng: random.Random, *, script: str = WRITER, args: tuple[str, ...] = (), longest: float = 0.12
+) -> int:
+    """Start a writer, let it append for a random moment, SIGKILL it; the last op_id it acknowledged (0: none).
+
+    ``script`` prints the last op_id of each append; it is given ``path``, ``run`` and ``args``.
+    """
     process = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path), str(run)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, str(path), str(run), *args], stdout=subprocess.PIPE, text=True
     )
     assert process.stdout is not None
     first = process.stdout.readline()
     assert first, f"the writer exited ({process.wait()}) before its first append"
-    time.sleep(rng.uniform(0.0, 0.12))
+    time.sleep(rng.uniform(0.0, longest))
     os.kill(process.pid, signal.SIGKILL)
     acknowledged = int(first)
     for line in process.stdout:  # lines written before the kill

@@ -14,13 +14,8 @@ reach the oplog's end. The normal suite kills 12 writers; ``RXCS_FAULTS=all`` 60
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +26,10 @@ from rxcs.oplog.images import DocumentImages, MemoryImageStore
 
 from .conftest import FULL
 from .tally import Tally, record
+from .test_kill import QUIET, kill_a_writer
 
 KILLS = 60 if FULL else 12
 KEYS = range(6)
-QUIET = "import structlog, sys; structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))\n"
 WRITER = QUIET + textwrap.dedent(
     """
     import random, sys, rxcs
@@ -66,24 +61,6 @@ WRITER = QUIET + textwrap.dedent(
             print(oplog.append_many(changes)[-1], flush=True)
     """
 )
-
-
-def kill_a_writer(path: Path, run: int, durability: str, rng: random.Random) -> int:
-    """Start a writer, let it append for a random moment, SIGKILL it; the last op_id it acknowledged."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path), str(run), durability], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    assert first, f"the writer exited ({process.wait()}) before its first append: {process.stderr.read()[-3000:]}"
-    time.sleep(rng.uniform(0.0, 0.3))
-    os.kill(process.pid, signal.SIGKILL)
-    acknowledged = int(first)
-    for line in process.stdout:  # lines written before the kill
-        acknowledged = int(line)
-    process.wait()
-    return acknowledged
 
 
 def from_scratch(oplog: rxcs.Oplog) -> DocumentImages:
@@ -120,7 +97,7 @@ class TestKilledWriterKeepingImages:
         behind = 0  # kills that left the store behind the oplog
         for run in range(KILLS):
             durability = "none" if run % 2 else "group"
-            acknowledged = kill_a_writer(path, run, durability, rng)
+            acknowledged = kill_a_writer(path, run, rng, script=WRITER, args=(durability,), longest=0.3)
             with rxcs.open_oplog(path, readonly=True) as reader:
                 assert reader.last_op_id >= acknowledged, f"run {run}: acknowledged op_id {acknowledged} is gone"
                 images = reader.document_images
