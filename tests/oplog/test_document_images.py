@@ -143,6 +143,40 @@ class TestFileStore:
             assert oplog.document_images is None
             assert [entry.document_key for entry in oplog.read(0, 10)] == [{"_id": 1}]
 
+    @pytest.mark.parametrize(("rewritten", "problem"), [(0, "past the oplog's last entry"), (4, "is not the one it")])
+    def test_a_store_ahead_of_its_oplog_starts_again(self, tmp_path: Path, rewritten: int, problem: str) -> None:
+        """A store that applied entries the oplog no longer holds (the oplog lost its last entries, as after a power
+        loss with durability="none"; perhaps others were written at their op_ids since): the next writer notices
+        (a checkpoint past the end, or another entry at it), starts the store again from the oldest entry, logged,
+        and every image then equals one computed from scratch."""
+        import shutil
+
+        import structlog
+
+        path, copy_ = tmp_path / "oplog", tmp_path / "copy"
+        with rxcs.open_oplog(path, document_images=True) as oplog:
+            oplog.insert("shop", "users", {"_id": 1, "v": 0})
+            oplog.update("shop", "users", 1, updated_fields={"v": 1})
+        shutil.copytree(path, copy_)
+        with rxcs.open_oplog(copy_) as ahead:  # entries 3 to 6, which the oplog at path loses
+            for v in range(2, 6):
+                ahead.update("shop", "users", 1, updated_fields={"v": v})
+        with rxcs.open_oplog(path) as oplog:  # other entries at the same op_ids, or none
+            for w in range(rewritten):
+                oplog.update("shop", "users", 1, updated_fields={"w": w})
+        shutil.copy(copy_ / "images.sqlite", path / "images.sqlite")  # the store that saw the lost entries
+        with structlog.testing.capture_logs() as logs, rxcs.open_oplog(path) as oplog:
+            oplog.update("shop", "users", 1, updated_fields={"x": 1})
+            oplog.sync()
+            restarts = [entry for entry in logs if entry["event"] == "document images started again"]
+            assert [problem in entry["problem"] for entry in restarts] == [True], logs
+            reference = DocumentImages(MemoryImageStore(every_collection=True), oplog)
+            reference.catch_up(oplog.last_op_id)
+            for entry in oplog.read(0, 100):
+                assert images_of(oplog).images(entry) == reference.images(entry), f"op_id {entry.op_id}"
+            expected = {"_id": 1, "v": 1, "x": 1, **({"w": rewritten - 1} if rewritten else {})}
+            assert images_of(oplog).current("shop", "users", 1) == expected
+
     def test_another_oplogs_store_is_refused(self, tmp_path: Path) -> None:
         """A store copied from another oplog's directory is refused, naming both oplogs."""
         with rxcs.open_oplog(tmp_path / "one", document_images=True) as one:
