@@ -32,6 +32,14 @@ class TestExamples:
         """The auditor stops, resumes from its token file, and logs every event exactly once."""
         assert load("audit_log").main() == ["insert", "update", "insert", "delete"]
 
+    def test_order_history(self) -> None:
+        """Each update is told with the whole order before it and as it is now, from the kept document images."""
+        assert load("order_history").main() == [
+            "new ['tea', 'cups', 'pot'] -> changed {'status': 'paid'} (now shipped ['tea', 'mugs'])",
+            "paid ['tea', 'cups', 'pot'] -> changed {'items.1': 'mugs'} (now shipped ['tea', 'mugs'])",
+            "paid ['tea', 'mugs'] -> changed {'status': 'shipped'} (now shipped ['tea', 'mugs'])",
+        ]
+
     def test_cache_invalidation(self) -> None:
         """An update evicts the cached document, so the next read sees the new value."""
         name, reads = load("cache_invalidation").main()
