@@ -172,6 +172,8 @@ class _Copy:
         or a field name of an array) is an ``UpdateConflict``. Without it
         (``$unset``, truncation), a path that does not lead anywhere gives None.
         """
+        if "." not in path and path not in self.disambiguated:
+            return self.root, path  # a top-level field, the most common update: no walk
         parts: list[Part] = self.disambiguated.get(path) or path.split(".")  # type: ignore[assignment]
         container: dict[str, Any] | list[Any] = self.root
         for position, part in enumerate(parts):
