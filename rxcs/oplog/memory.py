@@ -66,6 +66,16 @@ class MemoryOplog(Oplog):
     def document_images(self) -> DocumentImages | None:
         return self._images
 
+    def _update_images(self, through: int, frames: list[bytes]) -> None:
+        """Bring the images up to ``through``; never raises (the entries are appended: readers compute what the
+        store misses, and the next append's catch-up applies it)."""
+        assert self._images is not None
+        try:
+            self._images.catch_up(through, [decode_entry(frame) for frame in frames])
+        except Exception as exc:  # noqa: BLE001 - the entries are appended: an append must not fail for its images
+            log.error("document images not brought up to date", backend="memory", through_op_id=through,
+                      error=repr(exc))
+
     @property
     def oplog_id(self) -> uuid.UUID:
         return self._oplog_id
@@ -109,7 +119,7 @@ class MemoryOplog(Oplog):
             catalog.commit(op_id)
             self._frames.extend(frames)
             if self._images is not None and frames:  # in the same lock: readers never find the store behind
-                self._images.catch_up(op_id, [decode_entry(frame) for frame in frames])
+                self._update_images(op_id, frames)
             if self._max_entries is not None and len(self._frames) > self._max_entries:
                 self._trim_locked(self.last_op_id - self._max_entries + 1)
             self._changed.notify_all()

@@ -653,9 +653,9 @@ class RedisOplog(Oplog):
             return
         try:
             images.catch_up(through, entries)
-        except RxcsError as exc:
+        except Exception as exc:  # noqa: BLE001 - the entries are appended: an append must not fail for its images
             log.warning("document images not brought up to date", stream=self._stream, through_op_id=through,
-                        error=str(exc))
+                        error=repr(exc))
 
     def info(self) -> RedisOplogInfo:
         """What ``rxcs oplog info`` shows: where the oplog is, its range and its size in Redis."""

@@ -143,6 +143,50 @@ class TestFileStore:
             assert oplog.document_images is None
             assert [entry.document_key for entry in oplog.read(0, 10)] == [{"_id": 1}]
 
+    def test_an_append_never_fails_for_its_images(self, tmp_path: Path) -> None:
+        """A store that cannot be brought up to date (here, a table gone) fails no append: the entries are
+        recorded, the error is logged, and a reader reads them."""
+        import sqlite3
+
+        import structlog
+
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, document_images=True, durability="fsync") as oplog:
+            oplog.insert("shop", "users", {"_id": 1, "v": 0})
+            with contextlib.closing(sqlite3.connect(path / "images.sqlite")) as db:
+                db.execute("DROP TABLE documents")
+            with structlog.testing.capture_logs() as logs:
+                op_id = oplog.update("shop", "users", 1, updated_fields={"v": 1})
+            assert op_id == 2
+            assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
+                "document images not brought up to date"
+            ]
+        with rxcs.open_oplog(path, readonly=True) as reader:
+            assert [entry.op for entry in reader.read(0, 10)] == ["insert", "update"]
+
+    def test_a_kept_image_that_does_not_decode_is_reported_naming_it(self, tmp_path: Path) -> None:
+        """A damaged image: asking for it is an RxcsError naming the change; the writer treats the document as
+        unknown (logged) and goes on: its next insert makes it known again."""
+        import sqlite3
+
+        import structlog
+
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, document_images=True, durability="fsync") as oplog:
+            oplog.insert("shop", "users", {"_id": 1, "v": 0})
+            with contextlib.closing(sqlite3.connect(path / "images.sqlite")) as db, db:
+                db.execute("UPDATE images SET document = X'c1'")  # 0xc1: never used in msgpack
+            with pytest.raises(rxcs.RxcsError, match=r"the images of op_id 1 does not decode .* store is damaged"):
+                kept(oplog, 1)
+            with structlog.testing.capture_logs() as logs:
+                oplog.update("shop", "users", 1, updated_fields={"v": 1})
+            assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == [
+                "document image no longer known: the update does not fit it"
+            ]
+            assert images_of(oplog).current("shop", "users", 1) is None
+            oplog.replace("shop", "users", 1, {"_id": 1, "v": 2})
+            assert images_of(oplog).current("shop", "users", 1) == {"_id": 1, "v": 2}
+
     @pytest.mark.parametrize(("rewritten", "problem"), [(0, "past the oplog's last entry"), (4, "is not the one it")])
     def test_a_store_ahead_of_its_oplog_starts_again(self, tmp_path: Path, rewritten: int, problem: str) -> None:
         """A store that applied entries the oplog no longer holds (the oplog lost its last entries, as after a power

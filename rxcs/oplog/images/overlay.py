@@ -48,7 +48,7 @@ from rxcs.oplog.images.store import (
     Namespace,
     Write,
 )
-from rxcs.oplog.images.updates import UpdateConflict, apply_update
+from rxcs.oplog.images.updates import apply_update
 
 __all__ = ["DATA_CHANGES", "IMAGES_OPTION", "Overlay", "StoreMoved", "check_images_option", "enables_images",
            "images_setting"]
@@ -193,15 +193,15 @@ class Overlay:
 
     @staticmethod
     def _updated(entry: OplogEntry, previous: tuple[int, bytes] | None) -> dict[str, Any] | None:
-        base = decode_value(previous[1]) if previous is not None else entry.full_document_before_change
-        if base is None or entry.update_description is None:
-            return None
         try:
+            base = decode_value(previous[1]) if previous is not None else entry.full_document_before_change
+            if not isinstance(base, dict) or entry.update_description is None:
+                return None
             return apply_update(base, entry.update_description)
-        except UpdateConflict as exc:
+        except ValueError as exc:  # UpdateConflict, or a kept image that does not decode (msgpack's ValueErrors)
             log.warning(
                 "document image no longer known: the update does not fit it", op_id=entry.op_id,
-                ns=f"{entry.db}.{entry.coll}", problem=str(exc),
+                ns=f"{entry.db}.{entry.coll}", problem=str(exc) or repr(exc),
             )
             return None
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
-from rxcs.errors import ChangeStreamHistoryLost
+from rxcs.errors import ChangeStreamHistoryLost, RxcsError
 from rxcs.log import log
 from rxcs.oplog.codec import decode_value, encode_value
 from rxcs.oplog.entry import OplogEntry
@@ -92,7 +92,8 @@ class DocumentImages:
                     _, before, after = self._store.images(entry.op_id)
                 else:
                     before, after = overlay.rows.get(entry.op_id, (None, None))
-        return _decoded(before), _decoded(after)
+        what = f"the images of op_id {entry.op_id}"
+        return _decoded(before, what), _decoded(after, what)
 
     def current_of(self, entry: OplogEntry) -> dict[str, Any] | None:
         """The entry's document as it is now (``updateLookup``); None once deleted.
@@ -104,7 +105,7 @@ class DocumentImages:
         key = (entry.db, entry.coll or "", encode_value(entry.document_key))
         applied, document = self._store.current(key)
         if applied >= entry.op_id:
-            return _decoded(document)
+            return _decoded(document, f"the current document of op_id {entry.op_id}")
         return self._current(key, max(entry.op_id, self._oplog.last_op_id), entry)
 
     def current(self, db: str, coll: str, document_key: Any) -> dict[str, Any] | None:
@@ -129,7 +130,7 @@ class DocumentImages:
                     _, document = self._store.current(key)
                 else:
                     document = None if found is None else found[1]
-        return _decoded(document)
+        return _decoded(document, f"the current document of {key[0]}.{key[1]} {decode_value(key[2])!r}")
 
     def _overlay_through(self, target: int, entry: OplogEntry | None) -> Overlay | None:
         """This process's overlay, applied through op_id ``target`` (``entry``, when at hand); None when the store
@@ -264,8 +265,14 @@ class DocumentImages:
         self._store.close()
 
 
-def _decoded(document: bytes | None) -> dict[str, Any] | None:
+def _decoded(document: bytes | None, what: str) -> dict[str, Any] | None:
+    """A kept document, decoded; one that does not decode is an ``RxcsError`` naming ``what`` it is."""
     if document is None:
         return None
-    value: dict[str, Any] = decode_value(document)
+    try:
+        value = decode_value(document)
+    except ValueError as exc:  # msgpack's errors are ValueErrors
+        raise RxcsError(f"document images: {what} does not decode ({exc!r}); the store is damaged") from None
+    if not isinstance(value, dict):
+        raise RxcsError(f"document images: {what} is a {type(value).__name__}, not a document; the store is damaged")
     return value
