@@ -416,7 +416,7 @@ def _model_run(oplog: rxcs.Oplog, data: st.DataObject) -> tuple[list[tuple[int, 
                 model = {name: doc for name, doc in model.items() if name[0] not in (coll, other)} | moved
             continue
         if before is None:
-            document = data.draw(document_values(key))
+            document = data.draw(document_values(key, dotted=True))
             op_id = oplog.insert("db", coll, document)
             model[(coll, key)] = copy.deepcopy(document)
             expected.append((op_id, None, document))
@@ -428,10 +428,10 @@ def _model_run(oplog: rxcs.Oplog, data: st.DataObject) -> tuple[list[tuple[int, 
             op_id = oplog.update(
                 "db", coll, key, updated_fields=description["updatedFields"],
                 removed_fields=description["removedFields"], truncated_arrays=description["truncatedArrays"],
-                full_document=recorded,
+                disambiguated_paths=description.get("disambiguatedPaths"), full_document=recorded,
             )
         elif action == "replace":
-            after = data.draw(document_values(key))
+            after = data.draw(document_values(key, dotted=True))
             op_id = oplog.replace("db", coll, key, after)
         else:
             after = None
@@ -494,7 +494,8 @@ BACKENDS = ["memory", "file", *(["redis"] if redis_server_available() else [])]
 def test_the_store_agrees_with_a_model_of_the_documents(
     backend: str, request: pytest.FixtureRequest, data: st.DataObject
 ) -> None:
-    """Random inserts, updates (MongoDB's updatedFields, removedFields, truncatedArrays), replaces, deletes,
+    """Random inserts, updates (MongoDB's updatedFields, removedFields, truncatedArrays, and disambiguatedPaths
+    for field names with dots or digits), replaces, deletes,
     renames and drops on a few keys: every change's pre- and post-image, and every document now, equal what a
     straightforward model (a dict per key, updated directly) holds; in the writer's process at once (a FileOplog's
     store may still be behind: the missing images are computed), from a second reader, and after reopening."""
