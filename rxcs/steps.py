@@ -244,6 +244,7 @@ def entry_converter(
                     raise MissingImageError(
                         f"op_id {entry.op_id}: {entry.op} on {entry.db}.{entry.coll} has no pre-image "
                         "recorded (full_document_before_change='required')"
+                        + ("" if images is None else " nor kept by the oplog's document images")
                     )
                 nulls = nulls | {"fullDocumentBeforeChange"}
         update = entry.update_description

@@ -329,6 +329,11 @@ class TestKeptImages:
                                                              r"recorded \(full_document='required'\) nor kept"):
                 stream.next(timeout=10)
         assert updated.full_document == {"_id": 2, "v": 1}
+        with rxcs.watch(oplog, "shop", "users", full_document_before_change="required",
+                        start_at_operation_time=rxcs.BEGINNING).iterate() as stream:
+            with pytest.raises(rxcs.MissingImageError, match=r"op_id 5: update on shop\.users has no pre-image "
+                                                             r"recorded .* nor kept"):
+                drain(stream, 4)
 
     def test_images_reach_a_chain_built_by_hand(self, images_oplog: rxcs.Oplog) -> None:
         """to_change_events() after oplog_entries() uses the oplog's kept images as watch() does."""
