@@ -339,6 +339,17 @@ class FileOplog(Oplog):
             self._images = DocumentImages(store, self)
         return self._images
 
+    def _recover_images(self) -> None:
+        """Check the document images against the oplog and catch them up (``DocumentImages.recover``); never raises,
+        as ``_update_images``."""
+        images = self._images
+        if images is None:
+            return
+        try:
+            images.recover()
+        except Exception as exc:  # noqa: BLE001 - the images must not keep the writer from appending
+            log.error("document images not brought up to date", path=str(self._dir), error=repr(exc))
+
     def _update_images(self, through: int) -> None:
         """Bring the document images up to ``through``, an op_id whose entries are as durable as they get.
 
@@ -368,10 +379,9 @@ class FileOplog(Oplog):
             self._become_writer()
             assert self._clock is not None
             assert self._catalog is not None
-            if self._images is None and (enabling or time.monotonic() - self._images_looked > _IMAGES_LOOK_AGAIN):
-                images = self._open_images(create_at=self._last_op_id if enabling else None)
-                if images is not None:  # turned on by another process meanwhile, or now
-                    images.recover()
+            looking = self._images is None and (enabling or time.monotonic() - self._images_looked > _IMAGES_LOOK_AGAIN)
+            if looking and self._open_images(create_at=self._last_op_id if enabling else None) is not None:
+                self._recover_images()  # turned on by another process meanwhile, or now
             first = self._last_op_id + 1
             frames = []
             catalog = self._catalog
@@ -519,11 +529,10 @@ class FileOplog(Oplog):
         except BaseException:
             self._stop_writing()
             raise
+        self._recover_images()  # a crash may have left them behind the entries; before retention drops any
         if self._retention.active and self._keeper is None:
             self._keeper = SegmentKeeper(self, self._retention, str(self._dir))
             self._keeper.appended()  # what is already beyond the limits goes now
-        if self._images is not None:  # a crash may have left them behind the entries
-            self._images.recover()
 
     # -- the collection catalog ----------------------------------------------------------------
 

@@ -161,8 +161,11 @@ class TestFileStore:
             assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
                 "document images not brought up to date"
             ]
+        with structlog.testing.capture_logs() as logs, rxcs.open_oplog(path) as writer:  # taking the oplog too
+            assert writer.insert("shop", "users", {"_id": 2}) == 3
+        assert "document images not brought up to date" in [entry["event"] for entry in logs]
         with rxcs.open_oplog(path, readonly=True) as reader:
-            assert [entry.op for entry in reader.read(0, 10)] == ["insert", "update"]
+            assert [entry.op for entry in reader.read(0, 10)] == ["insert", "update", "insert"]
 
     def test_a_kept_image_that_does_not_decode_is_reported_naming_it(self, tmp_path: Path) -> None:
         """A damaged image: asking for it is an RxcsError naming the change; the writer treats the document as
