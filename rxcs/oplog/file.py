@@ -53,10 +53,10 @@ from rxcs.oplog.catalog import Catalog, CatalogDamaged, CollectionInfo
 from rxcs.oplog.check import RepairPlan, RepairStep, plan_repair, verify_directory
 from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
-from rxcs.oplog.retention import Retention, RetentionStatistics, SegmentKeeper
 from rxcs.oplog.images import DocumentImages
 from rxcs.oplog.images.overlay import enables_images
 from rxcs.oplog.images.sqlite import SqliteImageStore
+from rxcs.oplog.retention import Retention, RetentionStatistics, SegmentKeeper
 from rxcs.oplog.segments import (
     CONTINUES,
     FRAME_HEADER,
@@ -892,6 +892,13 @@ class FileOplog(Oplog):
         the writer saved it when the segment was finished. Returns the entries
         dropped.
         """
+        if self._images is not None:
+            # The segment's entries were synced when it was finished: the document images take them in before
+            # they go (outside the lock, which is held for the unlinks alone).
+            with self._lock:
+                following = self._segments[1] if len(self._segments) > 1 and self._segments[0] == first else None
+            if following is not None:
+                self._update_images(following - 1)
         with self._lock:
             segments = self._segments
             if self._write_fd is None or len(segments) < 2 or segments[0] != first:
@@ -904,6 +911,7 @@ class FileOplog(Oplog):
             new_first = segments[0]
         osio.fsync_directory(self._dir)
         log.info("oplog trimmed", path=str(self._dir), entries=dropped, reason="retention", first_op_id=new_first)
+        self._trim_images(new_first)
         return dropped
 
     def fsync_timings(self) -> tuple[list[tuple[float, int]], float]:
@@ -933,10 +941,7 @@ class FileOplog(Oplog):
         going = [first for first in self._segments[1:] if first <= before_op_id]
         if going:
             self._save_catalog()  # the entries about to go must be in the saved catalog
-            if self._images is not None:
-                # The entries going were synced when the writer left their segments: the images take them in
-                # first, so that retention never trims entries the store has not applied.
-                self._update_images(going[-1] - 1)
+            self._update_images(going[-1] - 1)  # and in the document images (synced: their segments are finished)
         dropped = 0
         while len(self._segments) > 1 and self._segments[1] <= before_op_id:
             first = self._segments.pop(0)
@@ -948,12 +953,17 @@ class FileOplog(Oplog):
             osio.fsync_directory(self._dir)
             log.info("oplog trimmed", path=str(self._dir), entries=dropped, reason=reason,
                      first_op_id=self._segments[0])
-            if self._images is not None:
-                try:
-                    self._images.trim(self._segments[0])
-                except sqlite3.Error as exc:  # the next trim takes what this one left
-                    log.error("document images not trimmed", path=str(self._dir), error=str(exc))
+            self._trim_images(self._segments[0])
         return dropped
+
+    def _trim_images(self, first: int) -> None:
+        """Drop the images only entries before ``first`` (trimmed) needed; an error is logged, the next trim goes on."""
+        if self._images is None:
+            return
+        try:
+            self._images.trim(first)
+        except sqlite3.Error as exc:
+            log.error("document images not trimmed", path=str(self._dir), error=str(exc))
 
     # -- readers -----------------------------------------------------------------------------
 

@@ -52,10 +52,10 @@ from rxcs.oplog.base import Oplog, OplogCursor, Sift
 from rxcs.oplog.catalog import CollectionInfo, catalog_action, parse_hash
 from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, decode_entry, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
-from rxcs.oplog.retention import REDIS_TRIM_RETAINED, Retention, RetentionStatistics, StreamKeeper
 from rxcs.oplog.images import DocumentImages
 from rxcs.oplog.images.overlay import enables_images
 from rxcs.oplog.images.redis import RedisImageStore
+from rxcs.oplog.retention import REDIS_TRIM_RETAINED, Retention, RetentionStatistics, StreamKeeper
 
 __all__ = ["RedisOplog", "RedisOplogInfo"]
 
