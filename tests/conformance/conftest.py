@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,3 +33,18 @@ def memory_oplog() -> Iterator[rxcs.Oplog]:
     """A fresh in-memory oplog, for tests of the runner rather than of storage."""
     with rxcs.open_oplog(":memory:") as opened:
         yield opened
+
+
+def rxcs_threads() -> list[threading.Thread]:
+    """Threads rxcs started (tailers, buffer drains, a group-commit flusher) that are still alive."""
+    return [thread for thread in threading.enumerate() if thread.name.startswith("rxcs-")]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """A ported case leaves no rxcs thread running once its streams and oplog are closed."""
+    yield
+    deadline = time.monotonic() + 5
+    while rxcs_threads() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not rxcs_threads(), f"threads left running: {rxcs_threads()}"

@@ -23,10 +23,7 @@ from rxcs.oplog import Change
 
 USERS = ("shop", "users")
 ONLY_INSERTS = [{"$match": {"operationType": "insert"}}]
-IMAGES = (
-    "needs the document images of issue 14 item 7 (changeStreamPreAndPostImages kept by the oplog), "
-    "branch document-images"
-)
+IMAGES = "rxcs does not keep changeStreamPreAndPostImages for a collection yet (issue 14, item 7)"
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -46,10 +46,13 @@ PRE_POST_DATA = (("change-stream-tests", "test", ({"_id": 1},)),)
 NS0 = {"db": "database0", "coll": "collection0"}
 
 EXPANDED_EVENTS = (
-    "needs the expanded events of issue 14 (items 3-5: collectionUUID, nsType, rename and "
-    "dropIndexes descriptions, disambiguatedPaths), branch conformance-events"
+    "rxcs does not produce these expanded-event fields yet (issue 14, items 3-5): collectionUUID, nsType, "
+    "a rename's operationDescription with dropTarget, updateDescription.disambiguatedPaths"
 )
-MODIFY = "needs Oplog.modify_collection (collMod) and the document images of issue 14 item 7, branch document-images"
+MODIFY = (
+    "rxcs has no collMod yet (Oplog.modify_collection, modify events) nor changeStreamPreAndPostImages kept by "
+    "the oplog (issue 14, item 7)"
+)
 
 
 def watch(on: str = "collection0", pipeline: list[Any] | None = None, **options: Any) -> Op:
