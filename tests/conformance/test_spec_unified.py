@@ -376,8 +376,12 @@ CASES: list[Case | Any] = [
 # -- change-streams-pre_and_post_images.json ---------------------------------------------------------------------
 
 
-def _pre_post(option: str, mode: str, enabled: bool) -> Any:
-    """One case of the pre- and post-image file: collMod, a stream with ``option=mode``, one $set, one event."""
+def _pre_post(option: str, mode: str, enabled: bool, *, document_after_collmod: bool = False) -> Case:
+    """One case of the pre- and post-image file: collMod, a stream with ``option=mode``, one $set, one event.
+
+    With ``document_after_collmod`` the case's initial document is written after the collMod instead of before
+    it: the form in which rxcs's document images, which begin when they are turned on, know it.
+    """
     updated = {"operationType": "update", "ns": {"db": "change-stream-tests", "coll": "test"},
                "updateDescription": {"$$type": "object"}}
     if mode == "required" and not enabled:
@@ -388,30 +392,44 @@ def _pre_post(option: str, mode: str, enabled: bool) -> Any:
         outcome = expect({**updated, "fullDocumentBeforeChange": {"$$exists": False}})
     else:
         outcome = expect({**updated, "fullDocumentBeforeChange": {"_id": 1} if enabled else None})
-    case = Case(
+    collmod = Op("runCommand", "database0", {
+        "commandName": "collMod",
+        "command": {"collMod": "test", "changeStreamPreAndPostImages": {"enabled": enabled}},
+    })
+    setup = (collmod, insert("collection0", {"_id": 1})) if document_after_collmod else (collmod,)
+    return Case(
         "change-streams-pre_and_post_images.json",
         f"{option}:{mode} with changeStreamPreAndPostImages {'enabled' if enabled else 'disabled'}",
         PRE_POST,
         (
-            Op("runCommand", "database0", {
-                "commandName": "collMod",
-                "command": {"collMod": "test", "changeStreamPreAndPostImages": {"enabled": enabled}},
-            }),
+            *setup,
             watch(**{option: mode}),
             Op("updateOne", "collection0", {"filter": {"_id": 1}, "update": {"$set": {"x": 1}}}),
             outcome,
         ),
-        PRE_POST_DATA,
+        (("change-stream-tests", "test", ()),) if document_after_collmod else PRE_POST_DATA,
     )
-    return pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=MODIFY))
 
 
-CASES += [
-    _pre_post(option, mode, enabled)
+PRE_POST_MODES = [
+    (option, mode, enabled)
     for option, modes in (("fullDocument", ("whenAvailable", "required")),
                           ("fullDocumentBeforeChange", ("whenAvailable", "required", "off")))
     for mode in modes
     for enabled in (True, False)
+]
+CASES += [
+    pytest.param(_pre_post(option, mode, enabled), marks=pytest.mark.xfail(strict=True, reason=MODIFY))
+    for option, mode, enabled in PRE_POST_MODES
+]
+# The enabled cases again, with the document written once images are on (see _pre_post).
+IMAGES_FROM_COLLMOD = [
+    pytest.param(
+        _pre_post(option, mode, enabled, document_after_collmod=True),
+        marks=pytest.mark.xfail(strict=True, reason=MODIFY),
+    )
+    for option, mode, enabled in PRE_POST_MODES
+    if enabled and mode != "off"
 ]
 
 
@@ -431,6 +449,12 @@ class TestUnifiedCases:
         returned = run_case(case, oplog)
         iterations = [op for op in case.operations if op.name == "iterateUntilDocumentOrError"]
         assert len(returned) == sum(op.expect_error is None for op in iterations)
+
+    @pytest.mark.parametrize("case", IMAGES_FROM_COLLMOD, ids=[case_of(c).id for c in IMAGES_FROM_COLLMOD])
+    def test_images_kept_from_collmod_on(self, case: Case, oplog: rxcs.Oplog) -> None:
+        """The pre- and post-image cases with changeStreamPreAndPostImages enabled pass when the document is
+        written after the collMod that turns images on."""
+        assert len(run_case(case, oplog)) == 1
 
 
 class TestTheCasesMeanWhatTheySay:
