@@ -45,10 +45,6 @@ PRE_POST = {
 PRE_POST_DATA = (("change-stream-tests", "test", ({"_id": 1},)),)
 NS0 = {"db": "database0", "coll": "collection0"}
 
-EXPANDED_EVENTS = (
-    "rxcs does not produce these expanded-event fields yet (issue 14, items 3-5): collectionUUID, nsType, "
-    "a rename's operationDescription with dropTarget, updateDescription.disambiguatedPaths"
-)
 MODIFY = (
     "rxcs has no collMod yet (Oplog.modify_collection, modify events) nor changeStreamPreAndPostImages kept by "
     "the oplog (issue 14, item 7)"
@@ -264,7 +260,7 @@ CASES: list[Case | Any] = [
         }),
         file="change-streams-disambiguatedPaths.json",
     ),
-    pytest.param(cs_case(
+    cs_case(
         "disambiguatedPaths is present on updateDescription when an ambiguous path is present",
         insert("collection0", {"_id": 1, "a": {"1": 1}}),
         watch(showExpandedEvents=True),
@@ -277,8 +273,8 @@ CASES: list[Case | Any] = [
             },
         }),
         file="change-streams-disambiguatedPaths.json",
-    ), marks=pytest.mark.xfail(strict=True, reason=EXPANDED_EVENTS)),
-    pytest.param(cs_case(
+    ),
+    cs_case(
         "disambiguatedPaths returns array indices as integers",
         insert("collection0", {"_id": 1, "a": [{"1": 1}]}),
         watch(showExpandedEvents=True),
@@ -292,7 +288,7 @@ CASES: list[Case | Any] = [
             },
         }),
         file="change-streams-disambiguatedPaths.json",
-    ), marks=pytest.mark.xfail(strict=True, reason=EXPANDED_EVENTS)),
+    ),
     # -- change-streams-errors.json ----------------------------------------------------------------------------------
     cs_case(
         "Change Stream should error when an invalid aggregation stage is passed in",
@@ -309,18 +305,18 @@ CASES: list[Case | Any] = [
     ),
     # -- change-streams-nsType.json ------------------------------------------------------------------------------
     *(
-        pytest.param(cs_case(
+        cs_case(
             f"nsType is present when creating {kind}s",
             Op("dropCollection", "database0", {"collection": "foo"}),
             watch("database0", showExpandedEvents=True),
             Op("createCollection", "database0", {"collection": "foo", **options}),
             expect({"operationType": "create", "nsType": kind}),
             file="change-streams-nsType.json",
-        ), marks=pytest.mark.xfail(strict=True, reason=EXPANDED_EVENTS))
+        )
         for kind, options in (("collection", {}), ("view", {"viewOn": "testName"}))
     ),
     # -- change-streams-showExpandedEvents.json ------------------------------------------------------------------
-    pytest.param(cs_case(
+    cs_case(
         "when showExpandedEvents is true, new fields on change stream events are handled appropriately",
         Op("dropCollection", "database0", {"collection": "foo"}),
         Op("createCollection", "database0", {"collection": "foo"}),
@@ -335,7 +331,7 @@ CASES: list[Case | Any] = [
             "operationDescription": {"dropTarget": {"$$exists": True}, "to": {"db": "database0", "coll": "foo"}},
         }),
         file="change-streams-showExpandedEvents.json",
-    ), marks=pytest.mark.xfail(strict=True, reason=EXPANDED_EVENTS)),
+    ),
     cs_case(
         "when showExpandedEvents is true, createIndex events are reported",
         watch(pipeline=[{"$match": {"operationType": {"$ne": "create"}}}], showExpandedEvents=True),
