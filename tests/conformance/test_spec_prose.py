@@ -23,7 +23,6 @@ from rxcs.oplog import Change
 
 USERS = ("shop", "users")
 ONLY_INSERTS = [{"$match": {"operationType": "insert"}}]
-IMAGES = "rxcs does not keep changeStreamPreAndPostImages for a collection yet (issue 14, item 7)"
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -182,10 +181,9 @@ class TestLargeEvents:
         (here the producer records the pre-image)."""
         assert self.split_update(oplog, record_pre_image=True) == [{"fragment": 1, "of": 2}, {"fragment": 2, "of": 2}]
 
-    @pytest.mark.xfail(strict=True, reason=IMAGES)
-    def test_prose_19_with_images_the_collection_keeps(self, memory_oplog: rxcs.Oplog) -> None:
+    def test_prose_19_with_images_the_collection_keeps(self, oplog: rxcs.Oplog) -> None:
         """Prose 19 as written: the pre-image comes from the collection's changeStreamPreAndPostImages, not the
         producer."""
-        assert self.split_update(memory_oplog, record_pre_image=False) == [
+        assert self.split_update(oplog, record_pre_image=False) == [
             {"fragment": 1, "of": 2}, {"fragment": 2, "of": 2},
         ]

@@ -45,9 +45,10 @@ PRE_POST = {
 PRE_POST_DATA = (("change-stream-tests", "test", ({"_id": 1},)),)
 NS0 = {"db": "database0", "coll": "collection0"}
 
-MODIFY = (
-    "rxcs has no collMod yet (Oplog.modify_collection, modify events) nor changeStreamPreAndPostImages kept by "
-    "the oplog (issue 14, item 7)"
+IMAGES_BEGIN_AT_COLLMOD = (
+    "rxcs differs here: document images begin with what the oplog records once they are on, and this case's "
+    "document was written before the collMod that turns them on (MongoDB reads it from the collection); the "
+    "same case with the document written after the collMod passes (test_images_kept_from_collmod_on)"
 )
 
 
@@ -358,14 +359,14 @@ CASES: list[Case | Any] = [
         )
         for suffix, options in (("", {}), (" on views", {"viewOn": "testName"}))
     ),
-    pytest.param(cs_case(
+    cs_case(
         "when showExpandedEvents is true, modify events are reported",
         Op("createIndex", "collection0", {"keys": {"x": 1}, "name": "x_2"}),
         watch(showExpandedEvents=True),
         Op("runCommand", "database0", {"command": {"collMod": "collection0"}, "commandName": "collMod"}),
         expect({"operationType": "modify"}),
         file="change-streams-showExpandedEvents.json",
-    ), marks=pytest.mark.xfail(strict=True, reason=MODIFY)),
+    ),
 ]
 
 
@@ -415,15 +416,15 @@ PRE_POST_MODES = [
     for enabled in (True, False)
 ]
 CASES += [
-    pytest.param(_pre_post(option, mode, enabled), marks=pytest.mark.xfail(strict=True, reason=MODIFY))
+    pytest.param(
+        _pre_post(option, mode, enabled),
+        marks=[pytest.mark.xfail(strict=True, reason=IMAGES_BEGIN_AT_COLLMOD)] if enabled and mode != "off" else [],
+    )
     for option, mode, enabled in PRE_POST_MODES
 ]
 # The enabled cases again, with the document written once images are on (see _pre_post).
 IMAGES_FROM_COLLMOD = [
-    pytest.param(
-        _pre_post(option, mode, enabled, document_after_collmod=True),
-        marks=pytest.mark.xfail(strict=True, reason=MODIFY),
-    )
+    _pre_post(option, mode, enabled, document_after_collmod=True)
     for option, mode, enabled in PRE_POST_MODES
     if enabled and mode != "off"
 ]
@@ -446,7 +447,7 @@ class TestUnifiedCases:
         iterations = [op for op in case.operations if op.name == "iterateUntilDocumentOrError"]
         assert len(returned) == sum(op.expect_error is None for op in iterations)
 
-    @pytest.mark.parametrize("case", IMAGES_FROM_COLLMOD, ids=[case_of(c).id for c in IMAGES_FROM_COLLMOD])
+    @pytest.mark.parametrize("case", IMAGES_FROM_COLLMOD, ids=[case.id for case in IMAGES_FROM_COLLMOD])
     def test_images_kept_from_collmod_on(self, case: Case, oplog: rxcs.Oplog) -> None:
         """The pre- and post-image cases with changeStreamPreAndPostImages enabled pass when the document is
         written after the collMod that turns images on."""
