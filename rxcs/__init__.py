@@ -1,6 +1,7 @@
 """rxcs: real-time change streams over a durable oplog, as ReactiveX observables."""
 
 from rxcs import capture, documents, operators, query
+from rxcs.consumers import CommitEvery, ConsumerInfo, delete_consumer, list_consumers, reset_consumer
 from rxcs.documents import (
     ChangeStreamDocument,
     NamespaceDocument,
@@ -12,6 +13,7 @@ from rxcs.errors import (
     BufferOverflowError,
     CaptureError,
     ChangeStreamHistoryLost,
+    ConsumerMismatchError,
     EventTooLargeError,
     InvalidChangeError,
     InvalidLocationError,
@@ -47,6 +49,9 @@ __all__ = [
     "ChangeStreamObservable",
     "ClusterTime",
     "CollectionInfo",
+    "CommitEvery",
+    "ConsumerInfo",
+    "ConsumerMismatchError",
     "EventTooLargeError",
     "InvalidChangeError",
     "InvalidLocationError",
@@ -75,10 +80,13 @@ __all__ = [
     "UpdateDescriptionDocument",
     "WatchOptions",
     "capture",
+    "delete_consumer",
     "documents",
+    "list_consumers",
     "oplog_entries",
     "open_oplog",
     "operators",
     "query",
+    "reset_consumer",
     "watch",
 ]

@@ -9,6 +9,7 @@ __all__ = [
     "BufferOverflowError",
     "CaptureError",
     "ChangeStreamHistoryLost",
+    "ConsumerMismatchError",
     "EventTooLargeError",
     "InvalidChangeError",
     "InvalidLocationError",
@@ -121,3 +122,7 @@ class BufferOverflowError(RxcsError):
 
 class StreamClosedError(RxcsError):
     """A change stream was used after it was closed."""
+
+
+class ConsumerMismatchError(RxcsError, ValueError):
+    """A named consumer's checkpoint was made by a stream of another scope or pipeline (or the name is a group's)."""

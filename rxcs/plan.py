@@ -27,10 +27,12 @@ from typing import Any, Final, final
 from reactivex import abc
 
 from rxcs.buffer import Overflow, check_buffer_args
+from rxcs.consumers import Checkpointer, CommitPolicy, NamedConsumer, check_commit
 from rxcs.errors import ChangeStreamHistoryLost, InvalidOptionError, InvalidResumeToken
 from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
+from rxcs.oplog.checkpoints import check_name
 from rxcs.oplog.entry import OplogEntry
 from rxcs.oplog.images import DocumentImages
 from rxcs.pipeline import check_max_event_bytes, compile_pipeline
@@ -99,9 +101,19 @@ class WatchOptions:
     scheduler: abc.SchedulerBase | None = None
     lookup: Lookup | None = None
     max_event_bytes: int | None = None
+    consumer: str | None = None
+    commit: CommitPolicy | None = None
+    reset_consumer: bool = False
 
     def __post_init__(self) -> None:
         check_scope(self.db, self.collection)
+        if self.consumer is not None:
+            check_name(self.consumer)
+            object.__setattr__(self, "commit", check_commit(self.commit))
+        elif self.commit is not None or self.reset_consumer:
+            raise InvalidOptionError("commit= and reset_consumer= are options of a named consumer: give consumer= too")
+        if not isinstance(self.reset_consumer, bool):
+            raise InvalidOptionError(f"reset_consumer must be True or False, not {self.reset_consumer!r}")
         given = [
             name for name in ("resume_after", "start_after", "start_at_operation_time")
             if getattr(self, name) is not None
@@ -225,7 +237,7 @@ def _steps_of(oplog_id: Any, options: WatchOptions, images: DocumentImages | Non
 class StreamPlan:
     """A stream of one oplog with one set of options, compiled once: what it reads, how it steps, where it starts."""
 
-    __slots__ = ("_steps", "oplog", "options")
+    __slots__ = ("_steps", "consumer", "oplog", "options")
 
     def __init__(self, oplog: Oplog, options: WatchOptions) -> None:
         token = options.resume_after or options.start_after
@@ -238,6 +250,13 @@ class StreamPlan:
         # The images the oplog keeps now, if any is asked for: a stream planned before they were turned on has none.
         wants_images = options.full_document != "default" or options.full_document_before_change != "off"
         self._steps = _steps_of(oplog.oplog_id, options, oplog.document_images if wants_images else None)
+        self.consumer: NamedConsumer | None = None
+        if options.consumer is not None:
+            assert options.commit is not None  # WatchOptions made it the policy
+            self.consumer = NamedConsumer(
+                oplog, options.consumer, options.db, options.collection, options.pipeline, options.commit,
+                reset=options.reset_consumer,
+            )
 
     @property
     def reads(self) -> Reads:
@@ -249,8 +268,29 @@ class StreamPlan:
         """The stream's compiled steps, shared by every subscription of alike streams while one of them holds it."""
         return self._steps
 
+    def begin(self) -> tuple[Start, Checkpointer | None]:
+        """Resolve where a subscription starts, now, and (for a named consumer) what commits its position.
+
+        A named consumer starts at its checkpoint; without one (or when reset)
+        at the stream's own start, which is recorded as its checkpoint now.
+        """
+        consumer = self.consumer
+        if consumer is None:
+            return self.start(), None
+        token = consumer.checkpoint()
+        start = consumer.start(token) if token is not None else self.start()
+        return start, consumer.register(start)
+
+    def check_consumer(self) -> None:
+        """Raise now what a named consumer's start would raise at subscribe: a mismatch, a lost history."""
+        consumer = self.consumer
+        if consumer is not None:
+            token = consumer.checkpoint()
+            if token is not None:
+                consumer.start(token)
+
     def start(self) -> Start:
-        """Resolve where a subscription starts, now."""
+        """Resolve where a subscription starts, now (by its start options, not a named consumer's checkpoint)."""
         options = self.options
         token = options.resume_after or options.start_after
         try:

@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar, final, overload
 
@@ -35,7 +36,8 @@ from reactivex import abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from rxcs.buffer import EMPTY, Drain, EventBuffer, Overflow
-from rxcs.errors import OplogClosedError, RxcsError, StreamClosedError
+from rxcs.consumers import Checkpointer, CommitPolicy
+from rxcs.errors import InvalidOptionError, OplogClosedError, RxcsError, StreamClosedError
 from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
@@ -200,6 +202,19 @@ class ChangeStreamObservable(reactivex.Observable[EventT_co]):
         self.plan = plan
         self.oplog: Oplog = plan.oplog
         self.description = plan.options.description
+        self._checkpointers: set[Checkpointer] = set()  # of the live subscriptions of a named consumer
+        self._checkpointers_lock = threading.Lock()
+
+    def commit(self) -> list[ResumeToken]:
+        """Commit, for each live subscription of this named consumer, the position of the events it handled.
+
+        Returns the committed positions. Raises ``InvalidOptionError`` when
+        the stream is not a named consumer (``watch(..., consumer=NAME)``).
+        """
+        _need_consumer(self.plan)
+        with self._checkpointers_lock:
+            live = list(self._checkpointers)
+        return [checkpointer.commit() for checkpointer in live]
 
     def subscribe(
         self,
@@ -233,24 +248,56 @@ class ChangeStreamObservable(reactivex.Observable[EventT_co]):
     ) -> abc.DisposableBase:
         plan, options = self.plan, self.plan.options
         try:
-            start = plan.start()
+            start, checkpointer = plan.begin()
         except RxcsError as exc:
             if on_error is None:
                 raise
             on_error(exc)
             return Disposable()
         _log_start(plan, start)
+        finish: Callable[[Exception | None], None] = _Finish(self.description, on_error, on_completed)
+        stop_committing = _nothing_to_do
+        if checkpointer is not None:
+            on_next = _committing(on_next or _ignore, checkpointer)
+            finish = self._closing(finish, checkpointer)
+            with self._checkpointers_lock:
+                self._checkpointers.add(checkpointer)
+            stop_committing = partial(self._closing(_ignore, checkpointer), None)
         if options.scheduler is None:
-            lane = Lane(self.oplog, start.after, plan.reads, _Finish(self.description, on_error, on_completed))
+            lane = Lane(self.oplog, start.after, plan.reads, finish)
             lane.deliver = _Delivery(lane, plan.steps, _skip(start), emit=on_next or _ignore)
-            return open_lane(lane, options.batch_size, options.max_await_time, None)
+            reading = open_lane(lane, options.batch_size, options.max_await_time, None)
+            if checkpointer is None:
+                return reading
+            return CompositeDisposable(reading, Disposable(stop_committing))
         buffer: EventBuffer[Any] = EventBuffer(options.buffer_size, options.overflow)
         lane = Lane(self.oplog, start.after, plan.reads, buffer.finish)
         lane.deliver = _Delivery(lane, plan.steps, _skip(start), buffer=buffer)
-        subscriber = _Subscriber(on_next, on_error, on_completed, self.description)
+        subscriber = _Subscriber(on_next, finish)
         drain = Drain(buffer, subscriber, options.scheduler, options.buffer_size)
         reading = open_lane(lane, options.batch_size, options.max_await_time, None)
-        return CompositeDisposable(reading, Disposable(drain.stop))
+        return CompositeDisposable(reading, Disposable(drain.stop), Disposable(stop_committing))
+
+    def _closing(
+        self, finish: Callable[[Exception | None], None], checkpointer: Checkpointer
+    ) -> Callable[[Exception | None], None]:
+        """``finish``, after the subscription's handled position is committed (once)."""
+        done = threading.Event()
+
+        def finished(error: Exception | None) -> None:
+            if not done.is_set():
+                done.set()
+                with self._checkpointers_lock:
+                    self._checkpointers.discard(checkpointer)
+                try:
+                    checkpointer.close()
+                except Exception as exc:  # noqa: BLE001 - a commit that fails is the stream's error
+                    log.error("named consumer failed to commit at its end", stream=self.description,
+                              consumer=checkpointer.name, error=repr(exc))
+                    error = error or exc
+            finish(error)
+
+        return finished
 
     def iterate(self) -> ChangeStream[EventT_co]:
         """Start the stream now and return a blocking ``ChangeStream`` over its events."""
@@ -299,21 +346,35 @@ def _ignore(_item: Any) -> None:
     pass
 
 
+def _nothing_to_do() -> None:
+    pass
+
+
+def _committing(on_next: Callable[[Any], None], checkpointer: Checkpointer) -> Callable[[Any], None]:
+    """``on_next``, then the event counted as handled by the named consumer."""
+    handled = checkpointer.handled
+
+    def on_next_then_commit(event: Any) -> None:
+        on_next(event)
+        handled(event.id if isinstance(event, ChangeEvent) else ResumeToken.parse(event["_id"]))
+
+    return on_next_then_commit
+
+
+def _need_consumer(plan: StreamPlan) -> None:
+    if plan.consumer is None:
+        raise InvalidOptionError("commit() is for a named consumer: watch(..., consumer=NAME)")
+
+
 @final
 class _Subscriber(abc.ObserverBase[Any]):
     """The callbacks of a subscription, as the observer a ``Drain`` delivers to."""
 
     __slots__ = ("_finish", "_on_next")
 
-    def __init__(
-        self,
-        on_next: Callable[[Any], None] | None,
-        on_error: abc.OnError | None,
-        on_completed: abc.OnCompleted | None,
-        description: str,
-    ) -> None:
+    def __init__(self, on_next: Callable[[Any], None] | None, finish: Callable[[Exception | None], None]) -> None:
         self._on_next = on_next or _ignore
-        self._finish = _Finish(description, on_error, on_completed)
+        self._finish = finish
 
     def on_next(self, value: Any) -> None:
         self._on_next(value)
@@ -541,8 +602,9 @@ class _Held(Generic[EventT_co]):
         plan = observable.plan
         self._description = observable.description
         self._max_await_time = plan.options.max_await_time
-        start = plan.start()
+        start, self._checkpointer = plan.begin()
         _log_start(plan, start)
+        self._plan = plan
         self._oplog = plan.oplog
         self._resume_token = start.token
         self._source: _Source = _Pulled(plan, start) if pulled else _Pushed(plan, start)
@@ -551,6 +613,8 @@ class _Held(Generic[EventT_co]):
         self._finished = False
 
     def _handed(self, event: Any) -> EventT_co:
+        if self._checkpointer is not None and self._delivered:
+            self._checkpointer.handled(self._resume_token)  # asked for the next one: the last one was handled
         self._resume_token = event.id if isinstance(event, ChangeEvent) else ResumeToken.parse(event["_id"])
         self._delivered += 1
         handed: EventT_co = event  # the stream's own items: ChangeEvent, or a dict when reshaped
@@ -568,6 +632,8 @@ class _Held(Generic[EventT_co]):
         token = self._resume_token
         if read_to > token.op_id or (read_to == token.op_id and not (token.high_water or token.invalidate)):
             self._resume_token = high_water_token(self._oplog, read_to)
+        if self._checkpointer is not None and not self._closed:
+            self._checkpointer.moved(self._resume_token)  # everything handed over was handled
 
     def _at_end(self) -> None:
         """The stream ended: mark it dead and raise its error, if any."""
@@ -612,11 +678,18 @@ class _Held(Generic[EventT_co]):
             pauses=pauses,
         )
 
-    def _close(self) -> None:
+    def _commit(self) -> ResumeToken:
+        _need_consumer(self._plan)
+        assert self._checkpointer is not None
+        return self._checkpointer.commit(self._resume_token)
+
+    def _close(self, *, last_handled: bool = False) -> None:
         if self._closed:
             return
         self._closed = True
         self._source.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close(handled=self._resume_token if last_handled else None)
         log.info("change stream closed", stream=self._description, delivered=self._delivered,
                  token=str(self._resume_token))
 
@@ -688,8 +761,21 @@ class ChangeStream(_Held[EventT_co]):
     def __next__(self) -> EventT_co:
         return self.next()
 
+    def commit(self) -> ResumeToken:
+        """Commit this named consumer's position now: every event handed over so far counts as handled.
+
+        Returns the committed position. Raises ``InvalidOptionError`` when the
+        stream is not a named consumer (``watch(..., consumer=NAME)``).
+        """
+        return self._commit()
+
     def close(self) -> None:
-        """Stop the stream and release what it holds; idempotent."""
+        """Stop the stream and release what it holds; idempotent.
+
+        A named consumer commits the events it advanced past (not the last
+        one handed over, which may not have been handled), unless its policy
+        is manual.
+        """
         self._close()
 
     def __enter__(self) -> Self:
@@ -698,7 +784,7 @@ class ChangeStream(_Held[EventT_co]):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self._close(last_handled=exc_type is None)  # left without an error: the last event was handled too
 
 
 _NOTHING: Any = object()
@@ -784,8 +870,12 @@ class AsyncChangeStream(_Held[EventT_co]):
     async def __anext__(self) -> EventT_co:
         return await self._next()
 
+    async def commit(self) -> ResumeToken:
+        """Commit this named consumer's position now; see ``ChangeStream.commit``."""
+        return await asyncio.to_thread(self._commit)
+
     async def close(self) -> None:
-        """Stop the stream and the threads it started; idempotent."""
+        """Stop the stream and the threads it started; idempotent. See ``ChangeStream.close`` for commits."""
         await asyncio.to_thread(self._close)
 
     async def __aenter__(self) -> Self:
@@ -794,7 +884,7 @@ class AsyncChangeStream(_Held[EventT_co]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.close()
+        await asyncio.to_thread(partial(self._close, last_handled=exc_type is None))
 
 
 # -- watch() -----------------------------------------------------------------------------------
@@ -820,6 +910,9 @@ def watch(
     scheduler: abc.SchedulerBase | None = None,
     lookup: Lookup | None = None,
     max_event_bytes: int | None = None,
+    consumer: str | None = None,
+    commit: CommitPolicy | None = None,
+    reset_consumer: bool = False,
 ) -> ChangeStreamObservable[ChangeEvent]: ...
 
 
@@ -843,6 +936,9 @@ def watch(
     scheduler: abc.SchedulerBase | None = None,
     lookup: Lookup | None = None,
     max_event_bytes: int | None = None,
+    consumer: str | None = None,
+    commit: CommitPolicy | None = None,
+    reset_consumer: bool = False,
 ) -> ChangeStreamObservable[ChangeEvent | dict[str, Any]]: ...
 
 
@@ -865,6 +961,9 @@ def watch(
     scheduler: abc.SchedulerBase | None = None,
     lookup: Lookup | None = None,
     max_event_bytes: int | None = None,
+    consumer: str | None = None,
+    commit: CommitPolicy | None = None,
+    reset_consumer: bool = False,
 ) -> ChangeStreamObservable[Any]:
     """Watch the changes of a collection, a database, or the whole oplog.
 
@@ -890,6 +989,15 @@ def watch(
     with ``$changeStreamSplitLargeEvent`` instead delivers them in fragments
     (cap 16 MiB unless given), each with its own resume token.
 
+    ``consumer=NAME`` makes it a named consumer: it starts from the
+    checkpoint the oplog keeps for NAME (its other start options apply only
+    when there is none) and commits the position of the events it handled,
+    by ``commit``: ``"each"`` event, ``"manual"`` (``stream.commit()``), or
+    ``rxcs.CommitEvery(events=, seconds=)`` (default: 1,000 events or 1 s).
+    The checkpoint records the stream's scope and pipeline: another stream
+    under that name is a ``ConsumerMismatchError`` unless
+    ``reset_consumer=True`` starts it over. See docs/consumers.md.
+
     Examples:
         >>> import rxcs
         >>> oplog = rxcs.open_oplog(":memory:")
@@ -902,7 +1010,7 @@ def watch(
     options = WatchOptions(
         db, collection, pipeline, resume_after, start_after, start_at_operation_time,  # type: ignore[arg-type]
         full_document, full_document_before_change, show_expanded_events, batch_size, max_await_time,
-        buffer_size, overflow, scheduler, lookup, max_event_bytes,
+        buffer_size, overflow, scheduler, lookup, max_event_bytes, consumer, commit, reset_consumer,
     )
     return watch_with(oplog, options)
 
@@ -916,6 +1024,8 @@ def watch_with(oplog: Oplog, options: WatchOptions) -> ChangeStreamObservable[An
     if not isinstance(oplog, Oplog):
         raise TypeError(f"watch() needs an Oplog (rxcs.open_oplog), not {type(oplog).__name__}")
     plan = StreamPlan(oplog, options)
-    if options.resume_after is not None or options.start_after is not None:
+    if options.consumer is not None:
+        plan.check_consumer()  # another scope or pipeline, another oplog's checkpoint, a lost history: say so now
+    elif options.resume_after is not None or options.start_after is not None:
         plan.start()  # history lost, or rewritten under the token: say so now
     return ChangeStreamObservable(plan)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -16,9 +17,11 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from rxcs.errors import ChangeStreamHistoryLost, OplogCorruptedError
+from rxcs.errors import ChangeStreamHistoryLost, OplogCorruptedError, RxcsError
 from rxcs.events import ClusterTime, Namespace, OperationType
+from rxcs.log import log
 from rxcs.oplog.catalog import CollectionInfo
+from rxcs.oplog.checkpoints import CheckpointStore
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.images.overlay import check_images_option
 
@@ -306,6 +309,54 @@ class Oplog(abc.ABC):
                     break
         return checked
 
+    # -- consumers' checkpoints ---------------------------------------------------
+
+    retain_for_consumers: bool = False
+    """When True, trimming (``trim()`` and retention) keeps every entry a consumer's checkpoint still needs;
+    otherwise a trim that passes a checkpoint is logged as a warning. Backends take it as a keyword."""
+
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """The named records this oplog keeps for its consumers and groups (``rxcs.consumers`` reads them)."""
+        store: CheckpointStore | None = getattr(self, "_checkpoint_store", None)
+        if store is None:
+            with _checkpoint_stores_lock:
+                store = getattr(self, "_checkpoint_store", None)
+                if store is None:
+                    store = self._open_checkpoints()
+                    self._checkpoint_store = store
+        return store
+
+    def _open_checkpoints(self) -> CheckpointStore:
+        """The backend's checkpoint store, made once on first use."""
+        raise RxcsError(f"{type(self).__name__} keeps no consumer checkpoints")
+
+    def _keep_for_consumers(self, before_op_id: int) -> int:
+        """Where a trim to ``before_op_id`` may go: not past a checkpoint when ``retain_for_consumers``."""
+        needs = _checkpoints_need(self)
+        if not needs:
+            return before_op_id
+        floor = min(needs.values())
+        if floor >= before_op_id:
+            return before_op_id
+        if self.retain_for_consumers:
+            return floor
+        return before_op_id
+
+    def _trimmed_past_consumers(self, first_op_id: int) -> None:
+        """Warn about each consumer whose checkpoint a trim (now at ``first_op_id``) passed."""
+        needs = _checkpoints_need(self)
+        passed = sorted(name for name, op_id in needs.items() if op_id < first_op_id)
+        if passed:
+            warned: set[tuple[str, int]] = self.__dict__.setdefault("_warned_consumers", set())
+            fresh = [name for name in passed if (name, needs[name]) not in warned]
+            warned.update((name, needs[name]) for name in passed)
+            if fresh:
+                log.warning(
+                    "oplog trimmed past consumer checkpoints; they will fail with ChangeStreamHistoryLost",
+                    oplog_id=str(self.oplog_id), consumers=fresh, first_op_id=first_op_id,
+                )
+
     # -- lifecycle -------------------------------------------------------------
 
     @abc.abstractmethod
@@ -436,6 +487,23 @@ class Oplog(abc.ABC):
     def drop_index(self, db: str, coll: str, index_name: str) -> int:
         """Record a dropped index; return its op_id."""
         return self.append(Change.drop_index(db, coll, index_name))
+
+
+_checkpoint_stores_lock = threading.Lock()
+
+
+def _checkpoints_need(oplog: Oplog) -> dict[str, int]:
+    """The first op_id each checkpoint still needs, by record name (records without a position left out)."""
+    try:
+        records = oplog.checkpoints.load_all()
+    except RxcsError:
+        return {}
+    needs = {}
+    for name, record in records.items():
+        need = record.get("needs_op_id")
+        if isinstance(need, int) and not isinstance(need, bool):
+            needs[name] = need
+    return needs
 
 
 def _plain(value: Any) -> Any:

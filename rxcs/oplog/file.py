@@ -51,6 +51,7 @@ from rxcs.oplog import osio
 from rxcs.oplog.base import Clock, Oplog, OplogCursor, Sift
 from rxcs.oplog.catalog import Catalog, CatalogDamaged, CollectionInfo
 from rxcs.oplog.check import RepairPlan, RepairStep, plan_repair, verify_directory
+from rxcs.oplog.checkpoints import CheckpointStore, FileCheckpoints
 from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.images import DocumentImages
@@ -154,6 +155,8 @@ class FileOplog(Oplog):
     ``document_images=True`` keeps document images for every collection, in
     ``images.sqlite`` beside the segments; the setting stays with the oplog
     (docs/images.md).
+    ``retain_for_consumers=True`` keeps what consumers' checkpoints still
+    need (kept in the directory's ``consumers/`` folder).
 
     Examples:
         >>> import tempfile, rxcs
@@ -177,6 +180,7 @@ class FileOplog(Oplog):
         retain_entries: int | None = None,
         retain_age: float | timedelta | None = None,
         document_images: bool = False,
+        retain_for_consumers: bool = False,
     ) -> None:
         if not isinstance(document_images, bool):
             raise ValueError(f"document_images must be True or False, not {document_images!r}")
@@ -199,6 +203,7 @@ class FileOplog(Oplog):
         self._retain_age = age
         self._retention = Retention(retain_entries, retain_bytes, age)
         self._keeper: SegmentKeeper | None = None  # started with the writer, when a limit is set
+        self.retain_for_consumers = bool(retain_for_consumers)
         self._lock = threading.RLock()
         self._appended = threading.Condition(self._lock)
         self._closed = False
@@ -938,6 +943,7 @@ class FileOplog(Oplog):
             return self._op_id_keeping_bytes(keep)
 
     def _trim_locked(self, before_op_id: int, *, reason: str) -> int:
+        before_op_id = self._keep_for_consumers(before_op_id)
         going = [first for first in self._segments[1:] if first <= before_op_id]
         if going:
             self._save_catalog()  # the entries about to go must be in the saved catalog
@@ -954,6 +960,7 @@ class FileOplog(Oplog):
             log.info("oplog trimmed", path=str(self._dir), entries=dropped, reason=reason,
                      first_op_id=self._segments[0])
             self._trim_images(self._segments[0])
+            self._trimmed_past_consumers(self._segments[0])
         return dropped
 
     def _trim_images(self, first: int) -> None:
@@ -964,6 +971,9 @@ class FileOplog(Oplog):
             self._images.trim(first)
         except sqlite3.Error as exc:
             log.error("document images not trimmed", path=str(self._dir), error=str(exc))
+
+    def _open_checkpoints(self) -> CheckpointStore:
+        return FileCheckpoints(self._dir)
 
     # -- readers -----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from rxcs.events import Namespace
 from rxcs.log import log
 from rxcs.oplog.base import Clock, Oplog, OplogCursor, Sift
 from rxcs.oplog.catalog import Catalog, CollectionInfo
+from rxcs.oplog.checkpoints import CheckpointStore, MemoryCheckpoints
 from rxcs.oplog.codec import decode_entry, encode_entry
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.images import DocumentImages, MemoryImageStore
@@ -34,6 +35,7 @@ class MemoryOplog(Oplog):
     modified with ``{"changeStreamPreAndPostImages": {"enabled": True}}``
     turns them on for itself. Images are kept in memory, brought up to date
     within each append.
+    ``retain_for_consumers=True`` keeps what consumers' checkpoints still need.
 
     Examples:
         >>> oplog = MemoryOplog()
@@ -44,7 +46,12 @@ class MemoryOplog(Oplog):
     """
 
     def __init__(
-        self, *, max_entries: int | None = None, oplog_id: uuid.UUID | None = None, document_images: bool = False
+        self,
+        *,
+        max_entries: int | None = None,
+        oplog_id: uuid.UUID | None = None,
+        document_images: bool = False,
+        retain_for_consumers: bool = False,
     ) -> None:
         if max_entries is not None and (isinstance(max_entries, bool) or max_entries < 1):
             raise ValueError(f"max_entries must be a positive int or None, not {max_entries!r}")
@@ -61,6 +68,7 @@ class MemoryOplog(Oplog):
         self._images: DocumentImages | None = None
         if document_images:
             self._images = DocumentImages(MemoryImageStore(every_collection=True), self)
+        self.retain_for_consumers = bool(retain_for_consumers)
 
     @property
     def document_images(self) -> DocumentImages | None:
@@ -75,6 +83,9 @@ class MemoryOplog(Oplog):
         except Exception as exc:  # noqa: BLE001 - the entries are appended: an append must not fail for its images
             log.error("document images not brought up to date", backend="memory", through_op_id=through,
                       error=repr(exc))
+
+    def _open_checkpoints(self) -> CheckpointStore:
+        return MemoryCheckpoints()
 
     @property
     def oplog_id(self) -> uuid.UUID:
@@ -137,6 +148,7 @@ class MemoryOplog(Oplog):
             return self._trim_locked(before_op_id)
 
     def _trim_locked(self, before_op_id: int) -> int:
+        before_op_id = self._keep_for_consumers(before_op_id)
         count = max(0, min(before_op_id, self.last_op_id + 1) - self._first)
         if count:
             del self._frames[:count]
@@ -144,6 +156,7 @@ class MemoryOplog(Oplog):
             if self._images is not None:
                 self._images.trim(self._first)
             log.info("oplog trimmed", backend="memory", entries=count, first_op_id=self._first)
+            self._trimmed_past_consumers(self._first)
         return count
 
     def cursor(self, after: int) -> OplogCursor:

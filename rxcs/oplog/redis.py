@@ -50,6 +50,7 @@ from rxcs.limits import MAX_ENTRY_BYTES
 from rxcs.log import log
 from rxcs.oplog.base import Oplog, OplogCursor, Sift
 from rxcs.oplog.catalog import CollectionInfo, catalog_action, parse_hash
+from rxcs.oplog.checkpoints import CheckpointStore, RedisCheckpoints
 from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, decode_entry, encode_entry, entry_from_record
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.images import DocumentImages
@@ -472,6 +473,7 @@ class RedisOplog(Oplog):
         retain_entries: int | None = None,
         retain_age: float | timedelta | None = None,
         document_images: bool = False,
+        retain_for_consumers: bool = False,
     ) -> None:
         if not isinstance(client, redis.Redis):
             raise TypeError(f"client must be a redis.Redis, not {type(client).__name__}")
@@ -485,8 +487,13 @@ class RedisOplog(Oplog):
             raise ValueError(f"retry_for must be a number of seconds >= 0 or None, not {retry_for!r}")
         if not isinstance(document_images, bool):
             raise ValueError(f"document_images must be True or False, not {document_images!r}")
+        if retain_for_consumers and max_len is not None:
+            raise ValueError(
+                "retain_for_consumers cannot hold back max_len (Redis trims by length as it appends): trim with trim()"
+            )
         self._client = client
         self._stream = stream
+        self.retain_for_consumers = bool(retain_for_consumers)
         # The stream key is the bare name; its hash tag is the name too, so every key is in one slot.
         self._keys = (stream, f"{{{stream}}}:meta", f"{{{stream}}}:producers", f"{{{stream}}}:catalog")
         self._where = f"{_address(client)} stream {stream!r}"
@@ -551,6 +558,7 @@ class RedisOplog(Oplog):
         retain_entries: int | None = None,
         retain_age: float | None = None,
         document_images: bool | None = None,
+        retain_for_consumers: bool = False,
         **redis_options: Any,
     ) -> RedisOplog:
         """Open the oplog at ``redis://[[user]:password@]host:port/db?stream=NAME``.
@@ -588,6 +596,7 @@ class RedisOplog(Oplog):
                 client, options["stream"] or "rxcs", max_len=options["max_len"], retry_for=options["retry_for"],
                 retain_entries=options["retain_entries"], retain_age=options["retain_age"],
                 document_images=False if options["document_images"] is None else options["document_images"],
+                retain_for_consumers=retain_for_consumers,
             )
         except BaseException:
             client.close()
@@ -775,6 +784,7 @@ class RedisOplog(Oplog):
 
     def trim(self, before_op_id: int) -> int:
         self._check_open()
+        before_op_id = self._keep_for_consumers(before_op_id)
 
         def attempt() -> int:
             return int(self._trim_script(keys=self._keys[:2], args=[before_op_id]))
@@ -784,7 +794,11 @@ class RedisOplog(Oplog):
             log.info("oplog trimmed", backend="redis", stream=self._stream, entries=removed)
         if self.document_images is not None:
             self.document_images.trim(self.first_op_id)
+            self._trimmed_past_consumers(self.first_op_id)
         return removed
+
+    def _open_checkpoints(self) -> CheckpointStore:
+        return RedisCheckpoints(self._client, f"{{{self._stream}}}:consumers")
 
     # -- reading ---------------------------------------------------------------
 
