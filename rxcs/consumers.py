@@ -74,7 +74,7 @@ class CommitEvery:
     Either may be None (not that rule); not both.
 
     Examples:
-        >>> CommitEvery(events=100)
+        >>> CommitEvery(events=100, seconds=None)
         CommitEvery(events=100, seconds=None)
         >>> CommitEvery(events=None, seconds=None)
         Traceback (most recent call last):
@@ -365,7 +365,7 @@ def list_consumers(oplog: Oplog) -> list[ConsumerInfo]:
         if record.get("kind") != "consumer":
             continue
         token = record_token(oplog, name, record, kind="consumer")
-        lag = max(0, last - (needs_op_id(token) - 1))
+        lag = max(0, last - token.op_id)
         lag_seconds: float | None = None
         if lag == 0:
             lag_seconds = 0.0
