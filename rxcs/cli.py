@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, Final, NoReturn, TextIO
 
 import structlog
 
@@ -184,7 +184,40 @@ def _build_parser() -> argparse.ArgumentParser:
         help="cut the newest segment at a damaged frame, dropping the op_ids it lists (refused otherwise)",
     )
     _capture_parser(commands)
+    _consumers_parser(commands)
     return parser
+
+
+def _consumers_parser(commands: Any) -> None:
+    consumers = commands.add_parser(
+        "consumers", help="named consumers' positions: list them, move one (reset), forget one (delete)",
+        description="rxcs consumers LOCATION lists; rxcs consumers reset|delete LOCATION NAME changes one.",
+    )
+    actions = consumers.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    where = "oplog directory, or redis://host:port/db?stream=NAME"
+    listing = actions.add_parser("list", help="position, lag (entries, seconds), last commit, scope (the default)")
+    listing.add_argument("location", help=where)
+    listing.add_argument("--json", action="store_true", help="one JSON document per consumer")
+    reset = actions.add_parser("reset", help="move a consumer: its next run resumes there")
+    reset.add_argument("location", help=where)
+    reset.add_argument("name")
+    reset.add_argument("--to", required=True, metavar="TOKEN|BEGINNING|NOW")
+    delete = actions.add_parser("delete", help="forget a consumer: its next run starts afresh")
+    delete.add_argument("location", help=where)
+    delete.add_argument("name")
+
+
+_CONSUMERS_ACTIONS: Final = ("list", "reset", "delete", "-h", "--help")
+
+
+def _with_default_action(argv: list[str]) -> list[str]:
+    """``rxcs consumers LOCATION`` is ``rxcs consumers list LOCATION``."""
+    index = 0
+    while index < len(argv) and argv[index].startswith("-"):
+        index += 2 if argv[index] == "--log-level" else 1
+    if index + 1 < len(argv) and argv[index] == "consumers" and argv[index + 1] not in _CONSUMERS_ACTIONS:
+        return [*argv[: index + 1], "list", *argv[index + 1:]]
+    return argv
 
 
 def _capture_parser(commands: Any) -> None:
@@ -243,7 +276,7 @@ def _configure_logging(*, as_json: bool, level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     try:
-        args = _build_parser().parse_args(argv)
+        args = _build_parser().parse_args(_with_default_action(list(sys.argv[1:] if argv is None else argv)))
         if args.command is None or getattr(args, _SUBCOMMANDS.get(args.command, "command")) is None:
             sys.stderr.write(args.usage_of.format_help())  # what may follow: the help of the command given so far
             return USAGE_ERROR
@@ -257,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "capture":
             return _capture(args)
+        if args.command == "consumers":
+            return _consumers(args)
         return _oplog(args)
     except UsageError as exc:
         _say(f"rxcs: error: {exc}", sys.stderr)
@@ -622,6 +657,57 @@ def _oplog_action(args: argparse.Namespace) -> int:
         if args.action == "images":
             return _images(oplog, args)
         return _trim(oplog, args.before, args.keep_bytes)
+
+
+def _consumers(args: argparse.Namespace) -> int:
+    """Run an ``rxcs consumers`` action: 0 ok, 1 no such consumer, 2 usage error (a bad name, token or location)."""
+    location = _checked_location(args.location)
+    with _open_oplog(location, readonly=True) as oplog:
+        try:
+            if args.action == "list":
+                found = rxcs.list_consumers(oplog)
+                if args.json:
+                    for info in found:
+                        _say(json.dumps(info.to_document()), sys.stdout)
+                else:
+                    _say(_consumers_table(found), sys.stdout)
+                return 0
+            if args.action == "delete":
+                if not rxcs.delete_consumer(oplog, args.name):
+                    _say(f"rxcs consumers delete: no consumer named {args.name!r}", sys.stderr)
+                    return FAILED
+                _say(f"deleted consumer {args.name}", sys.stdout)
+                return 0
+            to = args.to
+            target: Any = rxcs.BEGINNING if to.upper() == "BEGINNING" else "now" if to.upper() == "NOW" else to
+            token = rxcs.reset_consumer(oplog, args.name, target)
+            _say(f"consumer {args.name} now resumes after op_id {token.op_id} ({token})", sys.stdout)
+            return 0
+        except (rxcs.InvalidOptionError, rxcs.InvalidResumeToken, rxcs.ConsumerMismatchError,
+                rxcs.ChangeStreamHistoryLost) as exc:
+            _say(f"rxcs consumers {args.action}: {exc}", sys.stderr)
+            return USAGE_ERROR
+        except RxcsError as exc:
+            _say(f"rxcs consumers {args.action}: {exc}", sys.stderr)
+            return FAILED
+
+
+def _consumers_table(found: list[rxcs.ConsumerInfo]) -> str:
+    """The consumers as an aligned table, one per line."""
+    if not found:
+        return "no consumers"
+    rows = [("NAME", "POSITION", "LAG", "LAG_S", "COMMITTED", "SCOPE")]
+    for info in found:
+        scope = "*" if info.db is None else info.db if info.collection is None else f"{info.db}.{info.collection}"
+        rows.append((
+            info.name, str(info.op_id) + (" (history lost)" if info.history_lost else ""), str(info.lag_entries),
+            "-" if info.lag_seconds is None else f"{info.lag_seconds:.1f}",
+            "-" if info.committed_at is None else info.committed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            scope + (" +pipeline" if info.pipeline else ""),
+        ))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
 
 
 def _dump(oplog: rxcs.Oplog, from_op_id: int | None, limit: int | None) -> int:

@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from rxcs import extjson
+from rxcs.consumers import list_consumers
 from rxcs.errors import (
     ChangeStreamHistoryLost,
     EventTooLargeError,
@@ -401,6 +402,7 @@ class ChangeStreamApp(Starlette):
                 Route("/page.js", self._page_script, methods=["GET"]),
                 Route("/page.css", self._page_style, methods=["GET"]),
                 Route("/oplog", self._oplog_info, methods=["GET"]),
+                Route("/consumers", self._consumers, methods=["GET"]),
                 Route("/watch", self._watch_sse, methods=["GET"]),
                 WebSocketRoute("/ws/watch", self._watch_ws),
             ],
@@ -593,6 +595,13 @@ class ChangeStreamApp(Starlette):
             {**self.oplog.describe(), "watchers": len(self._sessions), "maxWatchers": self.max_watchers},
             headers=self._cors_headers(request),
         )
+
+    async def _consumers(self, request: Request) -> Response:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal.response()
+        found = await asyncio.to_thread(list_consumers, self.oplog)  # files or Redis: off the event loop
+        return JSONResponse({"consumers": [info.to_document() for info in found]}, headers=self._cors_headers(request))
 
     async def _watch_sse(self, request: Request) -> Response:
         refusal = self._refusal(request)

@@ -81,7 +81,8 @@ def produce(path: Path, stop: threading.Event, written: list[int]) -> None:
         count = 0
         while count < CHANGES and not stop.is_set():
             size = rng.randint(1, 40)
-            changes = [rxcs.Change.insert("shop", "orders", {"_id": count + i}) for i in range(min(size, CHANGES - count))]
+            size = min(size, CHANGES - count)
+            changes = [rxcs.Change.insert("shop", "orders", {"_id": count + i}) for i in range(size)]
             changes.append(rxcs.Change.insert("shop", "other", {"_id": count}))
             op_ids = oplog.append_many(changes)
             written.extend(op_ids[:-1])
@@ -114,7 +115,7 @@ def oplog_path(tmp_path: Path) -> Path:
 
 class TestKilledConsumer:
     def test_every_change_is_handled_at_least_once_and_none_skipped(self, oplog_path: Path, tmp_path: Path) -> None:
-        """Killed KILLS times, the consumer handles every change; each run starts at or before where the last stopped."""
+        """Killed KILLS times, the consumer handles every change; a run starts at or before where the last stopped."""
         written: list[int] = []
         stop = threading.Event()
         producing = threading.Thread(target=produce, args=(oplog_path, stop, written))
