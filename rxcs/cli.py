@@ -703,7 +703,9 @@ def _consumers_table(found: list[rxcs.ConsumerInfo]) -> str:
             info.name, str(info.op_id) + (" (history lost)" if info.history_lost else ""), str(info.lag_entries),
             "-" if info.lag_seconds is None else f"{info.lag_seconds:.1f}",
             "-" if info.committed_at is None else info.committed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            scope + (" +pipeline" if info.pipeline else ""),
+            scope + (" +pipeline" if info.pipeline else "")
+            + ("" if info.members is None else f"  group of {len(info.members)}: " + " ".join(
+                f"{member}={len(partitions)}" for member, partitions in info.members.items())),
         ))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

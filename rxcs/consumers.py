@@ -316,7 +316,9 @@ class ConsumerInfo:
     ``lag_entries``: entries in the oplog after its position.
     ``lag_seconds``: how much older its position is than the newest entry
     (None when not known). ``history_lost``: the oplog no longer holds what
-    it needs (it will fail with ``ChangeStreamHistoryLost``).
+    it needs (it will fail with ``ChangeStreamHistoryLost``). A group
+    (``kind="group"``) is at its lowest partition checkpoint; ``members``
+    maps each live member to the partitions it owns.
     """
 
     name: str
@@ -330,6 +332,7 @@ class ConsumerInfo:
     collection: str | None
     pipeline: str | None
     history_lost: bool
+    members: dict[str, list[int]] | None = None
 
     def to_document(self) -> dict[str, Any]:
         """A JSON-able document (``committed_at`` in ISO 8601)."""
@@ -339,7 +342,7 @@ class ConsumerInfo:
             "committed_at": None if self.committed_at is None else self.committed_at.isoformat(),
             "db": self.db, "collection": self.collection,
             "pipeline": None if self.pipeline is None else json.loads(self.pipeline),
-            "history_lost": self.history_lost,
+            "history_lost": self.history_lost, "members": self.members,
         }
 
 
@@ -362,9 +365,20 @@ def list_consumers(oplog: Oplog) -> list[ConsumerInfo]:
     newest = _wall_time_ms(oplog, last)
     found = []
     for name, record in oplog.checkpoints.load_all().items():
-        if record.get("kind") != "consumer":
+        kind = record.get("kind")
+        members: dict[str, list[int]] | None = None
+        if kind == "group":
+            checkpoints = [ResumeToken.parse(token) for token in record.get("checkpoints", {}).values()]
+            if not checkpoints:
+                continue
+            token = record_token(oplog, name, {**record, "token": str(min(checkpoints))}, kind="group")
+            members = {member: [] for member in sorted(record.get("members", {}))}
+            for partition, owner in sorted(record.get("owners", {}).items(), key=lambda item: int(item[0])):
+                members.setdefault(owner["member"], []).append(int(partition))
+        elif kind == "consumer":
+            token = record_token(oplog, name, record, kind="consumer")
+        else:
             continue
-        token = record_token(oplog, name, record, kind="consumer")
         lag = max(0, last - token.op_id)
         lag_seconds: float | None = None
         if lag == 0:
@@ -373,11 +387,11 @@ def list_consumers(oplog: Oplog) -> list[ConsumerInfo]:
             lag_seconds = max(0.0, (newest - token.wall_time_ms) / 1000)
         committed = record.get("committed_at")
         found.append(ConsumerInfo(
-            name=name, kind="consumer", token=str(token), op_id=token.op_id, lag_entries=lag,
+            name=name, kind=kind, token=str(token), op_id=token.op_id, lag_entries=lag,
             lag_seconds=lag_seconds,
             committed_at=datetime.fromtimestamp(committed, UTC) if isinstance(committed, (int, float)) else None,
             db=record.get("db"), collection=record.get("collection"), pipeline=record.get("pipeline"),
-            history_lost=needs_op_id(token) < first and last >= first,
+            history_lost=needs_op_id(token) < first and last >= first, members=members,
         ))
     return found
 
@@ -418,7 +432,7 @@ def reset_consumer(oplog: Oplog, name: str, to: ResumeToken | str | Beginning | 
 
 
 def delete_consumer(oplog: Oplog, name: str) -> bool:
-    """Forget consumer ``name`` (its next run starts afresh); False when there was none."""
+    """Forget consumer (or group) ``name``: its next run starts afresh; False when there was none."""
     return oplog.checkpoints.delete(check_name(name))
 
 

@@ -27,9 +27,10 @@ from typing import Any, Final, final
 from reactivex import abc
 
 from rxcs.buffer import Overflow, check_buffer_args
-from rxcs.consumers import Checkpointer, CommitPolicy, NamedConsumer, check_commit
+from rxcs.consumers import Checkpointer, CommitPolicy, NamedConsumer, check_commit, pipeline_text
 from rxcs.errors import ChangeStreamHistoryLost, InvalidOptionError, InvalidResumeToken
 from rxcs.events import ChangeEvent, ClusterTime
+from rxcs.groups import GroupMember, check_lease_ttl
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
 from rxcs.oplog.checkpoints import check_name
@@ -104,11 +105,31 @@ class WatchOptions:
     consumer: str | None = None
     commit: CommitPolicy | None = None
     reset_consumer: bool = False
+    group: str | None = None
+    member: str | None = None
+    lease_ttl: float | None = None
 
     def __post_init__(self) -> None:
         check_scope(self.db, self.collection)
-        if self.consumer is not None:
-            check_name(self.consumer)
+        if self.consumer is not None and self.group is not None:
+            raise InvalidOptionError("give consumer= (one reader) or group= with member= (shared work), not both")
+        if (self.group is None) != (self.member is None):
+            raise InvalidOptionError("a group member needs both group= and member=")
+        if self.group is not None:
+            check_name(self.group, "group")
+            check_name(self.member, "member")
+            object.__setattr__(self, "lease_ttl", check_lease_ttl(10.0 if self.lease_ttl is None else self.lease_ttl))
+            if self.reset_consumer:
+                raise InvalidOptionError("reset_consumer= is for a named consumer; reset a group with rxcs consumers")
+            if self.overflow != "block":
+                raise InvalidOptionError(
+                    f"a group member reads as it is iterated: overflow={self.overflow!r} does not apply"
+                )
+        elif self.lease_ttl is not None:
+            raise InvalidOptionError("lease_ttl= is an option of a group member: give group= and member= too")
+        if self.consumer is not None or self.group is not None:
+            if self.consumer is not None:
+                check_name(self.consumer)
             object.__setattr__(self, "commit", check_commit(self.commit))
         elif self.commit is not None or self.reset_consumer:
             raise InvalidOptionError("commit= and reset_consumer= are options of a named consumer: give consumer= too")
@@ -280,6 +301,19 @@ class StreamPlan:
         token = consumer.checkpoint()
         start = consumer.start(token) if token is not None else self.start()
         return start, consumer.register(start)
+
+    def group_member(self) -> GroupMember | None:
+        """A new member of the stream's group (one per held stream), or None when it is not a group's."""
+        options = self.options
+        if options.group is None:
+            return None
+        assert options.member is not None
+        assert options.commit is not None
+        assert options.lease_ttl is not None
+        return GroupMember(
+            self.oplog, options.group, options.member, options.db, options.collection,
+            pipeline_text(options.pipeline), options.commit, options.lease_ttl,
+        )
 
     def check_consumer(self) -> None:
         """Raise now what a named consumer's start would raise at subscribe: a mismatch, a lost history."""

@@ -247,6 +247,8 @@ class ChangeStreamObservable(reactivex.Observable[EventT_co]):
         on_completed: abc.OnCompleted | None,
     ) -> abc.DisposableBase:
         plan, options = self.plan, self.plan.options
+        if options.group is not None:
+            raise InvalidOptionError("a group member is held with iterate(): subscribe() cannot share a group's work")
         try:
             start, checkpointer = plan.begin()
         except RxcsError as exc:
@@ -602,7 +604,13 @@ class _Held(Generic[EventT_co]):
         plan = observable.plan
         self._description = observable.description
         self._max_await_time = plan.options.max_await_time
-        start, self._checkpointer = plan.begin()
+        self._group = plan.group_member()
+        if self._group is not None:
+            if not pulled:
+                raise InvalidOptionError("a group member is held with iterate(), not aiterate()")
+            start, self._checkpointer = self._group.join(plan.start()), None
+        else:
+            start, self._checkpointer = plan.begin()
         _log_start(plan, start)
         self._plan = plan
         self._oplog = plan.oplog
@@ -615,6 +623,8 @@ class _Held(Generic[EventT_co]):
     def _handed(self, event: Any) -> EventT_co:
         if self._checkpointer is not None and self._delivered:
             self._checkpointer.handled(self._resume_token)  # asked for the next one: the last one was handled
+        elif self._group is not None and self._delivered:
+            self._group.handled(self._resume_token)
         self._resume_token = event.id if isinstance(event, ChangeEvent) else ResumeToken.parse(event["_id"])
         self._delivered += 1
         handed: EventT_co = event  # the stream's own items: ChangeEvent, or a dict when reshaped
@@ -634,6 +644,20 @@ class _Held(Generic[EventT_co]):
             self._resume_token = high_water_token(self._oplog, read_to)
         if self._checkpointer is not None and not self._closed:
             self._checkpointer.moved(self._resume_token)  # everything handed over was handled
+        elif self._group is not None and not self._closed:
+            self._group.handled(self._resume_token, event=False)
+
+    def _rebalance(self) -> None:
+        """Sync the group member (it asked for more: what was handed over was handled); restart where it must."""
+        group = self._group
+        assert group is not None
+        if self._delivered:
+            group.handled(self._resume_token, event=False)
+        start = group.rebalance()
+        if start is not None:
+            self._source.close()
+            self._source = _Pulled(self._plan, start)
+            self._resume_token = start.token
 
     def _at_end(self) -> None:
         """The stream ended: mark it dead and raise its error, if any."""
@@ -679,6 +703,10 @@ class _Held(Generic[EventT_co]):
         )
 
     def _commit(self) -> ResumeToken:
+        if self._group is not None:
+            self._group.handled(self._resume_token, event=False)
+            self._group.commit()
+            return self._group.handled_to or self._resume_token
         _need_consumer(self._plan)
         assert self._checkpointer is not None
         return self._checkpointer.commit(self._resume_token)
@@ -690,6 +718,10 @@ class _Held(Generic[EventT_co]):
         self._source.close()
         if self._checkpointer is not None:
             self._checkpointer.close(handled=self._resume_token if last_handled else None)
+        if self._group is not None:
+            if last_handled:
+                self._group.handled(self._resume_token, event=False)
+            self._group.leave()
         log.info("change stream closed", stream=self._description, delivered=self._delivered,
                  token=str(self._resume_token))
 
@@ -743,8 +775,13 @@ class ChangeStream(_Held[EventT_co]):
     def _take(self, wait: float) -> Any:
         if self._closed or self._finished:
             raise StopIteration
+        group = self._group
+        if group is not None and (group.changed or group.due()):
+            self._rebalance()
         try:
             event = self._source.take(max(0.0, wait))
+            while event is not EMPTY and group is not None and not group.mine(event):
+                event = self._source.take(0.0)  # another member's, or handled before: passed over
         except StreamClosedError:
             raise StopIteration from None
         if event is not EMPTY:
@@ -913,6 +950,9 @@ def watch(
     consumer: str | None = None,
     commit: CommitPolicy | None = None,
     reset_consumer: bool = False,
+    group: str | None = None,
+    member: str | None = None,
+    lease_ttl: float | None = None,
 ) -> ChangeStreamObservable[ChangeEvent]: ...
 
 
@@ -939,6 +979,9 @@ def watch(
     consumer: str | None = None,
     commit: CommitPolicy | None = None,
     reset_consumer: bool = False,
+    group: str | None = None,
+    member: str | None = None,
+    lease_ttl: float | None = None,
 ) -> ChangeStreamObservable[ChangeEvent | dict[str, Any]]: ...
 
 
@@ -964,6 +1007,9 @@ def watch(
     consumer: str | None = None,
     commit: CommitPolicy | None = None,
     reset_consumer: bool = False,
+    group: str | None = None,
+    member: str | None = None,
+    lease_ttl: float | None = None,
 ) -> ChangeStreamObservable[Any]:
     """Watch the changes of a collection, a database, or the whole oplog.
 
@@ -996,7 +1042,11 @@ def watch(
     ``rxcs.CommitEvery(events=, seconds=)`` (default: 1,000 events or 1 s).
     The checkpoint records the stream's scope and pipeline: another stream
     under that name is a ``ConsumerMismatchError`` unless
-    ``reset_consumer=True`` starts it over. See docs/consumers.md.
+    ``reset_consumer=True`` starts it over. ``group=NAME, member=ID`` makes
+    it a member of a consumer group, held with ``iterate()``: members share
+    the stream's changes, all changes to one document going to one member in
+    order; ``lease_ttl`` (seconds, default 10) is how long a member that
+    stops asking for events keeps its share. See docs/consumers.md.
 
     Examples:
         >>> import rxcs
@@ -1011,6 +1061,7 @@ def watch(
         db, collection, pipeline, resume_after, start_after, start_at_operation_time,  # type: ignore[arg-type]
         full_document, full_document_before_change, show_expanded_events, batch_size, max_await_time,
         buffer_size, overflow, scheduler, lookup, max_event_bytes, consumer, commit, reset_consumer,
+        group, member, lease_ttl,
     )
     return watch_with(oplog, options)
 
