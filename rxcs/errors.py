@@ -9,6 +9,7 @@ __all__ = [
     "BufferOverflowError",
     "CaptureError",
     "ChangeStreamHistoryLost",
+    "ConsumerFencedError",
     "ConsumerMismatchError",
     "EventTooLargeError",
     "InvalidChangeError",
@@ -126,3 +127,15 @@ class StreamClosedError(RxcsError):
 
 class ConsumerMismatchError(RxcsError, ValueError):
     """A named consumer's checkpoint was made by a stream of another scope or pipeline (or the name is a group's)."""
+
+
+class ConsumerFencedError(RxcsError):
+    """A group member's commit was refused: it no longer owns those partitions (its lease ran out, or they moved).
+
+    ``partitions`` are the refused ones; their changes since the last commit
+    are handled again by their new owner.
+    """
+
+    def __init__(self, message: str, partitions: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.partitions = partitions

@@ -37,7 +37,7 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from rxcs.buffer import EMPTY, Drain, EventBuffer, Overflow
 from rxcs.consumers import Checkpointer, CommitPolicy
-from rxcs.errors import InvalidOptionError, OplogClosedError, RxcsError, StreamClosedError
+from rxcs.errors import ConsumerFencedError, InvalidOptionError, OplogClosedError, RxcsError, StreamClosedError
 from rxcs.events import ChangeEvent, ClusterTime
 from rxcs.log import log
 from rxcs.oplog.base import Oplog
@@ -703,10 +703,17 @@ class _Held(Generic[EventT_co]):
         )
 
     def _commit(self) -> ResumeToken:
-        if self._group is not None:
-            self._group.handled(self._resume_token, event=False)
-            self._group.commit()
-            return self._group.handled_to or self._resume_token
+        group = self._group
+        if group is not None:
+            group.handled(self._resume_token, event=False)
+            fenced = group.commit()
+            if fenced:
+                raise ConsumerFencedError(
+                    f"group {group.group!r}: member {group.member!r} no longer owns partitions {sorted(fenced)} "
+                    "(its lease ran out, or they moved): their changes since the last commit go to their new owner",
+                    fenced,
+                )
+            return group.handled_to or self._resume_token
         _need_consumer(self._plan)
         assert self._checkpointer is not None
         return self._checkpointer.commit(self._resume_token)
@@ -799,10 +806,11 @@ class ChangeStream(_Held[EventT_co]):
         return self.next()
 
     def commit(self) -> ResumeToken:
-        """Commit this named consumer's position now: every event handed over so far counts as handled.
+        """Commit this named consumer's (or group member's) position now: every event handed over counts as handled.
 
         Returns the committed position. Raises ``InvalidOptionError`` when the
-        stream is not a named consumer (``watch(..., consumer=NAME)``).
+        stream is neither (``watch(..., consumer=NAME)``), and for a group
+        member that lost partitions meanwhile, ``ConsumerFencedError``.
         """
         return self._commit()
 
