@@ -213,11 +213,17 @@ class Checkpointer:
     gave it nothing (a held stream's post-batch token); ``commit()`` commits
     now; ``close()`` commits what was handled (unless the policy is manual)
     and stops. Commits only move forward.
+
+    Under ``CommitEvery`` the writes happen on a thread of their own
+    (``rxcs-commit``), the latest position first, so a slow disk or a Redis
+    round trip never holds up the events: a commit that fails is raised on
+    the stream's thread at the next event. ``"each"``, ``commit()`` and
+    ``close()`` write before they return.
     """
 
     __slots__ = (
         "_closed", "_commits", "_committed", "_consumer", "_count", "_created_at", "_due", "_each", "_every_events",
-        "_every_seconds", "_handled", "_lock",
+        "_every_seconds", "_handled", "_lock", "_writer",
     )
 
     def __init__(self, consumer: NamedConsumer, start: ResumeToken, existing: Record | None) -> None:
@@ -236,6 +242,7 @@ class Checkpointer:
         self._every_seconds = policy.seconds if isinstance(policy, CommitEvery) else None
         self._count = 0
         self._due = self._next_due()
+        self._writer: _Writer | None = None
 
     @property
     def name(self) -> str:
@@ -281,11 +288,24 @@ class Checkpointer:
         """Commit what was handled (also ``handled``, when given), unless the policy is manual; then stop."""
         if handled is not None and handled > self._handled:
             self._handled = handled
-        if self._consumer.policy != "manual":
-            self._commit_handled()
-        self._closed = True
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                writer.stop()
+            if self._consumer.policy != "manual":
+                self._commit_handled(now=True)
+        finally:
+            self._closed = True
 
-    def _commit_handled(self, *, explicit: bool = False) -> None:
+    def _commit_handled(self, *, explicit: bool = False, now: bool = False) -> None:
+        if not (explicit or now or self._each or self._closed):  # a periodic commit: written by the writer thread
+            self._count = 0
+            self._due = self._next_due()
+            writer = self._writer
+            if writer is None:
+                writer = self._writer = _Writer(self)
+            writer.offer(self._handled)
+            return
         with self._lock:
             if self._closed and not explicit:
                 return
@@ -303,6 +323,63 @@ class Checkpointer:
             self._consumer.name, self._consumer.record(token, self._created_at, self._commits)
         )
         self._committed = token
+
+    def write_forward(self, token: ResumeToken) -> None:
+        """Store ``token`` unless a later position was committed meanwhile."""
+        with self._lock:
+            if token > self._committed and not self._closed:
+                self.write(token)
+
+
+@final
+class _Writer:
+    """A checkpointer's thread for periodic commits: it writes the latest position offered, then waits for more."""
+
+    __slots__ = ("_changed", "_checkpointer", "_failure", "_pending", "_stopping", "_thread")
+
+    def __init__(self, checkpointer: Checkpointer) -> None:
+        self._checkpointer = checkpointer
+        self._changed = threading.Condition()
+        self._pending: ResumeToken | None = None
+        self._stopping = False
+        self._failure: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name=f"rxcs-commit-{checkpointer.name}", daemon=True)
+        self._thread.start()
+
+    def offer(self, token: ResumeToken) -> None:
+        """Commit ``token`` soon; raise the error a previous commit failed with."""
+        failure = self._failure
+        if failure is not None:
+            self._failure = None
+            raise failure
+        with self._changed:
+            self._pending = token
+            self._changed.notify()
+
+    def stop(self) -> None:
+        """Write what is pending, stop the thread; raise the error a commit failed with."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while self._pending is None and not self._stopping:
+                    self._changed.wait()
+                token, self._pending = self._pending, None
+                stopping = self._stopping
+            if token is not None:
+                try:
+                    self._checkpointer.write_forward(token)
+                except Exception as exc:  # noqa: BLE001 - handed to the stream's thread, raised there
+                    self._failure = exc
+                    return
+            if stopping:
+                return
 
 
 # -- inspection ------------------------------------------------------------------------------------
