@@ -623,8 +623,6 @@ class _Held(Generic[EventT_co]):
     def _handed(self, event: Any) -> EventT_co:
         if self._checkpointer is not None and self._delivered:
             self._checkpointer.handled(self._resume_token)  # asked for the next one: the last one was handled
-        elif self._group is not None and self._delivered:
-            self._group.handled(self._resume_token)
         self._resume_token = event.id if isinstance(event, ChangeEvent) else ResumeToken.parse(event["_id"])
         self._delivered += 1
         handed: EventT_co = event  # the stream's own items: ChangeEvent, or a dict when reshaped
@@ -651,8 +649,6 @@ class _Held(Generic[EventT_co]):
         """Sync the group member (it asked for more: what was handed over was handled); restart where it must."""
         group = self._group
         assert group is not None
-        if self._delivered:
-            group.handled(self._resume_token, event=False)
         start = group.rebalance()
         if start is not None:
             self._source.close()
@@ -783,8 +779,13 @@ class ChangeStream(_Held[EventT_co]):
         if self._closed or self._finished:
             raise StopIteration
         group = self._group
-        if group is not None and (group.changed or group.due()):
-            self._rebalance()
+        if group is not None:
+            # Asked for the next one: the last one was handled. A commit here may lose partitions, so it comes
+            # before the next event is judged the member's, never between.
+            if self._delivered:
+                group.handled(self._resume_token)
+            if group.changed or group.due():
+                self._rebalance()
         try:
             event = self._source.take(max(0.0, wait))
             while event is not EMPTY and group is not None and not group.mine(event):
