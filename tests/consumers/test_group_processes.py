@@ -8,7 +8,7 @@ the versions handled by one member in a row rise one by one; where another
 member takes over, it goes on from the next version or, after the killed
 member, from an earlier one (what it handled without committing, handled
 again) and never skips one; and the killed member's uncommitted changes
-were handled again by another member.
+were handled again by another member (it never commits, so it leaves some).
 
 The normal suite writes 6,000 changes to 200 documents; ``RXCS_FAULTS=all``
 writes 100,000 to 1,000.
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import rxcs
+from rxcs.groups import PARTITIONS
 
 FULL = os.environ.get("RXCS_FAULTS") == "all"
 CHANGES, DOCUMENTS = (100_000, 1_000) if FULL else (6_000, 200)
@@ -39,11 +40,12 @@ MEMBER = textwrap.dedent(
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     import rxcs
 
-    location, log, name, stop = sys.argv[1:5]
+    location, log, name, stop, commit = sys.argv[1:6]
+    policy = "manual" if commit == "manual" else rxcs.CommitEvery(events=200, seconds=0.5)
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     with rxcs.open_oplog(location) as oplog:
         watch = rxcs.watch(oplog, "shop", "orders", group="workers", member=name, lease_ttl=1.0, max_await_time=0.05,
-                           commit=rxcs.CommitEvery(events=200, seconds=0.5), start_at_operation_time=rxcs.BEGINNING)
+                           commit=policy, start_at_operation_time=rxcs.BEGINNING)
         with watch.iterate() as stream:
             while not os.path.exists(stop):
                 event = stream.try_next()
@@ -79,7 +81,10 @@ def run_group(location: str, tmp_path: Path) -> tuple[list[tuple[str, int, int]]
     """Three members, the producer; kill one when it is busy, add a fourth; wait for every change; stop them."""
     log, stop_file = tmp_path / "handled.log", tmp_path / "stop"
     command = [sys.executable, "-c", MEMBER, location, str(log)]
-    members = {name: subprocess.Popen([*command, name, str(stop_file)]) for name in ("w1", "w2", "w3")}
+    members = {  # w1, the one killed, never commits: whatever it handled is handled again by another member
+        name: subprocess.Popen([*command, name, str(stop_file), "manual" if name == "w1" else "every"])
+        for name in ("w1", "w2", "w3")
+    }
     stop = threading.Event()
     with rxcs.open_oplog(location) as oplog:
         producer = threading.Thread(target=produce, args=(oplog, stop))
@@ -92,12 +97,18 @@ def run_group(location: str, tmp_path: Path) -> tuple[list[tuple[str, int, int]]
                 time.sleep(0.01)
             members["w1"].send_signal(signal.SIGKILL)  # busy: handling the producer's changes
             members["w1"].wait(10)
-            members["w4"] = subprocess.Popen([*command, "w4", str(stop_file)])
+            members["w4"] = subprocess.Popen([*command, "w4", str(stop_file), "every"])
             producer.join(300)
             expected = {(d, v) for d in range(DOCUMENTS) for v in range(CHANGES // DOCUMENTS)}
             deadline = time.monotonic() + (600 if FULL else 60)
             while time.monotonic() < deadline and not expected <= {(d, v) for _, d, v in handled_lines(log)}:
                 time.sleep(0.05)
+            while time.monotonic() < deadline and not taken_over(oplog, "w1"):
+                time.sleep(0.05)  # the killed member's share moved once its lease ran out ...
+            count = -1
+            while time.monotonic() < deadline and count != len(handled_lines(log)):
+                count = len(handled_lines(log))
+                time.sleep(1.0)  # ... and its new owners handled it again
         finally:
             stop.set()
             stop_file.touch()
@@ -110,6 +121,12 @@ def run_group(location: str, tmp_path: Path) -> tuple[list[tuple[str, int, int]]
     assert members["w1"].returncode == -signal.SIGKILL
     assert all(process.returncode == 0 for name, process in members.items() if name != "w1")
     return handled_lines(log), "w1"
+
+
+def taken_over(oplog: rxcs.Oplog, killed: str) -> bool:
+    """True once every partition of the group is owned, none by ``killed``."""
+    owners = (oplog.checkpoints.load("workers") or {}).get("owners", {})
+    return len(owners) == PARTITIONS and all(owner["member"] != killed for owner in owners.values())
 
 
 def check(lines: list[tuple[str, int, int]], killed: str) -> None:
