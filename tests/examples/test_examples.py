@@ -59,6 +59,10 @@ class TestExamples:
         """The SQLite mirror equals the source after its worker is SIGKILLed and restarted."""
         assert load("sync_to_sqlite").main() is True
 
+    def test_group_workers_survive_a_killed_worker(self) -> None:
+        """Three workers share the group; after one is SIGKILLed, every change is still handled."""
+        assert load("group_workers").main() is True
+
 
 @pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_runs_as_a_script(script: str) -> None:
