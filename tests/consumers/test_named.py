@@ -255,7 +255,7 @@ class TestChecks:
         if isinstance(oplog, rxcs.MemoryOplog) or type(oplog).__name__ == "RedisOplog":
             oplog.trim(3)
         else:
-            pytest.skip("a FileOplog trims whole segments: see TestRetention")
+            pytest.skip("a FileOplog trims whole segments: TestStorage trims one past a checkpoint")
         with pytest.raises(rxcs.ChangeStreamHistoryLost, match="consumer 'c'"):
             rxcs.watch(oplog, "shop", "orders", consumer="c")
         errors: list[Exception] = []
@@ -304,6 +304,37 @@ class TestRetention:
 
 
 class TestStorage:
+    def test_a_commit_that_fails_fails_the_stream(self, tmp_path: Path) -> None:
+        """A periodic commit that cannot be written (here: consumers/ replaced by a file) is raised by the stream."""
+        with rxcs.open_oplog(tmp_path / "o") as oplog:
+            insert(oplog, 10)
+            stream = rxcs.watch(oplog, "shop", "orders", consumer="c", commit=rxcs.CommitEvery(events=1, seconds=None),
+                                start_at_operation_time=rxcs.BEGINNING).iterate()
+            (tmp_path / "o" / "consumers" / "c.json").unlink()
+            (tmp_path / "o" / "consumers").rmdir()
+            (tmp_path / "o" / "consumers").write_text("not a folder")
+
+            def take_slowly() -> None:
+                for _ in range(10):
+                    stream.next(timeout=5)
+                    time.sleep(0.05)  # the commit is written on its own thread: its failure comes at a later event
+
+            with pytest.raises(FileExistsError):
+                take_slowly()
+            with pytest.raises(FileExistsError):
+                stream.close()  # its last commit fails too: said, not swallowed
+
+    def test_a_file_oplog_trimmed_past_a_checkpoint(self, tmp_path: Path) -> None:
+        """A FileOplog that dropped the segment a checkpoint needs: ChangeStreamHistoryLost at watch()."""
+        with rxcs.open_oplog(tmp_path / "o", segment_bytes=4096) as oplog:
+            oplog.insert("shop", "orders", {"_id": 0})
+            rxcs.watch(oplog, "shop", "orders", consumer="c", start_at_operation_time=rxcs.BEGINNING).iterate().close()
+            for i in range(1, 200):
+                oplog.insert("shop", "orders", {"_id": i, "pad": "x" * 100})
+            assert oplog.trim(oplog.last_op_id) > 0
+            with pytest.raises(rxcs.ChangeStreamHistoryLost, match="consumer 'c'"):
+                rxcs.watch(oplog, "shop", "orders", consumer="c")
+
     def test_file_checkpoints_are_replaced_whole(self, tmp_path: Path) -> None:
         """A FileOplog keeps each checkpoint as one JSON file in consumers/, with no temporary left behind."""
         with rxcs.open_oplog(tmp_path / "o") as oplog:
