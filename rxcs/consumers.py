@@ -476,7 +476,9 @@ def list_consumers(oplog: Oplog) -> list[ConsumerInfo]:
 def reset_consumer(oplog: Oplog, name: str, to: ResumeToken | str | Beginning | Literal["now"]) -> ResumeToken:
     """Move consumer ``name`` to ``to``: a resume token (of this oplog), ``rxcs.BEGINNING`` or ``"now"``.
 
-    Its scope and pipeline stay; the next run resumes there. Raises
+    Its scope and pipeline stay; the next run resumes there. For a group,
+    every partition moves there (reset a group while its members are
+    stopped: a running member goes on from what it holds). Raises
     ``RxcsError`` when there is no such consumer, ``InvalidResumeToken``
     for a token of another oplog or past its end; nothing is written then.
     Returns the new position.
@@ -495,6 +497,13 @@ def reset_consumer(oplog: Oplog, name: str, to: ResumeToken | str | Beginning | 
         resolve_start(oplog, token=token, start_after=True)  # a lost or rewritten history refuses it here
 
     def moved(record: Record | None) -> Record:
+        if record is not None and record.get("kind") == "group":  # every partition there
+            first = next(iter(record.get("checkpoints", {}).values()), None)
+            record_token(oplog, name, {**record, "token": first}, kind="group")
+            return {
+                **record, "checkpoints": dict.fromkeys(record["checkpoints"], str(token)),
+                "needs_op_id": needs_op_id(token), "committed_at": time.time(),
+            }
         if record is None or record.get("kind") != "consumer":
             raise RxcsError(f"no consumer named {name!r} in this oplog")
         record_token(oplog, name, record, kind="consumer")

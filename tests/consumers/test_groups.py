@@ -171,6 +171,16 @@ class TestUsage:
         with pytest.raises(rxcs.ConsumerMismatchError, match="group"):
             rxcs.watch(memory_oplog, "shop", "orders", consumer="g")
 
+    def test_a_stopped_group_is_reset(self, memory_oplog: rxcs.Oplog) -> None:
+        """reset_consumer moves every partition of a group: its members start there again."""
+        produce(memory_oplog, 4, 1)
+        with rxcs.watch(memory_oplog, "shop", "orders", group="g", member="m",
+                        start_at_operation_time=rxcs.BEGINNING).iterate() as stream:
+            assert [stream.next(timeout=5).op_id for _ in range(4)] == [1, 2, 3, 4]
+        rxcs.reset_consumer(memory_oplog, "g", rxcs.BEGINNING)
+        with rxcs.watch(memory_oplog, "shop", "orders", group="g", member="m").iterate() as stream:
+            assert sorted(stream.next(timeout=5).op_id for _ in range(4)) == [1, 2, 3, 4]
+
     def test_listed_with_its_members(self, memory_oplog: rxcs.Oplog) -> None:
         """list_consumers shows a group: its lowest checkpoint and which member owns which partitions."""
         produce(memory_oplog, 4, 1)
