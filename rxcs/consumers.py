@@ -223,7 +223,7 @@ class Checkpointer:
 
     __slots__ = (
         "_closed", "_commits", "_committed", "_consumer", "_count", "_created_at", "_due", "_each", "_every_events",
-        "_every_seconds", "_handled", "_lock", "_writer",
+        "_every_seconds", "_handled", "_lock", "_off_thread", "_writer",
     )
 
     def __init__(self, consumer: NamedConsumer, start: ResumeToken, existing: Record | None) -> None:
@@ -243,6 +243,11 @@ class Checkpointer:
         self._count = 0
         self._due = self._next_due()
         self._writer: _Writer | None = None
+        self._off_thread = False
+
+    def write_off_thread(self) -> None:
+        """Write ``"each"`` commits on the commit thread too: the stream's thread is an event loop's."""
+        self._off_thread = True
 
     @property
     def name(self) -> str:
@@ -298,7 +303,7 @@ class Checkpointer:
             self._closed = True
 
     def _commit_handled(self, *, explicit: bool = False, now: bool = False) -> None:
-        if not (explicit or now or self._each or self._closed):  # a periodic commit: written by the writer thread
+        if not (explicit or now or (self._each and not self._off_thread) or self._closed):  # on the commit thread
             self._count = 0
             self._due = self._next_due()
             writer = self._writer

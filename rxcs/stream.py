@@ -856,6 +856,8 @@ class AsyncChangeStream(_Held[EventT_co]):
         self._ready: asyncio.Event | None = None
         self._waiting = False
         super().__init__(observable, pulled=False)
+        if self._checkpointer is not None:
+            self._checkpointer.write_off_thread()  # never a file write or a Redis round trip on the event loop
         assert isinstance(self._source, _Pushed)
         self._buffer = self._source.buffer
 

@@ -496,7 +496,8 @@ def _checkpoints_need(oplog: Oplog) -> dict[str, int]:
     """The first op_id each checkpoint still needs, by record name (records without a position left out)."""
     try:
         records = oplog.checkpoints.load_all()
-    except RxcsError:
+    except (RxcsError, OSError) as exc:  # a trim goes on without them, and says so
+        log.warning("consumer checkpoints unreadable; trimming without them", error=repr(exc))
         return {}
     needs = {}
     for name, record in records.items():

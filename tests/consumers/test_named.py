@@ -151,6 +151,22 @@ class TestCommitModes:
         assert asyncio.run(run()) == 2
         assert committed_op_id(memory_oplog, "c") == 2
 
+    def test_async_each_commits_off_the_event_loop(self, memory_oplog: rxcs.Oplog) -> None:
+        """aiterate() with commit="each": each handled event is committed, on the commit thread."""
+        insert(memory_oplog, 3)
+        on_loop: list[bool] = []
+
+        async def run() -> None:
+            async with rxcs.watch(memory_oplog, "shop", "orders", consumer="c", commit="each",
+                                  start_at_operation_time=rxcs.BEGINNING).aiterate() as stream:
+                for _ in range(3):
+                    await stream.next(timeout=5)
+                on_loop.append(eventually(lambda: committed_op_id(memory_oplog, "c") == 2))
+
+        asyncio.run(run())
+        assert on_loop == [True]
+        assert committed_op_id(memory_oplog, "c") == 3  # leaving the block: the last one was handled too
+
     def test_leaving_with_an_error_does_not_commit_the_event_being_handled(self, memory_oplog: rxcs.Oplog) -> None:
         """An exception out of the with block leaves the last event uncommitted: it is handed over again."""
         insert(memory_oplog, 3)
