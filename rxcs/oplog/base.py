@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from rxcs.errors import ChangeStreamHistoryLost, OplogCorruptedError, RxcsError
 from rxcs.events import ClusterTime, Namespace, OperationType
-from rxcs.log import log
 from rxcs.oplog.catalog import CollectionInfo
-from rxcs.oplog.checkpoints import CheckpointStore
+from rxcs.oplog.checkpoints import CheckpointStore, trim_floor, warn_trimmed_past
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.images.overlay import check_images_option
 
@@ -333,29 +332,11 @@ class Oplog(abc.ABC):
 
     def _keep_for_consumers(self, before_op_id: int) -> int:
         """Where a trim to ``before_op_id`` may go: not past a checkpoint when ``retain_for_consumers``."""
-        needs = _checkpoints_need(self)
-        if not needs:
-            return before_op_id
-        floor = min(needs.values())
-        if floor >= before_op_id:
-            return before_op_id
-        if self.retain_for_consumers:
-            return floor
-        return before_op_id
+        return trim_floor(self.checkpoints, before_op_id, retain=self.retain_for_consumers)
 
     def _trimmed_past_consumers(self, first_op_id: int) -> None:
         """Warn about each consumer whose checkpoint a trim (now at ``first_op_id``) passed."""
-        needs = _checkpoints_need(self)
-        passed = sorted(name for name, op_id in needs.items() if op_id < first_op_id)
-        if passed:
-            warned: set[tuple[str, int]] = self.__dict__.setdefault("_warned_consumers", set())
-            fresh = [name for name in passed if (name, needs[name]) not in warned]
-            warned.update((name, needs[name]) for name in passed)
-            if fresh:
-                log.warning(
-                    "oplog trimmed past consumer checkpoints; they will fail with ChangeStreamHistoryLost",
-                    oplog_id=str(self.oplog_id), consumers=fresh, first_op_id=first_op_id,
-                )
+        warn_trimmed_past(self.checkpoints, first_op_id, str(self.oplog_id))
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -490,21 +471,6 @@ class Oplog(abc.ABC):
 
 
 _checkpoint_stores_lock = threading.Lock()
-
-
-def _checkpoints_need(oplog: Oplog) -> dict[str, int]:
-    """The first op_id each checkpoint still needs, by record name (records without a position left out)."""
-    try:
-        records = oplog.checkpoints.load_all()
-    except (RxcsError, OSError) as exc:  # a trim goes on without them, and says so
-        log.warning("consumer checkpoints unreadable; trimming without them", error=repr(exc))
-        return {}
-    needs = {}
-    for name, record in records.items():
-        need = record.get("needs_op_id")
-        if isinstance(need, int) and not isinstance(need, bool):
-            needs[name] = need
-    return needs
 
 
 def _plain(value: Any) -> Any:

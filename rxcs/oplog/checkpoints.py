@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final, final
 
 from rxcs.errors import InvalidOptionError, RxcsError
+from rxcs.log import log
 
 __all__ = [
     "CheckpointStore",
@@ -41,6 +42,8 @@ __all__ = [
     "Record",
     "RedisCheckpoints",
     "check_name",
+    "trim_floor",
+    "warn_trimmed_past",
 ]
 
 Record = dict[str, Any]
@@ -73,6 +76,9 @@ class CheckpointStore(abc.ABC):
     """Named records kept with an oplog. ``save`` and ``delete`` of one name are atomic; ``update`` is a
     read-modify-write that no other ``update`` of the same store interleaves with, across processes."""
 
+    def __init__(self) -> None:
+        self.warned: set[tuple[str, int]] = set()  # (name, needs) a trim passed and a warning named: said once
+
     @abc.abstractmethod
     def load(self, name: str) -> Record | None:
         """The record of ``name``, or None."""
@@ -99,6 +105,43 @@ class CheckpointStore(abc.ABC):
         """
 
 
+def needs(store: CheckpointStore) -> dict[str, int]:
+    """The first op_id each record still needs (its ``needs_op_id``), by name; {} when they cannot be read."""
+    try:
+        records = store.load_all()
+    except (RxcsError, OSError) as exc:  # a trim goes on without them, and says so
+        log.warning("consumer checkpoints unreadable; trimming without them", error=repr(exc))
+        return {}
+    found = {}
+    for name, record in records.items():
+        need = record.get("needs_op_id")
+        if isinstance(need, int) and not isinstance(need, bool):
+            found[name] = need
+    return found
+
+
+def trim_floor(store: CheckpointStore, before_op_id: int, *, retain: bool) -> int:
+    """Where a trim to ``before_op_id`` may go: no further than the oldest checkpoint's need when ``retain``."""
+    if not retain:
+        return before_op_id
+    found = needs(store)
+    return min(before_op_id, *found.values()) if found else before_op_id
+
+
+def warn_trimmed_past(store: CheckpointStore, first_op_id: int, oplog_id: str) -> None:
+    """Log a warning naming the consumers whose checkpoints a trim, now at ``first_op_id``, left behind."""
+    found = needs(store)
+    passed = sorted(name for name, op_id in found.items() if op_id < first_op_id)
+    warned = store.warned
+    fresh = [name for name in passed if (name, found[name]) not in warned]
+    warned.update((name, found[name]) for name in passed)
+    if fresh:
+        log.warning(
+            "oplog trimmed past consumer checkpoints; they will fail with ChangeStreamHistoryLost",
+            oplog_id=oplog_id, consumers=fresh, first_op_id=first_op_id,
+        )
+
+
 def _encode(record: Record) -> bytes:
     return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
 
@@ -118,6 +161,7 @@ class MemoryCheckpoints(CheckpointStore):
     """Records in memory, for ``MemoryOplog``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._records: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
@@ -157,6 +201,7 @@ class FileCheckpoints(CheckpointStore):
     """Records as files in ``DIRECTORY/consumers/``, each replaced by an atomic rename."""
 
     def __init__(self, oplog_directory: Path) -> None:
+        super().__init__()
         self._folder = oplog_directory / FOLDER
         self._thread_lock = threading.Lock()  # flock is per open file: threads of one process queue here first
 
@@ -255,6 +300,7 @@ class RedisCheckpoints(CheckpointStore):
     """Records as fields of one Redis hash beside the oplog's stream."""
 
     def __init__(self, client: Any, key: str) -> None:
+        super().__init__()
         self._client = client
         self._key = key
 
