@@ -223,7 +223,7 @@ class Checkpointer:
 
     __slots__ = (
         "_closed", "_commits", "_committed", "_consumer", "_count", "_created_at", "_due", "_each", "_every_events",
-        "_every_seconds", "_handled", "_lock", "_off_thread", "_writer",
+        "_every_seconds", "_handled", "_limit", "_lock", "_off_thread", "_writer",
     )
 
     def __init__(self, consumer: NamedConsumer, start: ResumeToken, existing: Record | None) -> None:
@@ -240,6 +240,8 @@ class Checkpointer:
         self._each = policy == "each"
         self._every_events = policy.events if isinstance(policy, CommitEvery) else None
         self._every_seconds = policy.seconds if isinstance(policy, CommitEvery) else None
+        # Events before a commit is due by count: 1 for "each", none for "manual" (a plain compare per event).
+        self._limit = 1 if self._each else self._every_events if self._every_events is not None else 1 << 62
         self._count = 0
         self._due = self._next_due()
         self._writer: _Writer | None = None
@@ -264,14 +266,8 @@ class Checkpointer:
     def handled(self, token: ResumeToken) -> None:
         """An event was handled: its token is the position to commit next."""
         self._handled = token
-        if self._each:
-            self._commit_handled()
-            return
         self._count += 1
-        events = self._every_events
-        if (events is not None and self._count >= events) or (
-            self._every_seconds is not None and time.monotonic() >= self._due
-        ):
+        if self._count >= self._limit or (self._every_seconds is not None and time.monotonic() >= self._due):
             self._commit_handled()
 
     def moved(self, token: ResumeToken) -> None:
