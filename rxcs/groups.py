@@ -47,6 +47,7 @@ from rxcs.errors import ConsumerMismatchError, InvalidOptionError
 from rxcs.events import ChangeEvent
 from rxcs.oplog.base import Oplog
 from rxcs.oplog.checkpoints import Record
+from rxcs.oplog.entry import OplogEntry
 from rxcs.source import Start, resolve_start
 from rxcs.tokens import ResumeToken
 
@@ -56,6 +57,7 @@ PARTITIONS: Final = 32
 """Partitions per group: at most this many members share the work."""
 
 RECORD_VERSION: Final = 1
+_DOCUMENT_OPS: Final = frozenset({"insert", "update", "replace", "delete"})
 
 
 def partition_of(db: str, coll: str | None, document_key: Any, partitions: int = PARTITIONS) -> int:
@@ -323,6 +325,13 @@ class GroupMember:
     def owns(self) -> frozenset[int]:
         """The partitions the member owns now."""
         return frozenset(self._owned)
+
+    def keeps(self, entry: OplogEntry) -> bool:
+        """False for an entry whose change is surely another member's (a document change of a partition it does
+        not own): the stream passes over it without making it an event. ``mine`` judges the rest."""
+        if entry.op not in _DOCUMENT_OPS:
+            return True
+        return partition_of(entry.db, entry.coll, entry.document_key, self._partitions) in self._owned
 
     def mine(self, event: Any) -> bool:
         """True when ``event`` is in a partition the member owns, past that partition's floor."""

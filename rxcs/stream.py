@@ -437,10 +437,11 @@ class _Source:
 class _Pulled(_Source):
     """Events read on the consumer's thread, from the stream's own cursor, a batch when it runs out."""
 
-    def __init__(self, plan: StreamPlan, start: Start) -> None:
+    def __init__(self, plan: StreamPlan, start: Start, keep: Callable[[OplogEntry], bool] | None = None) -> None:
         options = plan.options
         self._oplog = plan.oplog
         self._reads = plan.reads
+        self._keep = keep  # a group member's: entries of other members' partitions are passed over unconverted
         self._batch_size = min(options.batch_size, options.buffer_size)  # what is read ahead stays in bounds
         self._pending: collections.deque[Any] = collections.deque()
         self._steps = plan.steps
@@ -482,7 +483,7 @@ class _Pulled(_Source):
             self._reading = True
         deadline = time.monotonic() + wait
         cursor, oplog, reads, step, pending = self._cursor, self._oplog, self._reads, self._steps.step, self._pending
-        emit, skip = pending.append, self._skip
+        emit, skip, keep = pending.append, self._skip, self._keep
         try:
             while not pending and not self._ended and not self._closed:
                 position = cursor.position
@@ -500,6 +501,9 @@ class _Pulled(_Source):
                 except SelectionError as failed:  # the events before the entry that failed, then the error
                     mine, self._error = failed.kept, failed.error
                 for entry in mine:
+                    if keep is not None and not keep(entry):
+                        self._read_to = entry.op_id
+                        continue
                     result = step(entry, emit, skip)
                     self._read_to = entry.op_id
                     if result & YIELDED:
@@ -615,7 +619,8 @@ class _Held(Generic[EventT_co]):
         self._plan = plan
         self._oplog = plan.oplog
         self._resume_token = start.token
-        self._source: _Source = _Pulled(plan, start) if pulled else _Pushed(plan, start)
+        keep = self._group.keeps if self._group is not None else None
+        self._source: _Source = _Pulled(plan, start, keep) if pulled else _Pushed(plan, start)
         self._delivered = 0
         self._closed = False
         self._finished = False
@@ -652,7 +657,7 @@ class _Held(Generic[EventT_co]):
         start = group.rebalance()
         if start is not None:
             self._source.close()
-            self._source = _Pulled(self._plan, start)
+            self._source = _Pulled(self._plan, start, group.keeps)
             self._resume_token = start.token
 
     def _at_end(self) -> None:

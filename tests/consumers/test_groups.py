@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import rxcs
-from rxcs.groups import PARTITIONS
+from rxcs.groups import PARTITIONS, event_partition, partition_of
 
 
 def produce(oplog: rxcs.Oplog, documents: int, versions: int) -> None:
@@ -139,6 +139,23 @@ class TestFailures:
         time.sleep(0.2)
         again.close()
         assert sorted(again.handled) == [(d, 2) for d in range(10)]
+
+
+class TestPartitions:
+    def test_an_entry_and_its_event_fall_in_one_partition(self, memory_oplog: rxcs.Oplog) -> None:
+        """A member passes over other members' entries before they become events: the entry's partition is the
+        event's, for every kind of document change and key."""
+        keys: list[Any] = [5, "x", {"a": 1, "b": [2, 3]}, 2.5, None, True, {"nested": {"z": 1, "a": 2}}]
+        for key in keys:
+            memory_oplog.insert("shop", "orders", {"_id": key})
+            memory_oplog.update("shop", "orders", {"_id": key}, updated_fields={"v": 1})
+            memory_oplog.replace("shop", "orders", {"_id": key}, {"_id": key, "v": 2})
+            memory_oplog.delete("shop", "orders", {"_id": key})
+        entries = memory_oplog.read(0, 100)
+        with rxcs.watch(memory_oplog, "shop", "orders", start_at_operation_time=rxcs.BEGINNING).iterate() as stream:
+            events = [stream.next(timeout=5) for _ in entries]
+        for entry, event in zip(entries, events, strict=True):
+            assert partition_of(entry.db, entry.coll, entry.document_key) == event_partition(event, PARTITIONS)
 
 
 class TestUsage:
