@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,3 +38,24 @@ def reopen(location: str, oplog: rxcs.Oplog) -> Callable[[], rxcs.Oplog]:
     if location == ":memory:":
         return lambda: oplog
     return lambda: rxcs.open_oplog(location)
+
+
+@pytest.fixture
+def memory_oplog() -> Iterator[rxcs.Oplog]:
+    """A fresh MemoryOplog, closed after the test."""
+    with rxcs.MemoryOplog() as opened:
+        yield opened
+
+
+def _rxcs_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("rxcs-")]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """A test leaves no rxcs thread running (tailers, commit writers) once its streams and oplogs are closed."""
+    yield
+    deadline = time.monotonic() + 5
+    while _rxcs_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _rxcs_threads(), f"threads left running: {_rxcs_threads()}"

@@ -219,7 +219,3 @@ def _owners(oplog: rxcs.Oplog) -> dict[str, list[int]]:
         owners[owner["member"]].append(int(partition))
     return dict(owners)
 
-
-@pytest.fixture
-def memory_oplog() -> rxcs.Oplog:
-    return rxcs.MemoryOplog()
