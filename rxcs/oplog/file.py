@@ -897,6 +897,10 @@ class FileOplog(Oplog):
         the writer saved it when the segment was finished. Returns the entries
         dropped.
         """
+        with self._lock:
+            following = self._segments[1] if len(self._segments) > 1 and self._segments[0] == first else None
+        if following is not None and self._keep_for_consumers(following) < following:
+            return 0  # a consumer's checkpoint needs it (retain_for_consumers)
         if self._images is not None:
             # The segment's entries were synced when it was finished: the document images take them in before
             # they go (outside the lock, which is held for the unlinks alone).
@@ -917,6 +921,7 @@ class FileOplog(Oplog):
         osio.fsync_directory(self._dir)
         log.info("oplog trimmed", path=str(self._dir), entries=dropped, reason="retention", first_op_id=new_first)
         self._trim_images(new_first)
+        self._trimmed_past_consumers(new_first)
         return dropped
 
     def fsync_timings(self) -> tuple[list[tuple[float, int]], float]:

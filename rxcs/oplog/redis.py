@@ -766,6 +766,7 @@ class RedisOplog(Oplog):
             log.debug("oplog trimmed", backend="redis", stream=self._stream, entries=removed, reason="retention")
             if self._images is not None:  # the images only the trimmed entries needed go too
                 self._images.trim(self.first_op_id)
+            self._trimmed_past_consumers(self.first_op_id)
         return removed
 
     def ping(self) -> None:

@@ -227,6 +227,8 @@ class SegmentKeeper(RetentionKeeper):
                 self._counted(dropped, 1 if dropped else 0)
                 self._sizes.pop(oldest, None)
                 self._newest.pop(oldest, None)
+                if not dropped:
+                    return 1.0  # held back (a consumer's checkpoint needs it) or moved meanwhile: look again later
                 continue
             self._due_op_id = (following + retention.entries - 1) if retention.entries is not None else 2**63
             self._due_active_bytes = (
