@@ -331,8 +331,8 @@ class Lane:
     """
 
     __slots__ = (
-        "_finish", "_rejoin", "attached", "deliver", "disposed", "leftover", "oplog", "paused", "position", "reads",
-        "start", "yielded",
+        "_finish", "_leave", "_rejoin", "attached", "deliver", "disposed", "leftover", "oplog", "paused", "position",
+        "reads", "start", "yielded",
     )
 
     def __init__(self, oplog: Oplog, position: int, reads: Reads, finish: Callable[[Exception | None], None]) -> None:
@@ -346,6 +346,7 @@ class Lane:
         self.disposed = False
         self.attached = True  # fed by its tailer; a paused lane is detached, and re-attached on resume
         self._rejoin: Callable[[Lane], None] = _unpause
+        self._leave: Callable[[Lane], None] = _stay  # the tailer feeding it lets it go when it ends
         # Entries read for this lane but not delivered because it paused: delivered first when it
         # resumes, so a pause costs no second read and a cursor that moved past them loses nothing.
         self.leftover: list[OplogEntry] = _NOTHING_LEFT
@@ -393,7 +394,10 @@ class Lane:
         if self.disposed:
             return
         self.disposed = True
-        self._finish(error)
+        try:
+            self._finish(error)
+        finally:  # an ended lane is no member of its tailer: the last one out stops the thread
+            self._leave(self)
 
 
 _NOTHING_LEFT: Final[list[OplogEntry]] = []  # shared by every lane with nothing left over: never changed in place
@@ -405,6 +409,10 @@ def _take_all(entries: list[OplogEntry]) -> int:
 
 def _unpause(lane: Lane) -> None:
     lane.paused = False
+
+
+def _stay(_lane: Lane) -> None:
+    pass
 
 
 def feed(lane: Lane, entries: list[OplogEntry], new_position: int, mine: list[OplogEntry] | None = None) -> bool:
@@ -661,6 +669,7 @@ class _Tailer:
 
     def add(self, lane: Lane, cursor: OplogCursor) -> None:
         lane._rejoin = self._rejoin
+        lane._leave = self.remove
         with self._lock:
             self._members.add(lane)
             self._arrive_locked(lane, cursor)
@@ -685,7 +694,7 @@ class _Tailer:
         self._idle.notify()
 
     def remove(self, lane: Lane) -> None:
-        """Dispose a lane; the last one out stops the thread (and waits for it)."""
+        """Dispose a lane, or let an ended one go; the last one out stops the thread (and waits for it)."""
         with self._lock:
             lane.disposed = True
             if lane not in self._members:

@@ -211,6 +211,32 @@ class TestSharedTailer:
         assert eventually(lambda: not rxcs_threads())
 
 
+    def test_a_stream_that_fails_lets_the_thread_go_undisposed(self, oplog: rxcs.Oplog) -> None:
+        """An ended subscription is no member of the tailer: the thread stops without a dispose(), and
+        closing the oplog afterwards leaves no thread behind (it idled, deaf to the close, before)."""
+        errors: list[Exception] = []
+        rxcs.watch(oplog, "shop", "users", [{"$project": {"_id": 0}}]).subscribe(lambda _: None, errors.append)
+        oplog.insert("shop", "users", {"_id": 1})
+        assert eventually(lambda: bool(errors))
+        assert isinstance(errors[0], rxcs.PipelineError)
+        assert eventually(lambda: not rxcs_threads())
+
+    def test_an_ended_stream_lets_the_thread_go_and_others_keep_it(self, oplog: rxcs.Oplog) -> None:
+        """A stream that completes (its collection dropped) leaves; another stream keeps the thread fed."""
+        ended: list[bool] = []
+        other = Collector(want=2)
+        rxcs.watch(oplog, "shop", "users").subscribe(lambda _: None, on_completed=lambda: ended.append(True))
+        sub = rxcs.watch(oplog, "shop", "orders").subscribe(other)
+        oplog.drop_collection("shop", "users")
+        assert eventually(lambda: ended == [True])
+        assert rxcs_threads(), "the orders stream still needs the tailer"
+        oplog.insert("shop", "orders", {"_id": 1})
+        oplog.insert("shop", "orders", {"_id": 2})
+        assert other.enough.wait(10)
+        sub.dispose()
+        assert eventually(lambda: not rxcs_threads())
+
+
 class TestErrors:
     def test_a_raising_subscriber_gets_on_error(self, memory_oplog: rxcs.Oplog) -> None:
         """An exception in on_next goes to that subscriber's on_error; others carry on."""
