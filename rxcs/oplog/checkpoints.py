@@ -34,6 +34,7 @@ from typing import Any, Final, final
 
 from rxcs.errors import InvalidOptionError, RxcsError
 from rxcs.log import log
+from rxcs.oplog import osio
 
 __all__ = [
     "CheckpointStore",
@@ -240,21 +241,11 @@ class FileCheckpoints(CheckpointStore):
         data = _encode(record)
         self._folder.mkdir(exist_ok=True)
         temporary = self._folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temporary, path)
+            osio.write_whole(path, data, temporary, durable=True)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
+            osio.unlink(temporary, missing_ok=True)
             raise
-        _fsync_directory(self._folder)
 
     def delete(self, name: str) -> bool:
         path = self._path(name)
@@ -262,7 +253,7 @@ class FileCheckpoints(CheckpointStore):
             os.unlink(path)
         except FileNotFoundError:
             return False
-        _fsync_directory(self._folder)
+        osio.fsync_directory(self._folder)
         return True
 
     def update(self, name: str, change: Callable[[Record | None], Record | None]) -> Record | None:
@@ -285,14 +276,6 @@ class FileCheckpoints(CheckpointStore):
                 yield
             finally:
                 os.close(fd)  # releases the lock
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @final

@@ -612,18 +612,7 @@ class FileOplog(Oplog):
         if self._dirty and self._write_fd is not None:
             self._fsync()
         path = self._dir / CATALOG_NAME
-        temporary = temporary_path(path)
-        durable = self._durability != "none"
-        fd = osio.open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        try:
-            osio.write_all(fd, catalog.dump())
-            if durable:
-                osio.fsync(fd)
-        finally:
-            osio.close(fd)
-        osio.replace(temporary, path)
-        if durable:
-            osio.fsync_directory(self._dir)
+        osio.write_whole(path, catalog.dump(), temporary_path(path), durable=self._durability != "none")
         self._catalog_saved = (catalog.changed, catalog.through)
 
     def _take_lock(self, *, record_pid: bool = True) -> None:
@@ -742,15 +731,7 @@ class FileOplog(Oplog):
         document = json.loads(meta.read_bytes())
         if document["version"] < version:
             document["version"] = version
-            temporary = temporary_path(meta)
-            fd = osio.open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            try:
-                osio.write_all(fd, json.dumps(document).encode())
-                osio.fsync(fd)
-            finally:
-                osio.close(fd)
-            osio.replace(temporary, meta)
-            osio.fsync_directory(self._dir)
+            osio.write_whole(meta, json.dumps(document).encode(), temporary_path(meta), durable=True)
             log.info("oplog format upgraded", path=str(self._dir), version=version)
         self._format_version = max(self._format_version, version)
 

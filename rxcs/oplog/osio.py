@@ -24,6 +24,7 @@ __all__ = [
     "truncate",
     "unlink",
     "write_all",
+    "write_whole",
 ]
 
 
@@ -86,3 +87,23 @@ def unlink(path: Path, *, missing_ok: bool = False) -> None:
     except FileNotFoundError:
         if not missing_ok:
             raise
+
+
+def write_whole(path: Path, data: bytes, temporary: Path, *, durable: bool) -> None:
+    """Make ``path`` hold ``data``, whole or not at all: written to ``temporary`` and renamed over it.
+
+    ``durable`` syncs the file before the rename and the directory after it,
+    so the new content survives a power loss; without it a crash may leave
+    the old content, never a mix. A failed write may leave the temporary
+    behind, for its owner to remove.
+    """
+    fd = open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        write_all(fd, data)
+        if durable:
+            fsync(fd)
+    finally:
+        close(fd)
+    replace(temporary, path)
+    if durable:
+        fsync_directory(path.parent)

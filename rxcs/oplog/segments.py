@@ -483,14 +483,4 @@ class SegmentIndex:
         ``durable`` syncs the file and its directory entry; a writer's
         recovery does without, since it rebuilds the newest index each time.
         """
-        temporary = temporary_path(self.path)
-        fd = osio.open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        try:
-            osio.write_all(fd, self.encoded())
-            if durable:
-                osio.fsync(fd)
-        finally:
-            osio.close(fd)
-        osio.replace(temporary, self.path)
-        if durable:
-            osio.fsync_directory(self.path.parent)
+        osio.write_whole(self.path, self.encoded(), temporary_path(self.path), durable=durable)
