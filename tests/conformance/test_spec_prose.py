@@ -13,10 +13,8 @@ read and not yet handed over (``statistics().buffered``); where it speaks of
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
+from support import eventually
 
 import rxcs
 from rxcs.oplog import Change
@@ -24,15 +22,6 @@ from rxcs.oplog import Change
 USERS = ("shop", "users")
 ONLY_INSERTS = [{"$match": {"operationType": "insert"}}]
 
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
 
 
 def inserted_token(oplog: rxcs.Oplog, document_id: object) -> rxcs.ResumeToken:

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import redis_server, redis_server_available  # noqa: F401 - the session's Redis server
+from redis_server import redis_server  # noqa: F401 - the session's Redis server
+from support import BACKENDS, assert_no_rxcs_threads, backend_location, memory_oplog  # noqa: F401 - shared
 
 import rxcs
-
-BACKENDS = ["memory", "file", *(["redis"] if redis_server_available() else [])]
 
 
 @pytest.fixture(params=BACKENDS)
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where a fresh oplog of each backend is: ``:memory:``, a directory, a Redis URL with a stream of its own."""
-    if request.param == "memory":
-        return ":memory:"
-    if request.param == "redis":
-        return f"{request.getfixturevalue('redis_server').url}?stream={tmp_path.name}"
-    return str(tmp_path / "oplog")
+    return backend_location(request, tmp_path)
 
 
 @pytest.fixture
@@ -40,22 +33,8 @@ def reopen(location: str, oplog: rxcs.Oplog) -> Callable[[], rxcs.Oplog]:
     return lambda: rxcs.open_oplog(location)
 
 
-@pytest.fixture
-def memory_oplog() -> Iterator[rxcs.Oplog]:
-    """A fresh MemoryOplog, closed after the test."""
-    with rxcs.MemoryOplog() as opened:
-        yield opened
-
-
-def _rxcs_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name.startswith("rxcs-")]
-
-
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
     """A test leaves no rxcs thread running (tailers, commit writers) once its streams and oplogs are closed."""
     yield
-    deadline = time.monotonic() + 5
-    while _rxcs_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not _rxcs_threads(), f"threads left running: {_rxcs_threads()}"
+    assert_no_rxcs_threads()

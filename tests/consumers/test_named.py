@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import structlog
+from support import eventually
 
 import rxcs
 
@@ -28,14 +29,6 @@ def ids(events: list[Any]) -> list[Any]:
 def take(stream: rxcs.ChangeStream[Any], count: int) -> list[Any]:
     return [stream.next(timeout=5) for _ in range(count)]
 
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
 
 
 def committed_op_id(oplog: rxcs.Oplog, name: str) -> int | None:

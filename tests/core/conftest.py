@@ -4,77 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from redis_server import redis_server, redis_server_available  # noqa: F401 - the session's Redis server
+import support
+from redis_server import redis_server  # noqa: F401 - the session's Redis server
+from support import BACKENDS, assert_no_rxcs_threads, eventually, memory_oplog, oplog  # noqa: F401 - shared
 
 import rxcs
 
 
-def _file_oplog_available() -> bool:
-    try:
-        import rxcs.oplog.file  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-BACKENDS = [
-    "memory",
-    *(["file"] if _file_oplog_available() else []),
-    *(["redis"] if redis_server_available() else []),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def oplog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[rxcs.Oplog]:
-    """A fresh oplog of each backend: every stream test holds all of them to one behaviour."""
-    if request.param == "memory":
-        location = ":memory:"
-    elif request.param == "redis":  # a fresh stream per test on the session's server
-        location = f"{request.getfixturevalue('redis_server').url}?stream={tmp_path.name}"
-    else:
-        location = str(tmp_path / "oplog")
-    with rxcs.open_oplog(location) as opened:
-        yield opened
-
-
-@pytest.fixture
-def memory_oplog() -> Iterator[rxcs.Oplog]:
-    """A fresh in-memory oplog, for tests about the stream rather than storage."""
-    with rxcs.open_oplog(":memory:") as opened:
-        yield opened
-
-
-def rxcs_threads() -> list[threading.Thread]:
+def stream_threads() -> list[threading.Thread]:
     """Threads that change streams started (tailers, buffer drains) and that are still alive."""
-    return [t for t in threading.enumerate() if t.name.startswith(("rxcs-tailer", "rxcs-buffer"))]
-
-
-def all_rxcs_threads() -> list[threading.Thread]:
-    """Every thread rxcs started, the oplog's own (a group-commit flusher) included."""
-    return [t for t in threading.enumerate() if t.name.startswith("rxcs-")]
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
+    return support.rxcs_threads(("rxcs-tailer", "rxcs-buffer"))
 
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
     """Every test of the core must leave no rxcs thread running once its oplog is closed."""
     yield
-    assert eventually(lambda: not all_rxcs_threads(), 5.0), f"threads left running: {all_rxcs_threads()}"
+    assert_no_rxcs_threads()
 
 
 def take_slowly(

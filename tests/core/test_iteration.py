@@ -11,7 +11,7 @@ import pytest
 
 import rxcs
 
-from .conftest import eventually, rxcs_threads
+from .conftest import eventually, stream_threads
 
 
 class TestChangeStream:
@@ -65,7 +65,7 @@ class TestChangeStream:
         with pytest.raises(StopIteration):
             stream.next(timeout=1)
         assert list(stream) == []
-        assert not rxcs_threads()
+        assert not stream_threads()
 
     def test_close_from_another_thread_wakes_a_blocked_next(self, memory_oplog: rxcs.Oplog) -> None:
         """A thread blocked in next() returns (StopIteration) when another thread closes the stream."""
@@ -117,7 +117,7 @@ class TestChangeStream:
         assert streams[3].next(timeout=10).document_key == {"_id": 1}
         for stream in streams:
             stream.close()
-        assert not rxcs_threads()
+        assert not stream_threads()
 
 
 class TestAsyncChangeStream:
@@ -151,7 +151,7 @@ class TestAsyncChangeStream:
         got, ticks = asyncio.run(scenario())
         assert [e.document_key["_id"] for e in got] == [1, 2]
         assert ticks > 10, "the event loop was blocked while waiting for events"
-        assert not rxcs_threads()
+        assert not stream_threads()
 
     def test_async_next_timeout_and_end(self, memory_oplog: rxcs.Oplog) -> None:
         """await next(timeout=) raises TimeoutError; an invalidated stream ends async iteration."""
@@ -184,7 +184,7 @@ class TestAsyncChangeStream:
             return got
 
         assert asyncio.run(scenario()) == []
-        assert not rxcs_threads()
+        assert not stream_threads()
 
     def test_many_events_arrive_in_order_through_the_loop(self, oplog: rxcs.Oplog) -> None:
         """Events written while the consumer is busy or parked all arrive, in order, none twice."""
@@ -220,10 +220,10 @@ class TestForLoopOverWatch:
             assert isinstance(event, rxcs.ChangeEvent)
             seen.append(event.document_key["_id"])
             if len(seen) == 2:
-                assert rxcs_threads()
+                assert stream_threads()
                 break
         assert seen == [0, 1]
-        assert eventually(lambda: not rxcs_threads())
+        assert eventually(lambda: not stream_threads())
 
     def test_iteration_starts_at_iter_like_subscribe(self, memory_oplog: rxcs.Oplog) -> None:
         """A stream without a start option starts when iteration starts: what was appended before is not seen."""

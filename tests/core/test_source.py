@@ -16,7 +16,7 @@ import rxcs
 from rxcs.oplog.entry import OplogEntry
 from rxcs.source import ALL, Lane, open_lane
 
-from .conftest import eventually, rxcs_threads
+from .conftest import eventually, stream_threads
 
 
 class Collector:
@@ -157,11 +157,11 @@ class TestSharedTailer:
         """A thousand idle watchers of one oplog cost one tailer thread, not a thousand."""
         subs = [rxcs.oplog_entries(memory_oplog).subscribe(lambda _: None) for _ in range(1000)]
         try:
-            assert len(rxcs_threads()) == 1
+            assert len(stream_threads()) == 1
         finally:
             for sub in subs:
                 sub.dispose()
-        assert not rxcs_threads()
+        assert not stream_threads()
 
     def test_every_subscriber_gets_every_entry_once(self, memory_oplog: rxcs.Oplog) -> None:
         """Subscribers at different positions catch up, merge, and each see every entry once."""
@@ -196,9 +196,9 @@ class TestSharedTailer:
     def test_dispose_stops_the_thread(self, oplog: rxcs.Oplog) -> None:
         """Once the last subscription is disposed, no rxcs thread is left."""
         sub = rxcs.oplog_entries(oplog).subscribe(lambda _: None)
-        assert rxcs_threads()
+        assert stream_threads()
         sub.dispose()
-        assert not rxcs_threads()
+        assert not stream_threads()
 
     def test_take_ends_the_subscription_from_the_tailer_thread(self, memory_oplog: rxcs.Oplog) -> None:
         """An operator that completes inside on_next (take) disposes cleanly on the tailer thread."""
@@ -208,7 +208,7 @@ class TestSharedTailer:
         assert got.enough.wait(10)
         assert got.completed
         assert [e.op_id for e in got.items] == [1, 2, 3]
-        assert eventually(lambda: not rxcs_threads())
+        assert eventually(lambda: not stream_threads())
 
 
     def test_a_stream_that_fails_lets_the_thread_go_undisposed(self, oplog: rxcs.Oplog) -> None:
@@ -219,7 +219,7 @@ class TestSharedTailer:
         oplog.insert("shop", "users", {"_id": 1})
         assert eventually(lambda: bool(errors))
         assert isinstance(errors[0], rxcs.PipelineError)
-        assert eventually(lambda: not rxcs_threads())
+        assert eventually(lambda: not stream_threads())
 
     def test_an_ended_stream_lets_the_thread_go_and_others_keep_it(self, oplog: rxcs.Oplog) -> None:
         """A stream that completes (its collection dropped) leaves; another stream keeps the thread fed."""
@@ -229,12 +229,12 @@ class TestSharedTailer:
         sub = rxcs.watch(oplog, "shop", "orders").subscribe(other)
         oplog.drop_collection("shop", "users")
         assert eventually(lambda: ended == [True])
-        assert rxcs_threads(), "the orders stream still needs the tailer"
+        assert stream_threads(), "the orders stream still needs the tailer"
         oplog.insert("shop", "orders", {"_id": 1})
         oplog.insert("shop", "orders", {"_id": 2})
         assert other.enough.wait(10)
         sub.dispose()
-        assert eventually(lambda: not rxcs_threads())
+        assert eventually(lambda: not stream_threads())
 
 
 class TestErrors:
@@ -345,7 +345,7 @@ class TestVirtualTime:
         assert [op_id for _, op_id in got] == [1, 2, 3]  # still idling until the 5 s wait ends
         scheduler.advance_to(7)
         assert [op_id for _, op_id in got] == [1, 2, 3, 4]
-        assert not rxcs_threads()
+        assert not stream_threads()
 
     def test_observable_contract(self, memory_oplog: rxcs.Oplog) -> None:
         """The source composes with reactivex operators like any Observable."""

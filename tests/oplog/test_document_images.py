@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis_server import redis_server_available
+from support import BACKENDS
 
 import rxcs
 from rxcs.oplog.images import IMAGES_OPTION, DocumentImages, MemoryImageStore
@@ -499,9 +500,6 @@ def _opened(backend: str, request: pytest.FixtureRequest, **options: Any) -> Ite
         finally:
             for oplog in opened:
                 oplog.close()
-
-
-BACKENDS = ["memory", "file", *(["redis"] if redis_server_available() else [])]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -8,23 +8,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from redis_server import RedisServer, redis_server  # noqa: F401 - the session's Redis server
+from support import eventually
 
 import rxcs
 from rxcs.oplog.file import FileOplog
 from rxcs.oplog.redis import RedisOplog
 from rxcs.oplog.retention import Retention
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return condition()
 
 
 def retained(oplog: rxcs.Oplog) -> int:

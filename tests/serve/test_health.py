@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis_server import RedisServer, redis_server_available
+from support import eventually
 
 import rxcs
 
@@ -19,12 +18,6 @@ from .test_cli_serve import rxcs_serve
 
 RXCS = [sys.executable, "-m", "rxcs"]
 
-
-def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return condition()
 
 
 def readyz(url: str) -> tuple[int, Any]:
@@ -48,13 +41,13 @@ class TestProbes:
                 status, body = readyz(served)
                 assert (status, body["status"]) == (200, "ready"), body
                 server.stop()
-                assert eventually(lambda: readyz(served)[0] == 503)
+                assert eventually(lambda: readyz(served)[0] == 503, 20.0)
                 status, body = readyz(served)
                 assert body["status"] == "unready"
                 assert "OplogUnavailableError" in body["problems"][0]
                 assert get(f"{served}/healthz", timeout=10).status_code == 200
                 server.restart()
-                assert eventually(lambda: readyz(served)[0] == 200)
+                assert eventually(lambda: readyz(served)[0] == 200, 20.0)
         finally:
             server.stop()
 
