@@ -32,11 +32,12 @@ from typing import (
     is_typeddict,
 )
 
-from rxcs.events import ClusterTime, NsType
+from rxcs.cluster_time import ClusterTime
 
 __all__ = [
     "ChangeStreamDocument",
     "NamespaceDocument",
+    "NsType",
     "OperationTypeName",
     "REQUIRED_BY_OPERATION",
     "ResumeTokenDocument",
@@ -44,6 +45,10 @@ __all__ = [
     "UpdateDescriptionDocument",
     "json_schema",
 ]
+
+
+NsType = Literal["collection", "view", "timeseries"]
+"""What a ``create`` made (``nsType``): a collection, a view, or a time-series collection."""
 
 OperationTypeName = Literal[
     "insert", "update", "replace", "delete", "drop", "rename", "dropDatabase", "invalidate",

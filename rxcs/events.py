@@ -7,7 +7,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast, final
+from typing import TYPE_CHECKING, Any, NamedTuple, cast, final
+
+from rxcs.cluster_time import ClusterTime
+from rxcs.documents import NsType
 
 if TYPE_CHECKING:
     from rxcs.documents import (
@@ -51,10 +54,6 @@ class OperationType(enum.StrEnum):
     MODIFY = "modify"
 
 
-NsType = Literal["collection", "view", "timeseries"]
-"""What a ``create`` made (``nsType``): a collection, a view, or a time-series collection."""
-
-
 def ns_type_of(options: Mapping[str, Any] | None) -> NsType:
     """The ``nsType`` of a ``create`` with these options, as MongoDB tells them apart.
 
@@ -72,17 +71,6 @@ def ns_type_of(options: Mapping[str, Any] | None) -> NsType:
     if "timeseries" in options or (isinstance(view_on, str) and view_on.startswith("system.buckets.")):
         return "timeseries"
     return "view" if view_on is not None else "collection"
-
-
-class ClusterTime(NamedTuple):
-    """A position in time that orders every entry of one oplog.
-
-    Like MongoDB's BSON Timestamp: ``time`` is seconds since the epoch and
-    ``inc`` orders entries within that second. Comparisons are tuple order.
-    """
-
-    time: int
-    inc: int
 
 
 class Namespace(NamedTuple):

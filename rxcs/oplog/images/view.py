@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import Any, Final, Protocol, final
 
 from rxcs.errors import ChangeStreamHistoryLost, RxcsError
 from rxcs.log import log
@@ -24,8 +24,17 @@ from rxcs.oplog.entry import OplogEntry
 from rxcs.oplog.images.overlay import DATA_CHANGES, Overlay, StoreMoved
 from rxcs.oplog.images.store import ImageStore, Key
 
-if TYPE_CHECKING:
-    from rxcs.oplog.base import Oplog
+
+class EntryLog(Protocol):
+    """What document images read of their oplog (an ``rxcs.Oplog``): where it starts and ends, and its entries."""
+
+    @property
+    def first_op_id(self) -> int: ...
+
+    @property
+    def last_op_id(self) -> int: ...
+
+    def read(self, after: int, limit: int) -> list[OplogEntry]: ...
 
 __all__ = ["DocumentImages"]
 
@@ -60,7 +69,7 @@ class DocumentImages:
 
     __slots__ = ("_lock", "_oplog", "_overlay", "_store", "_unavailable_logged")
 
-    def __init__(self, store: ImageStore, oplog: Oplog) -> None:
+    def __init__(self, store: ImageStore, oplog: EntryLog) -> None:
         self._store = store
         self._oplog = oplog
         self._lock = threading.Lock()
