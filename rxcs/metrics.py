@@ -1,4 +1,4 @@
-"""Prometheus metrics for an oplog, its streams and ``rxcs serve`` (the ``rxcs[metrics]`` extra).
+"""Prometheus metrics for an oplog, its streams, its named consumers and ``rxcs serve`` (the ``rxcs[metrics]`` extra).
 
 One line registers an oplog's collector in a registry (the default one
 unless ``registry=`` says otherwise); streams are added under a name the
@@ -12,7 +12,9 @@ streams come and go::
 
 Nothing is counted on the hot path: every value is read from the
 statistics rxcs keeps anyway (``statistics()``, ``retention_statistics()``,
-the op_id range) when Prometheus scrapes. A stream that is closed and
+the op_id range, the consumers' checkpoints) when Prometheus scrapes.
+Named consumers and groups are labelled by their names: names an operator
+gives, each a checkpoint the oplog keeps. A stream that is closed and
 garbage-collected leaves its last counts in its name's totals, so counters
 never go back.
 """
@@ -31,6 +33,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError(f"rxcs.metrics needs prometheus_client ({exc}): install rxcs[metrics]") from exc
 
+from rxcs.consumers import list_consumers
 from rxcs.oplog.base import Oplog
 from rxcs.oplog.health import check_oplog
 
@@ -86,6 +89,8 @@ class OplogCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._oplog_metrics()
         yield from self._stream_metrics()
+        if not self._oplog.closed:
+            yield from self._consumer_metrics()
         if self._server is not None:
             yield from self._server_metrics(self._server())
 
@@ -182,6 +187,35 @@ class OplogCollector(Collector):
                 lag_seconds.add_metric([name], behind)
         yield from families.values()
         yield from (open_streams, buffered, lag, lag_seconds)
+
+    def _consumer_metrics(self) -> Iterator[Metric]:
+        """The named consumers and groups the oplog keeps checkpoints for (``rxcs.list_consumers``), by name."""
+        labels = ["consumer", "kind"]
+        position = GaugeMetricFamily("rxcs_consumer_position_op_id", "op_id of its checkpoint", labels=labels)
+        lag = GaugeMetricFamily("rxcs_consumer_lag_entries", "entries after the consumer's checkpoint", labels=labels)
+        lag_seconds = GaugeMetricFamily(
+            "rxcs_consumer_lag_seconds", "how much older the checkpoint is than the newest entry", labels=labels
+        )
+        committed = GaugeMetricFamily(
+            "rxcs_consumer_last_commit_timestamp_seconds", "when the consumer last committed (Unix time)",
+            labels=labels,
+        )
+        lost = GaugeMetricFamily(
+            "rxcs_consumer_history_lost", "1 when the oplog no longer holds what the consumer needs", labels=labels
+        )
+        members = GaugeMetricFamily("rxcs_group_members", "live members of a consumer group", labels=["consumer"])
+        for info in list_consumers(self._oplog):
+            names = [info.name, info.kind]
+            position.add_metric(names, info.op_id)
+            lag.add_metric(names, info.lag_entries)
+            if info.lag_seconds is not None:
+                lag_seconds.add_metric(names, info.lag_seconds)
+            if info.committed_at is not None:
+                committed.add_metric(names, info.committed_at.timestamp())
+            lost.add_metric(names, 1 if info.history_lost else 0)
+            if info.members is not None:
+                members.add_metric([info.name], len(info.members))
+        yield from (position, lag, lag_seconds, committed, lost, members)
 
     def _retire(self, name: str, seen: dict[str, int]) -> None:
         with self._lock:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from support import eventually
 
 import rxcs
 import rxcs.metrics
@@ -19,13 +19,6 @@ from rxcs.http import create_app
 from rxcs.oplog.file import FileOplog
 
 from .helpers import get, running, sse
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return condition()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -128,6 +121,36 @@ class TestLibraryCollector:
         assert after[("rxcs_stream_open", audit)] == 0
         oplog.close()
         assert samples(generate_latest(registry).decode())[("rxcs_oplog_healthy", ())] == 0
+
+    def test_named_consumers_and_groups_by_name(self, tmp_path: Path) -> None:
+        """Each consumer the oplog keeps a checkpoint for: its position, lag, last commit and, for a group, its
+        members; the values are those rxcs.list_consumers gives."""
+        oplog = rxcs.open_oplog(str(tmp_path / "oplog"))
+        registry = CollectorRegistry()
+        rxcs.metrics.register(oplog, registry)
+        for i in range(10):
+            oplog.insert("shop", "orders", {"_id": i})
+        before = time.time()
+        with rxcs.watch(oplog, "shop", "orders", consumer="billing", commit="manual",
+                        start_at_operation_time=rxcs.BEGINNING).iterate() as stream:
+            for _ in range(4):
+                stream.next(timeout=5)
+            stream.commit()
+        with rxcs.watch(oplog, "shop", "orders", group="audit", member="w1",
+                        start_at_operation_time=rxcs.BEGINNING).iterate() as member:
+            member.next(timeout=5)
+            found = samples(generate_latest(registry).decode())
+            listed = {info.name: info for info in rxcs.list_consumers(oplog)}
+        billing = (("consumer", "billing"), ("kind", "consumer"))
+        assert found[("rxcs_consumer_position_op_id", billing)] == 4
+        assert found[("rxcs_consumer_lag_entries", billing)] == 6
+        assert found[("rxcs_consumer_history_lost", billing)] == 0
+        assert before - 1 <= found[("rxcs_consumer_last_commit_timestamp_seconds", billing)] <= time.time() + 1
+        assert found[("rxcs_group_members", (("consumer", "audit"),))] == 1
+        assert found[("rxcs_consumer_lag_entries", (("consumer", "audit"), ("kind", "group")))] == (
+            listed["audit"].lag_entries
+        )
+        oplog.close()
 
     def test_names_are_bounded(self) -> None:
         """More than MAX_STREAM_NAMES distinct names is refused: one label value per stream would grow forever."""
