@@ -200,11 +200,11 @@ def _consumers_parser(commands: Any) -> None:
     listing.add_argument("--json", action="store_true", help="one JSON document per consumer")
     reset = actions.add_parser("reset", help="move a consumer: its next run resumes there")
     reset.add_argument("location", help=where)
-    reset.add_argument("name")
+    reset.add_argument("name", help="the consumer or group to move")
     reset.add_argument("--to", required=True, metavar="TOKEN|BEGINNING|NOW")
     delete = actions.add_parser("delete", help="forget a consumer: its next run starts afresh")
     delete.add_argument("location", help=where)
-    delete.add_argument("name")
+    delete.add_argument("name", help="the consumer or group whose checkpoints go")
 
 
 _CONSUMERS_ACTIONS: Final = ("list", "reset", "delete", "-h", "--help")
