@@ -201,7 +201,8 @@ def _consumers_parser(commands: Any) -> None:
     reset = actions.add_parser("reset", help="move a consumer: its next run resumes there")
     reset.add_argument("location", help=where)
     reset.add_argument("name", help="the consumer or group to move")
-    reset.add_argument("--to", required=True, metavar="TOKEN|BEGINNING|NOW")
+    reset.add_argument("--to", required=True, metavar="TOKEN|BEGINNING|NOW",
+                       help="a resume token, the oldest retained entry, or the end of the oplog")
     delete = actions.add_parser("delete", help="forget a consumer: its next run starts afresh")
     delete.add_argument("location", help=where)
     delete.add_argument("name", help="the consumer or group whose checkpoints go")
