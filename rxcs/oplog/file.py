@@ -1605,6 +1605,8 @@ class _FileCursor(OplogCursor):
         position, offset = self.position, self._offset
         try:
             while True:
+                if self._skip_to_commit_end():
+                    return
                 frame = self._next_frame()
                 if frame is None:
                     finished = self._segment_finished()
@@ -1623,6 +1625,35 @@ class _FileCursor(OplogCursor):
                 self._offset = offset
             else:  # the look-ahead read past the buffer
                 self._move_to(offset)
+
+    def _skip_to_commit_end(self) -> bool:
+        """The look-ahead's fast path, through what the buffer holds: check each frame (op_id, length, checksum)
+        up to the commit's last one, decoding nothing and making no ``Frame``; note it in ``_commit_end`` and
+        return True.
+
+        Otherwise the cursor is left past the frames checked, and False lets
+        the frame-by-frame path go on from there (a frame across the buffer's
+        end, the tail, damage, which it tells apart and reports).
+        """
+        buffer = self._buffer
+        size = len(buffer)
+        base = self._buffer_base
+        position = self._offset - base
+        expected = self.position + 1
+        header_size, unpack_header, crc32 = FRAME_HEADER.size, FRAME_HEADER.unpack_from, zlib.crc32
+        while size - position >= header_size:
+            length, crc, field = unpack_header(buffer, position)
+            end = position + header_size + length
+            if (field != expected and field != expected | CONTINUES) or length == 0 or end > size:
+                break
+            if crc32(buffer[position + 8 : end]) != crc:  # damage is met here, before any of the commit is taken
+                break
+            if field == expected:  # the commit's last frame
+                self._commit_end = expected
+                return True
+            position, expected = end, expected + 1
+        self._offset, self.position = base + position, expected - 1
+        return False
 
     def _back_to_commit_start(self, entries: list[OplogEntry]) -> None:
         """Leave out the entries of the commit whose last frame this read did not see; be before it again.
