@@ -17,6 +17,7 @@ The normal suite writes 6,000 changes and kills 6 consumers of each sink;
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -26,6 +27,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,20 @@ CONSUMER = textwrap.dedent(
 )
 
 
+@contextlib.contextmanager
+def producer(path: Path) -> Iterator[tuple[threading.Thread, list[int]]]:
+    """A thread appending changes (``produce``) for the length of the block: the thread and the op_ids written."""
+    written: list[int] = []
+    stop = threading.Event()
+    producing = threading.Thread(target=produce, args=(path, stop, written))
+    producing.start()
+    try:
+        yield producing, written
+    finally:
+        stop.set()
+        producing.join()
+
+
 def produce(path: Path, stop: threading.Event, written: list[int]) -> None:
     """Append CHANGES changes to shop.orders (and some to another collection), in small commits, then stop."""
     rng = random.Random(17)
@@ -116,16 +132,9 @@ def oplog_path(tmp_path: Path) -> Path:
 class TestKilledConsumer:
     def test_every_change_is_handled_at_least_once_and_none_skipped(self, oplog_path: Path, tmp_path: Path) -> None:
         """Killed KILLS times, the consumer handles every change; a run starts at or before where the last stopped."""
-        written: list[int] = []
-        stop = threading.Event()
-        producing = threading.Thread(target=produce, args=(oplog_path, stop, written))
-        producing.start()
-        try:
-            sink = tmp_path / "handled.log"
+        sink = tmp_path / "handled.log"
+        with producer(oplog_path) as (producing, written):
             kills = run_killed(oplog_path, sink, random.Random(1), producing, written)
-        finally:
-            stop.set()
-            producing.join()
         assert kills == KILLS
         lines = sink.read_text().split("\n")
         handled = [int(line) for line in lines[:-1]]  # a line cut by a kill is only ever the last of a run
@@ -138,16 +147,9 @@ class TestKilledConsumer:
 
     def test_a_transactional_sink_handles_every_change_exactly_once(self, oplog_path: Path, tmp_path: Path) -> None:
         """The change and its token committed in one SQLite transaction: every change exactly once across kills."""
-        written: list[int] = []
-        stop = threading.Event()
-        producing = threading.Thread(target=produce, args=(oplog_path, stop, written))
-        producing.start()
-        try:
-            sink = tmp_path / "sink.db"
+        sink = tmp_path / "sink.db"
+        with producer(oplog_path) as (producing, written):
             kills = run_killed(oplog_path, sink, random.Random(2), producing, written)
-        finally:
-            stop.set()
-            producing.join()
         assert kills == KILLS
         store = sqlite3.connect(sink)
         try:
