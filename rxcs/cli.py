@@ -524,7 +524,7 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
 
 
 def _checked_location(location: str) -> str:

@@ -59,11 +59,18 @@ class RedisServer:
 
     ``appendonly=True`` turns on the append-only file with ``appendfsync always``,
     so an acknowledged write survives ``kill -9``. ``extra_args`` go to the
-    command line as they are (``("--requirepass", "secret")``).
+    command line as they are (``("--requirepass", "secret")``); ``config`` is a
+    configuration file given first (a Sentinel needs one it can rewrite).
     """
 
     def __init__(
-        self, directory: Path, *, appendonly: bool = False, port: int | None = None, extra_args: tuple[str, ...] = ()
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = False,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        config: Path | None = None,
     ) -> None:
         binary = find_redis_server()
         if binary is None:
@@ -73,6 +80,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.port = port or free_port()
         self.extra_args = extra_args
+        self.config = config
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -101,6 +109,7 @@ class RedisServer:
     def _spawn(self) -> None:
         arguments = [
             self.binary,
+            *([str(self.config)] if self.config is not None else []),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),

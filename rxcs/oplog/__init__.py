@@ -12,14 +12,15 @@ from rxcs.oplog.memory import MemoryOplog
 
 __all__ = ["Change", "CollectionInfo", "MemoryOplog", "Oplog", "OplogCursor", "OplogEntry", "open_oplog"]
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
 
 
 def open_oplog(location: str | Path, **options: Any) -> Oplog:
     """Open the oplog at ``location``, choosing the backend from its form.
 
     - ``":memory:"``: a new ``MemoryOplog``;
-    - ``"redis://host:port/db?stream=NAME"`` (also ``rediss://``, ``unix://``): a ``RedisOplog``;
+    - ``"redis://host:port/db?stream=NAME"`` (also ``rediss://``, ``unix://``, and
+      ``redis+sentinel://host:port,.../SERVICE?stream=NAME``): a ``RedisOplog``;
     - anything else is a directory: a ``FileOplog`` (created when missing).
 
     ``options`` go to the backend's constructor.

@@ -35,6 +35,7 @@ import msgpack
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import SentinelConnectionPool
 
 from rxcs.errors import (
     ChangeStreamHistoryLost,
@@ -56,6 +57,9 @@ from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.images import DocumentImages
 from rxcs.oplog.images.overlay import enables_images
 from rxcs.oplog.images.redis import RedisImageStore
+from rxcs.oplog.redis_history import DURABLE_MARK, EPOCH_LUA, REPORT_LOSS, HistoryLoss, lost_error, parse_losses
+from rxcs.oplog.redis_sentinel import READ_FROM, open_sentinel_clients, sentinel_address
+from rxcs.oplog.redis_sentinel import SCHEMES as SENTINEL_SCHEMES
 from rxcs.oplog.retention import REDIS_TRIM_RETAINED, Retention, RetentionStatistics, StreamKeeper
 
 __all__ = ["RedisOplog", "RedisOplogInfo"]
@@ -69,6 +73,7 @@ _READ_FORMAT_VERSIONS = (b"1", b"2")
 # Connection faults: retried with backoff. redis-py counts a server still
 # loading its data (BusyLoadingError) and a failed AUTH among these.
 _FAULTS = (redis.ConnectionError, redis.TimeoutError)
+_DURABILITIES = ("primary", "replicated")
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 1.0
 # One XREAD BLOCK lasts at most this long; a wake-up missed in a race costs no more.
@@ -131,7 +136,7 @@ end
 """
 
 # KEYS: stream, meta. ARGV: a new oplog id, the format version.
-# Creates the identity on first use; returns {oplog_id, format, type of the stream key}.
+# Creates the identity on first use; returns {oplog_id, format, type of the stream key, epoch, losses}.
 _INIT = r"""
 local owner = redis.call('HGET', KEYS[2], 'oplog_id')
 local kind = redis.call('TYPE', KEYS[1])['ok']
@@ -142,7 +147,8 @@ if not owner then
   redis.call('HSET', KEYS[2], 'oplog_id', ARGV[1], 'format', ARGV[2], 'last_op_id', 0, 'time', 0, 'inc', 0)
   owner = ARGV[1]
 end
-return {owner, redis.call('HGET', KEYS[2], 'format') or '', kind}
+local held = redis.call('HMGET', KEYS[2], 'format', 'epoch', 'losses')
+return {owner, held[1] or '', kind, held[2] or '0', held[3] or '0'}
 """
 
 # The collection catalog, kept in the hash KEYS[4] with the rules of rxcs.oplog.catalog.Catalog.apply.
@@ -298,16 +304,19 @@ end
 # KEYS: stream, meta, producers, catalog. ARGV: oplog id, producer, batch number, max_len (0: none), the
 # batch's identity seed, then for each change its catalog action and its record: the codec's record with
 # a zeroed head (op_id, time, inc, wall_ms), which this script fills in. Returns {first op_id, count, 1 if
-# the batch was already appended}.
-_APPEND = _CATALOG + r"""
+# the batch was already appended, the epoch}. A batch already appended writes its record again, so a WAIT
+# after it covers it.
+_APPEND = _CATALOG + EPOCH_LUA + r"""
 if redis.call('HGET', KEYS[2], 'oplog_id') ~= ARGV[1] then
   return redis.error_reply('RXCS_GONE')
 end
+local epoch = current_epoch(KEYS[2])
 local done = redis.call('HGET', KEYS[3], ARGV[2])
 if done then
   local batch, first, count = string.match(done, '^(%d+) (%d+) (%d+)$')
   if batch == ARGV[3] then
-    return {tonumber(first), tonumber(count), 1}
+    redis.call('HSET', KEYS[3], ARGV[2], done)
+    return {tonumber(first), tonumber(count), 1, epoch}
   end
 end
 local now = redis.call('TIME')
@@ -341,36 +350,40 @@ local max_len = tonumber(ARGV[4])
 if max_len > 0 then
   redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', max_len)
 end
-return {first, count, 0}
+return {first, count, 0, epoch}
 """
 
-# KEYS: stream, meta. ARGV: after. Returns {0, XRANGE start} when positioned,
-# {1, first retained op_id} when the entry after `after` was trimmed, {2, ''} past the end.
+# KEYS: stream, meta. ARGV: after. Returns {status, value, epoch, losses}: {0, XRANGE start} when
+# positioned, {1, first retained op_id} when the entry after `after` was trimmed, {2, ''} past the end.
 _SEEK = _LUA_HELPERS + r"""
-local after = tonumber(ARGV[1])
-local last = tonumber(redis.call('HGET', KEYS[2], 'last_op_id') or '0')
-if after > last then
-  return {2, ''}
-end
-local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
-if not head then
-  if after < last then
-    return {1, string.format('%d', last + 1)}
+local function seek(after)
+  local last = tonumber(redis.call('HGET', KEYS[2], 'last_op_id') or '0')
+  if after > last then
+    return 2, ''
   end
-  return {0, '(0-0'}
+  local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  if not head then
+    if after < last then
+      return 1, string.format('%d', last + 1)
+    end
+    return 0, '(0-0'
+  end
+  local first = op_id_of(head)
+  if after + 1 < first then
+    return 1, string.format('%d', first)
+  end
+  if after + 1 == first then
+    return 0, head[1]
+  end
+  local tail = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  if op_id_of(tail) == after then
+    return 0, '(' .. tail[1]
+  end
+  return 0, '(' .. locate(KEYS[1], head, tail, after)
 end
-local first = op_id_of(head)
-if after + 1 < first then
-  return {1, string.format('%d', first)}
-end
-if after + 1 == first then
-  return {0, head[1]}
-end
-local tail = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-if op_id_of(tail) == after then
-  return {0, '(' .. tail[1]}
-end
-return {0, '(' .. locate(KEYS[1], head, tail, after)}
+local status, value = seek(tonumber(ARGV[1]))
+local held = redis.call('HMGET', KEYS[2], 'epoch', 'losses')
+return {status, value, held[1] or '0', held[2] or '0'}
 """
 
 # KEYS: stream, meta. ARGV: before_op_id. Trims exactly (XTRIM MINID); returns entries removed.
@@ -388,10 +401,19 @@ end
 return redis.call('XTRIM', KEYS[1], 'MINID', locate(KEYS[1], head, tail, before))
 """
 
-# KEYS: stream, meta. ARGV: XRANGE start, count. Returns {oplog id, ID of the last entry read,
-# entries read, their records concatenated}: one bulk string parses far faster than a reply per field.
+# KEYS: stream, meta. ARGV: XRANGE start, count, the op_id before the start, 1 to read no further than
+# the durable mark. Returns {oplog id, ID of the last entry read, entries read, their records
+# concatenated, epoch, losses}: one bulk string parses far faster than a reply per field.
 _READ = r"""
-local rows = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+local held = redis.call('HMGET', KEYS[2], 'oplog_id', 'epoch', 'losses', 'durable')
+local count = tonumber(ARGV[2])
+if ARGV[4] == '1' then
+  count = math.min(count, tonumber(held[4] or '0') - tonumber(ARGV[3]))
+  if count <= 0 then
+    return {held[1], false, 0, '', held[2] or '0', held[3] or '0'}
+  end
+end
+local rows = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', count)
 local records = {}
 for i = 1, #rows do
   local fields = rows[i][2]
@@ -404,12 +426,16 @@ local last = false
 if #rows > 0 then
   last = rows[#rows][1]
 end
-return {redis.call('HGET', KEYS[2], 'oplog_id') or false, last, #rows, table.concat(records)}
+return {held[1], last, #rows, table.concat(records), held[2] or '0', held[3] or '0'}
 """
 
-# KEYS: stream, meta. Returns {first retained op_id, last op_id}, read atomically.
+# KEYS: stream, meta. ARGV: 1 to count only to the durable mark. Returns {first retained op_id, last
+# op_id}, read atomically.
 _RANGE = _LUA_HELPERS + r"""
 local last = tonumber(redis.call('HGET', KEYS[2], 'last_op_id') or '0')
+if ARGV[1] == '1' then
+  last = math.min(last, tonumber(redis.call('HGET', KEYS[2], 'durable') or '0'))
+end
 local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
 if not head then
   return {last + 1, last}
@@ -451,6 +477,17 @@ class RedisOplog(Oplog):
     keys beside the stream; the setting stays with the oplog, for every
     process (docs/images.md).
 
+    ``durability="replicated"`` makes an append return only once ``WAIT`` has
+    confirmed that ``replicas`` replicas hold it (within ``replication_timeout``
+    seconds, else ``OplogUnavailableError``: the entries are appended but not
+    yet durable), and makes this handle's streams read no further than what
+    was so confirmed; with the default, ``"primary"``, an append returns once
+    the primary ran it and streams read everything it holds. ``reader`` is a
+    second client that reads go to (a replica's, for ``read_from=replica``).
+    After a failover, a range that the old primary had acknowledged and the new
+    one never received is reported as ``ChangeStreamHistoryLost`` to the streams
+    it cuts off, never skipped (docs/redis.md, "Failover").
+
     The identity is created on first use, atomically, so any number of
     processes may open the same stream at once. An unreachable server raises
     ``OplogUnavailableError`` here, naming the address.
@@ -474,6 +511,10 @@ class RedisOplog(Oplog):
         retain_age: float | timedelta | None = None,
         document_images: bool = False,
         retain_for_consumers: bool = False,
+        durability: str = "primary",
+        replicas: int = 1,
+        replication_timeout: float = 5.0,
+        reader: redis.Redis | None = None,
     ) -> None:
         if not isinstance(client, redis.Redis):
             raise TypeError(f"client must be a redis.Redis, not {type(client).__name__}")
@@ -487,15 +528,30 @@ class RedisOplog(Oplog):
             raise ValueError(f"retry_for must be a number of seconds >= 0 or None, not {retry_for!r}")
         if not isinstance(document_images, bool):
             raise ValueError(f"document_images must be True or False, not {document_images!r}")
+        if durability not in _DURABILITIES:
+            raise ValueError(f"durability must be 'primary' or 'replicated', not {durability!r}")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f"replicas must be a positive int, not {replicas!r}")
+        if isinstance(replication_timeout, bool) or not isinstance(replication_timeout, (int, float)) or not (
+            replication_timeout > 0
+        ):
+            raise ValueError(f"replication_timeout must be a positive number of seconds, not {replication_timeout!r}")
+        if reader is not None and not isinstance(reader, redis.Redis):
+            raise TypeError(f"reader must be a redis.Redis, not {type(reader).__name__}")
         if retain_for_consumers and max_len is not None:
             raise ValueError(
                 "retain_for_consumers cannot hold back max_len (Redis trims by length as it appends): trim with trim()"
             )
         self._client = client
+        self._reader = client if reader is None else reader
+        self._replicated = durability == "replicated"
+        self._replicas = replicas
+        self._wait_ms = max(1, int(replication_timeout * 1000))
         self._stream = stream
         self.retain_for_consumers = bool(retain_for_consumers)
         # The stream key is the bare name; its hash tag is the name too, so every key is in one slot.
         self._keys = (stream, f"{{{stream}}}:meta", f"{{{stream}}}:producers", f"{{{stream}}}:catalog")
+        self._marks = f"{{{stream}}}:durable"  # what readers of replicated durability block on
         self._where = f"{_address(client)} stream {stream!r}"
         self._max_len = max_len or 0
         self._retry_for = retry_for
@@ -503,6 +559,7 @@ class RedisOplog(Oplog):
         self._keeper = StreamKeeper(self, retention, f"{stream}") if retention.active else None
         self._retain_script: Any = None
         self._owns_client = False
+        self._close_clients: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._closed = False
         self._closing = threading.Event()
@@ -522,9 +579,15 @@ class RedisOplog(Oplog):
         self._trim_script = client.register_script(_TRIM)
         self._range_script = client.register_script(_RANGE)
         self._read_script = client.register_script(_READ)
+        self._report_script = client.register_script(REPORT_LOSS)
+        self._mark_script = client.register_script(DURABLE_MARK)
         try:
-            owner, version, kind = self._init_script(keys=self._keys[:2], args=[uuid.uuid4().hex, FORMAT_VERSION])
-            self._can_unblock = _can_unblock(client)
+            owner, version, kind, epoch, losses = self._init_script(
+                keys=self._keys[:2], args=[uuid.uuid4().hex, FORMAT_VERSION]
+            )
+            # A waiter on a replica cannot be unblocked through another connection (which replica would it
+            # reach?): such waiters poll instead.
+            self._can_unblock = self._reader is client and _can_unblock(client)
         except redis.AuthenticationError as exc:
             raise OplogUnavailableError(f"Redis at {_address(client)} refused the credentials: {exc}") from None
         except _FAULTS as exc:
@@ -542,6 +605,16 @@ class RedisOplog(Oplog):
             )
         self._oplog_id = uuid.UUID(hex=owner.decode())
         self._owner = owner
+        # What this process knows of the oplog's history (rxcs.oplog.redis_history): the newest epoch it met,
+        # per epoch the highest op_id it was acknowledged or read in it (its evidence as a witness), the
+        # losses counter and the lost ranges, and per lost range learned while open, how far it had read.
+        self._opened_epoch = self._epoch = int(epoch)
+        self._witnessed: dict[int, int] = {}
+        self._losses_seen = b"0"
+        self._losses: list[HistoryLoss] = []
+        self._learned: list[tuple[HistoryLoss, int]] = []
+        if losses != b"0":
+            self._observe(self._epoch, losses)
         self._image_store = RedisImageStore(client, stream, str(self._oplog_id), self._keys[1], self._retrying)
         self._images: DocumentImages | None = None
         self._images_looked = 0.0
@@ -559,16 +632,25 @@ class RedisOplog(Oplog):
         retain_age: float | None = None,
         document_images: bool | None = None,
         retain_for_consumers: bool = False,
+        durability: str | None = None,
+        replicas: int | None = None,
+        replication_timeout: float | None = None,
+        read_from: str | None = None,
         **redis_options: Any,
     ) -> RedisOplog:
         """Open the oplog at ``redis://[[user]:password@]host:port/db?stream=NAME``.
 
-        ``rediss://`` (TLS) and ``unix://`` work too. rxcs's own options may
+        ``rediss://`` (TLS) and ``unix://`` work too, and
+        ``redis+sentinel://host:port,host:port/SERVICE[/DB]?stream=NAME``
+        finds the primary through Sentinel and follows its failovers
+        (``rxcs.oplog.redis_sentinel``). rxcs's own options may
         be given as query parameters or keywords, not both: ``stream`` (the
         stream's name, ``"rxcs"`` by default), ``max_len``, ``retry_for``
-        (seconds, or ``none``), ``retain_entries``, ``retain_age`` (seconds)
-        and ``document_images`` (``true`` keeps document images for every
-        collection). The rest of the URL and ``redis_options`` go to
+        (seconds, or ``none``), ``retain_entries``, ``retain_age`` (seconds),
+        ``document_images`` (``true`` keeps document images for every
+        collection), ``durability`` (``primary`` or ``replicated``),
+        ``replicas``, ``replication_timeout`` (seconds) and, through Sentinel,
+        ``read_from`` (``primary`` or ``replica``). The rest of the URL and ``redis_options`` go to
         ``redis.Redis.from_url``, so passwords, TLS settings and timeouts
         are given as redis-py takes them; a parameter neither rxcs nor
         redis-py knows is an ``InvalidLocationError`` now, not an error at the
@@ -581,27 +663,44 @@ class RedisOplog(Oplog):
             raise ValueError("decode_responses must stay off: entries are bytes")
         redis_url, options = _split_url(url, {
             "stream": stream, "max_len": max_len, "retry_for": retry_for, "retain_entries": retain_entries,
-            "retain_age": retain_age, "document_images": document_images,
+            "retain_age": retain_age, "document_images": document_images, "durability": durability,
+            "replicas": replicas, "replication_timeout": replication_timeout, "read_from": read_from,
         })
         redis_options.setdefault("retry", Retry(NoBackoff(), 0))
         redis_options.setdefault("socket_connect_timeout", 5.0)
         redis_options.setdefault("socket_keepalive", True)
-        try:
-            client = redis.Redis.from_url(redis_url, **redis_options)
-        except ValueError as exc:
-            raise InvalidLocationError(f"{_redact(url)}: {exc}") from None
+        reader: redis.Redis | None = None
+        if url.startswith(SENTINEL_SCHEMES):
+            clients = open_sentinel_clients(redis_url, _redact(url), options["read_from"], redis_options)
+            client, reader, close = clients.primary, clients.reader, clients.close
+        elif options["read_from"] == "replica":
+            raise InvalidLocationError(
+                f"{_redact(url)}: read_from=replica needs a redis+sentinel:// URL (Sentinel names the replicas)"
+            )
+        else:
+            try:
+                client = redis.Redis.from_url(redis_url, **redis_options)
+            except ValueError as exc:
+                raise InvalidLocationError(f"{_redact(url)}: {exc}") from None
+            close = client.close
         try:
             _check_connection_options(client, url)
+            durable = {
+                key: options[key]
+                for key in ("durability", "replicas", "replication_timeout")
+                if options[key] is not None
+            }
             oplog = cls(
                 client, options["stream"] or "rxcs", max_len=options["max_len"], retry_for=options["retry_for"],
                 retain_entries=options["retain_entries"], retain_age=options["retain_age"],
                 document_images=False if options["document_images"] is None else options["document_images"],
-                retain_for_consumers=retain_for_consumers,
+                retain_for_consumers=retain_for_consumers, reader=reader, **durable,
             )
         except BaseException:
-            client.close()
+            close()
             raise
         oplog._owns_client = True
+        oplog._close_clients = close
         return oplog
 
     # -- identity and range -------------------------------------------------
@@ -685,17 +784,72 @@ class RedisOplog(Oplog):
         )
 
     def _read_range(self) -> tuple[int, int]:
-        first, last = self._range_script(keys=self._keys[:2])
+        first, last = self._range_script(keys=self._keys[:2], args=[int(self._replicated)], client=self._reader)
         return int(first), int(last)
 
     def _read_last(self) -> int:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hget(self._keys[1], "last_op_id")
-        pipe.hget(self._keys[1], "oplog_id")
-        last, owner = pipe.execute()
+        last, owner, durable = cast("list[Any]", self._reader.hmget(self._keys[1], "last_op_id", "oplog_id", "durable"))
         if owner != self._owner:
             raise self._gone(ChangeStreamHistoryLost)
-        return int(last)
+        return min(int(last), int(durable or 0)) if self._replicated else int(last)
+
+    # -- history: epochs, witnesses and lost ranges (rxcs.oplog.redis_history) ------------------
+
+    @property
+    def epoch(self) -> int:
+        """The newest epoch this process has met: it grows when another server takes over the oplog."""
+        return self._epoch
+
+    def history_losses(self) -> list[HistoryLoss]:
+        """The ranges that failovers lost, as recorded in the oplog, oldest first."""
+        self._check_open()
+        meta = self._retrying("reading the lost ranges", lambda: self._client.hgetall(self._keys[1]))
+        return parse_losses(cast("dict[bytes, bytes]", meta))
+
+    def _witness(self, epoch: int, op_id: int) -> None:
+        """Note that this process was acknowledged, or read, op_id ``op_id`` in ``epoch``."""
+        if op_id > self._witnessed.get(epoch, 0):
+            with self._lock:
+                if op_id > self._witnessed.get(epoch, 0):
+                    self._witnessed[epoch] = op_id
+
+    def _observe(self, epoch: int, losses: bytes | None) -> None:
+        """Take in what a reply said of the history: a newer epoch (report what this process saw in the
+        older ones: it may be a lost range) or a changed losses counter (learn the lost ranges)."""
+        learn = losses is not None and losses != self._losses_seen
+        if epoch > self._epoch:
+            with self._lock:
+                older = sorted((seen, op_id) for seen, op_id in self._witnessed.items() if seen < epoch)
+                for seen, _ in older:
+                    del self._witnessed[seen]
+                self._epoch = max(self._epoch, epoch)
+            for seen, op_id in older:
+                found = self._report_loss(seen, op_id)
+                if found:
+                    log.error("entries lost in a Redis failover", stream=self._stream,
+                              lost=str(HistoryLoss(*(int(value) for value in found))))
+            learn = True
+        if learn:
+            self._learn_losses()
+
+    def _report_loss(self, epoch: int, op_id: int) -> list[Any] | None:
+        def report() -> list[Any] | None:
+            found: list[Any] | None = self._report_script(keys=self._keys[1:2], args=[epoch, op_id])
+            return found
+
+        return self._retrying("reporting a lost range", report)
+
+    def _learn_losses(self) -> None:
+        fields = self._retrying("reading the lost ranges", lambda: self._client.hgetall(self._keys[1]))
+        meta = cast("dict[bytes, bytes]", fields)
+        losses = parse_losses(meta)
+        with self._lock:
+            reached = max([self._range_seen[1], *self._witnessed.values()])
+            for loss in losses:
+                if loss not in self._losses and loss.epoch > self._opened_epoch:
+                    self._learned.append((loss, reached))  # learned while open: streams before `reached` crossed it
+            self._losses = losses
+            self._losses_seen = meta.get(b"losses", b"0")
 
     # -- writing ---------------------------------------------------------------
 
@@ -718,16 +872,27 @@ class RedisOplog(Oplog):
             with self._lock:
                 self._producer_fields.add(producer)
 
-        def attempt() -> list[Any]:
-            reply: list[Any] = self._append_script(keys=self._keys, args=args)
-            return reply
+        def attempt() -> tuple[list[Any], int]:
+            if not self._replicated:
+                return self._append_script(keys=self._keys, args=args), 0
+            # WAIT on the connection that ran the script: it confirms that script's writes (and all before).
+            pipe = self._client.pipeline(transaction=False)
+            self._append_script(keys=self._keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self._replicas, self._wait_ms)  # type: ignore[no-untyped-call]
+            reply, confirmed = pipe.execute()
+            return reply, int(confirmed)
 
-        first, count, replayed = self._retrying(
+        (first, count, replayed, epoch), confirmed = self._retrying(
             "appending", attempt,
             unavailable_note="the batch may or may not have been recorded (never twice); read the oplog's tail to see",
         )
         if replayed:
             log.info("redis oplog append confirmed after a lost reply", stream=self._stream, first_op_id=first)
+        last = first + count - 1
+        self._observe(int(epoch), None)
+        if self._replicated:
+            self._confirm(first, last, confirmed)
+        self._witness(int(epoch), last)  # acknowledged: evidence of the history, should a failover lose it
         if self._images is not None and count:  # before retention trims: the store takes the entries first
             records = args[6::2]  # each change's record, after its catalog action (_script_args)
             entries = [decode_entry(record)._replace(op_id=first + offset) for offset, record in enumerate(records)]
@@ -735,6 +900,21 @@ class RedisOplog(Oplog):
         if self._keeper is not None:
             self._keeper.appended()
         return list(range(first, first + count))
+
+    def _confirm(self, first: int, last: int, confirmed: int) -> None:
+        """Raise the durable mark to ``last`` once ``confirmed`` replicas (WAIT's answer) are enough."""
+        if confirmed < self._replicas:
+            raise OplogUnavailableError(
+                f"{self._where}: op_ids {first}-{last} are appended, but {confirmed} of the {self._replicas} "
+                f"replicas asked for confirmed them within {self._wait_ms / 1000:g} s: they are not durable yet, "
+                "and a failover now could lose them (streams of durability 'replicated' see them once a later "
+                "append is confirmed)"
+            )
+
+        def mark() -> Any:
+            return self._mark_script(keys=[self._keys[1], self._marks], args=[last])
+
+        self._retrying("raising the durable mark", mark)
 
     def collections(self) -> dict[Namespace, CollectionInfo]:
         self._check_open()
@@ -807,13 +987,32 @@ class RedisOplog(Oplog):
         if after < 0:
             raise ValueError(f"after must be >= 0, not {after}")
         self._check_open()
-        return _RedisCursor(self, after, self._seek(after))
+        start = self._seek(after)
+        self._check_position(after)
+        return _RedisCursor(self, after, start, checked=True)
+
+    def _inspecting_cursor(self, after: int) -> OplogCursor:
+        if after < 0:
+            raise ValueError(f"after must be >= 0, not {after}")
+        self._check_open()
+        return _RedisCursor(self, after, self._seek(after), checked=False)
+
+    def _check_position(self, after: int) -> None:
+        """Refuse a new cursor that a known lost range cuts off: positioned before it, or (for ranges this
+        process learned of while open) inside what its streams had read when it learned (they crossed it)."""
+        for loss in self._losses:
+            if after < loss.first_op_id:
+                raise lost_error(self._where, loss, after)
+        for loss, reached in self._learned:
+            if loss.first_op_id <= after < reached:
+                raise lost_error(self._where, loss, after)
 
     def _seek(self, after: int) -> bytes | None:
         """The XRANGE start of the entries after ``after``; None when ``after`` is past the end."""
-        status, value = self._retrying(
-            "seeking", lambda: self._seek_script(keys=self._keys[:2], args=[after])
+        status, value, epoch, losses = self._retrying(
+            "seeking", lambda: self._seek_script(keys=self._keys[:2], args=[after], client=self._reader)
         )
+        self._observe(int(epoch), losses)
         if status == 1:
             raise ChangeStreamHistoryLost(
                 f"{self._where}: op_id {after + 1} was trimmed; the oldest retained is {int(value)}"
@@ -823,9 +1022,13 @@ class RedisOplog(Oplog):
         start: bytes = value
         return start
 
-    def _read_batch(self, start: bytes, limit: int) -> tuple[bytes | None, bytes | None, int, bytes]:
-        owner, last_id, count, records = self._read_script(keys=self._keys[:2], args=[start, limit])
-        return owner, last_id, int(count), records
+    def _read_batch(
+        self, start: bytes, limit: int, after: int
+    ) -> tuple[bytes | None, bytes | None, int, bytes, int, bytes]:
+        owner, last_id, count, records, epoch, losses = self._read_script(
+            keys=self._keys[:2], args=[start, limit, after, int(self._replicated)], client=self._reader
+        )
+        return owner, last_id, int(count), records, int(epoch), losses
 
     def wait(self, after: int, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -872,9 +1075,10 @@ class RedisOplog(Oplog):
         hint = self._tail_hint
         if hint is not None and hint[0] == after:
             return hint[1]  # XREAD from there also returns at once if more is there
-        pipe = self._client.pipeline(transaction=False)
-        pipe.xrevrange(self._stream, "+", "-", count=1)
-        pipe.hget(self._keys[1], "last_op_id")
+        pipe = self._reader.pipeline(transaction=False)
+        # Readers of replicated durability wait for the durable mark to pass `after`, on the marks stream.
+        pipe.xrevrange(self._marks if self._replicated else self._stream, "+", "-", count=1)
+        pipe.hget(self._keys[1], "durable" if self._replicated else "last_op_id")
         tail, last = pipe.execute()
         if int(last or 0) > after:
             return None
@@ -890,10 +1094,11 @@ class RedisOplog(Oplog):
         longest = _BLOCK_SLICE if self._can_unblock else _BLOCK_POLL
         block_s = longest if remaining is None else min(remaining, longest)
         block_ms = max(1, int(block_s * 1000))  # BLOCK 0 would mean forever
-        xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self._stream, start)
+        xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self._marks if self._replicated else self._stream,
+                 start)
         # Redis runs a connection's commands in order: this one runs once the XREAD returns.
-        identity = ("HGET", self._keys[1], "oplog_id")
-        pool = self._client.connection_pool
+        identity = ("HMGET", self._keys[1], "oplog_id", "epoch", "losses")
+        pool = self._reader.connection_pool
         connection: Any = pool.get_connection()  # used as PubSub does: held for one blocking command
         token = object()
         try:
@@ -910,7 +1115,7 @@ class RedisOplog(Oplog):
             if not connection.can_read(timeout=block_ms / 1000 + _READ_MARGIN):
                 raise redis.TimeoutError(f"no reply from {self._where} to a blocked read")
             reply = connection.read_response()
-            owner = connection.read_response()
+            owner, epoch, losses = connection.read_response()
         except BaseException:
             connection.disconnect()  # a reply may still be on its way: the connection is spent
             raise
@@ -920,9 +1125,11 @@ class RedisOplog(Oplog):
             pool.release(connection)
             if self._closed and self._owns_client:
                 connection.disconnect()  # close() left this one alone, in use
-        if reply and owner == self._owner:
-            found = _arrived_entry(reply)
-            self._arrival = None if found is None else (after, *found)
+        if owner == self._owner:
+            self._observe(int(epoch or 0), losses or b"0")
+            if reply and not self._replicated:
+                found = _arrived_entry(reply)
+                self._arrival = None if found is None else (after, *found)
         return bool(reply)
 
     def _take_arrival(self, after: int) -> tuple[bytes, bytes] | None:
@@ -969,6 +1176,8 @@ class RedisOplog(Oplog):
             # Connections in use are not cut under the threads using them: a waiter
             # closes its own when it returns, the rest close with the pool.
             self._client.connection_pool.disconnect(inuse_connections=False)
+            if self._close_clients is not None:
+                self._close_clients()
         log.debug("redis oplog closed", stream=self._stream)
 
     def _check_open(self) -> None:
@@ -1042,18 +1251,34 @@ class RedisOplog(Oplog):
 
 @final
 class _RedisCursor(OplogCursor):
-    __slots__ = ("_oplog", "_start", "position")
+    __slots__ = ("_checked", "_known", "_oplog", "_origin", "_origin_epoch", "_start", "position")
 
-    def __init__(self, oplog: RedisOplog, after: int, start: bytes | None) -> None:
+    def __init__(self, oplog: RedisOplog, after: int, start: bytes | None, *, checked: bool) -> None:
         self._oplog = oplog
         self._start = start  # the XRANGE start ("(id" exclusive, "id" inclusive); None: seek again
         self.position = after
+        # Where and in which epoch the cursor began, and the lost ranges known then (none of which cut it
+        # off: RedisOplog.cursor checked). A range learned later cuts it off when it began before the range
+        # or before the epoch that lost it: it read the lost entries, or crossed their op_ids in the new history.
+        self._origin, self._origin_epoch = after, oplog._epoch
+        self._known = oplog._losses
+        self._checked = checked  # a stream's cursor; not one that only looks at entries
+
+    def _check_losses(self) -> None:
+        losses = self._oplog._losses
+        if losses is self._known or not self._checked:
+            return
+        for loss in losses:
+            if loss not in self._known and (loss.epoch > self._origin_epoch or self._origin < loss.first_op_id):
+                raise lost_error(self._oplog._where, loss, self.position)
+        self._known = losses
 
     def read(self, limit: int, sift: Sift | None = None) -> list[OplogEntry]:
         oplog = self._oplog
         oplog._check_open()
         if limit <= 0:
             return []
+        self._check_losses()
         arrival = oplog._take_arrival(self.position)
         if arrival is not None:  # the entry that ended the wait: no round trip for it
             entry = _arrived(arrival[1], self.position + 1)
@@ -1061,15 +1286,20 @@ class _RedisCursor(OplogCursor):
                 self._start = b"(" + arrival[0]
                 self.position = entry.op_id
                 oplog._tail_hint = (self.position, arrival[0])
+                oplog._witness(oplog._epoch, entry.op_id)
                 return [entry]
         if self._start is None:
             self._start = oplog._seek(self.position)
             if self._start is None:
                 return []
-        start = self._start
-        owner, last_id, count, records = oplog._retrying("reading", lambda: oplog._read_batch(start, limit))
+        start, after = self._start, self.position
+        owner, last_id, count, records, epoch, losses = oplog._retrying(
+            "reading", lambda: oplog._read_batch(start, limit, after)
+        )
         if owner != oplog._owner:
             raise oplog._gone(ChangeStreamHistoryLost)
+        oplog._observe(epoch, losses)
+        self._check_losses()
         if not count or last_id is None:
             return []
         try:
@@ -1088,7 +1318,9 @@ class _RedisCursor(OplogCursor):
             )
         self._start = b"(" + last_id
         self.position = entries[-1].op_id
-        oplog._tail_hint = (self.position, last_id)
+        oplog._witness(epoch, self.position)
+        if not oplog._replicated:  # the hint is a position in the stream of entries, not of marks
+            oplog._tail_hint = (self.position, last_id)
         return entries
 
     def _corrupted(self, start: bytes, limit: int, exc: EntryDecodeError) -> OplogCorruptedError:
@@ -1096,7 +1328,7 @@ class _RedisCursor(OplogCursor):
         oplog = self._oplog
 
         def fetch() -> list[Any]:
-            return list(oplog._client.xrange(oplog._stream, start, "+", count=limit) or ())
+            return list(oplog._reader.xrange(oplog._stream, start, "+", count=limit) or ())
 
         rows = oplog._retrying("reading", fetch)
         reason = str(exc)
@@ -1183,7 +1415,17 @@ _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "retain_entries": int,
     "retain_age": float,
     "document_images": lambda text: _BOOLEANS[text.lower()],
+    "durability": lambda text: _choice(text, _DURABILITIES),
+    "replicas": int,
+    "replication_timeout": float,
+    "read_from": lambda text: _choice(text, READ_FROM),
 }
+
+
+def _choice(text: str, choices: tuple[str, ...]) -> str:
+    if text not in choices:
+        raise ValueError(text)
+    return text
 
 
 def _split_url(url: str, given: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -1234,6 +1476,8 @@ def _check_connection_options(client: redis.Redis, url: str) -> None:
 
 def _address(client: redis.Redis) -> str:
     """Where the client connects, without credentials: ``redis://host:port/db`` or ``unix://path``."""
+    if isinstance(client.connection_pool, SentinelConnectionPool):
+        return sentinel_address(client.connection_pool)
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"

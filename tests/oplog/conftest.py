@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_sentinel import replicated_redis  # noqa: F401 - a primary, replicas and Sentinels, per test
 from redis_server import redis_server  # noqa: F401 - the session's Redis server, for the "redis" backend
 
 import rxcs

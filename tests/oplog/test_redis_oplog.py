@@ -243,7 +243,7 @@ class TestAppend:
             first = oplog._append_script(keys=oplog._keys, args=args)
             orders = oplog.collections()[rxcs.Namespace("shop", "orders")]
             again = oplog._append_script(keys=oplog._keys, args=args)
-            assert (first, again) == ([2, 2, 0], [2, 2, 1])
+            assert (first, again) == ([2, 2, 0, 0], [2, 2, 1, 0])  # op_ids, count, replayed, epoch
             assert oplog.last_op_id == 3
             assert oplog.collections()[rxcs.Namespace("shop", "orders")] == orders
             assert oplog.insert("shop", "users", {"_id": 3}) == 4
