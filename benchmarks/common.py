@@ -250,9 +250,10 @@ def find_redis_server() -> str | None:
 class RedisServer:
     """One redis-server process without persistence, on a free port of 127.0.0.1."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.binary = binary
         self.directory = directory
+        self.extra_args = extra_args  # e.g. ("--replicaof", "127.0.0.1", "6379")
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
@@ -266,7 +267,8 @@ class RedisServer:
             self.port = free_port()
             self.process = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-                 "--logfile", "redis.log", "--save", "", "--appendonly", "no", "--daemonize", "no"],
+                 "--logfile", "redis.log", "--save", "", "--appendonly", "no", "--daemonize", "no",
+                 *self.extra_args],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             if self._ready():

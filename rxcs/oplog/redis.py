@@ -457,6 +457,9 @@ class RedisOplogInfo:
     entries: int
     memory_bytes: int | None
     max_len: int | None
+    durability: str = "primary"
+    epoch: int = 0
+    history_losses: tuple[str, ...] = ()
 
 
 @final
@@ -778,9 +781,13 @@ class RedisOplog(Oplog):
             return int(length), None if memory is None else int(memory)
 
         length, memory = self._retrying("reading the stream's size", sizes)
+        fields = self._retrying("reading the oplog's history", lambda: self._client.hgetall(self._keys[1]))
+        meta = cast("dict[bytes, bytes]", fields)
         return RedisOplogInfo(
             address=_address(self._client), stream=self._stream, oplog_id=str(self._oplog_id),
             first_op_id=first, last_op_id=last, entries=length, memory_bytes=memory, max_len=self._max_len or None,
+            durability="replicated" if self._replicated else "primary", epoch=int(meta.get(b"epoch", b"0")),
+            history_losses=tuple(str(loss) for loss in parse_losses(meta)),
         )
 
     def _read_range(self) -> tuple[int, int]:

@@ -260,6 +260,8 @@ class TestLostRanges:
         insert(writer, "new")  # the new primary goes on from op_id 51: the writer reports 51-60
         losses = writer.history_losses()  # type: ignore[attr-defined]
         assert [(loss.epoch, loss.first_op_id, loss.last_op_id) for loss in losses] == [(1, 51, 60)]
+        described = other_process.describe()
+        assert (described["epoch"], described["history_losses"]) == (1, ["op_ids 51-60 (lost when epoch 1 began)"])
         assert eventually(lambda: caught_up.error is not None, 20)
         assert isinstance(caught_up.error, rxcs.ChangeStreamHistoryLost)
         assert "op_ids 51-60" in str(caught_up.error)
