@@ -765,7 +765,7 @@ class _Tailer:
                 elif lane.leftover:
                     cursor, lane.leftover = _LeftoverCursor(self._oplog, lane.leftover), _NOTHING_LEFT
                 else:
-                    cursor = self._oplog.cursor(lane.position)
+                    cursor = self._oplog.continuing_cursor(lane.position)
             except OplogClosedError:
                 raise
             except Exception as exc:  # noqa: BLE001 - e.g. history trimmed while paused
@@ -886,7 +886,7 @@ class _LeftoverCursor(OplogCursor):
             self.position = batch[-1].op_id
             return batch
         if self._cursor is None:
-            self._cursor = self._oplog.cursor(self.position)
+            self._cursor = self._oplog.continuing_cursor(self.position)
         batch = self._cursor.read(limit, sift)
         self.position = self._cursor.position
         return batch

@@ -202,6 +202,15 @@ class Oplog(abc.ABC):
         Raises ``ChangeStreamHistoryLost`` when the entry after ``after`` was trimmed.
         """
 
+    def continuing_cursor(self, after: int) -> OplogCursor:
+        """A cursor for a stream that was reading already and picks up again at ``after`` (after a pause).
+
+        The same as ``cursor()`` here; RedisOplog also refuses a position
+        that a range lost in a failover, learned while the stream ran, leaves
+        in doubt (docs/redis.md, "Epochs and lost ranges").
+        """
+        return self.cursor(after)
+
     def _inspecting_cursor(self, after: int) -> OplogCursor:
         """A cursor for looking at entries (``read``, ``verify``), not for a stream: a backend that checks
         where a stream may start (RedisOplog, against ranges a failover lost) does not check it here."""

@@ -613,6 +613,7 @@ class RedisOplog(Oplog):
         # losses counter and the lost ranges, and per lost range learned while open, how far it had read.
         self._opened_epoch = self._epoch = int(epoch)
         self._witnessed: dict[int, int] = {}
+        self._highest = 0
         self._losses_seen = b"0"
         self._losses: list[HistoryLoss] = []
         self._learned: list[tuple[HistoryLoss, int]] = []
@@ -819,6 +820,7 @@ class RedisOplog(Oplog):
             with self._lock:
                 if op_id > self._witnessed.get(epoch, 0):
                     self._witnessed[epoch] = op_id
+                self._highest = max(self._highest, op_id)
 
     def _observe(self, epoch: int, losses: bytes | None) -> None:
         """Take in what a reply said of the history: a newer epoch (report what this process saw in the
@@ -851,7 +853,7 @@ class RedisOplog(Oplog):
         meta = cast("dict[bytes, bytes]", fields)
         losses = parse_losses(meta)
         with self._lock:
-            reached = max([self._range_seen[1], *self._witnessed.values()])
+            reached = max(self._range_seen[1], self._highest)
             for loss in losses:
                 if loss not in self._losses and loss.epoch > self._opened_epoch:
                     self._learned.append((loss, reached))  # learned while open: streams before `reached` crossed it
@@ -995,7 +997,15 @@ class RedisOplog(Oplog):
             raise ValueError(f"after must be >= 0, not {after}")
         self._check_open()
         start = self._seek(after)
-        self._check_position(after)
+        self._check_position(after, continuing=False)
+        return _RedisCursor(self, after, start, checked=True)
+
+    def continuing_cursor(self, after: int) -> OplogCursor:
+        if after < 0:
+            raise ValueError(f"after must be >= 0, not {after}")
+        self._check_open()
+        start = self._seek(after)
+        self._check_position(after, continuing=True)
         return _RedisCursor(self, after, start, checked=True)
 
     def _inspecting_cursor(self, after: int) -> OplogCursor:
@@ -1004,15 +1014,17 @@ class RedisOplog(Oplog):
         self._check_open()
         return _RedisCursor(self, after, self._seek(after), checked=False)
 
-    def _check_position(self, after: int) -> None:
-        """Refuse a new cursor that a known lost range cuts off: positioned before it, or (for ranges this
-        process learned of while open) inside what its streams had read when it learned (they crossed it)."""
+    def _check_position(self, after: int, *, continuing: bool) -> None:
+        """Refuse a stream's cursor that a known lost range cuts off: positioned before it; or, picking up a
+        stream that was already reading, at a position in the range's op_ids short of how far this process
+        had read when it learned of the range (from the old history, or crossed into the new one)."""
         for loss in self._losses:
             if after < loss.first_op_id:
                 raise lost_error(self._where, loss, after)
-        for loss, reached in self._learned:
-            if loss.first_op_id <= after < reached:
-                raise lost_error(self._where, loss, after)
+        if continuing:
+            for loss, reached in self._learned:
+                if loss.first_op_id <= after < reached:
+                    raise lost_error(self._where, loss, after)
 
     def _seek(self, after: int) -> bytes | None:
         """The XRANGE start of the entries after ``after``; None when ``after`` is past the end."""
