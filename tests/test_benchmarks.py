@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from redis_server import redis_server_available
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,3 +190,29 @@ class TestDocumentImagesCost:
         assert all(float(ratio) > 0 for _, _, ratio in rows)
         assert re.search(r"^replay through watch\(\): default [\d,]+ events/s, .* ratio \d+\.\d\d$", result.stdout,
                          re.MULTILINE), result.stdout
+
+
+@pytest.mark.skipif(not redis_server_available(), reason="needs a redis-server binary and redis-py")
+class TestRedisScaleOut:
+    @staticmethod
+    def run(module: str, *args: str) -> str:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def test_the_durability_script_compares_replicated_with_default_appends(self) -> None:
+        out = self.run("benchmarks.redis_durability", "--events", "300", "--repeat", "1")
+        rows = re.findall(r"^\| (insert\(\), one by one|append_many, 100 at a time) \| [\d,]+/s \| [\d,]+/s \| "
+                          r"(\d+\.\d\d) \|$", out, re.MULTILINE)
+        assert len(rows) == 2, out
+        assert all(float(ratio) > 0 for _, ratio in rows)
+
+    def test_the_capacity_script_gives_server_cpu_per_entry(self) -> None:
+        out = self.run("benchmarks.redis_capacity", "--events", "2000", "--readers", "1,2")
+        appends = re.findall(r"^\| append_many of ([\d,]+) \| (\d+\.\d) µs \| [\d,]+ entries/s \|$", out, re.MULTILINE)
+        assert [size for size, _ in appends] == ["1", "100", "1,000"], out
+        reads = re.findall(r"^\| read by (\d+) watching process(?:es)? \(.*\) \| (\d+\.\d\d) µs per process \|", out,
+                           re.MULTILINE)
+        assert [count for count, _ in reads] == ["1", "2"], out
