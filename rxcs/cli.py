@@ -524,7 +524,10 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
+_REDIS_SCHEMES = (
+    "redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://", "redis+cluster://",
+    "rediss+cluster://",
+)
 
 
 def _checked_location(location: str) -> str:

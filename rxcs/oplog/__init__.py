@@ -12,7 +12,10 @@ from rxcs.oplog.memory import MemoryOplog
 
 __all__ = ["Change", "CollectionInfo", "MemoryOplog", "Oplog", "OplogCursor", "OplogEntry", "open_oplog"]
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
+_REDIS_SCHEMES = (
+    "redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://", "redis+cluster://",
+    "rediss+cluster://",
+)
 
 
 def open_oplog(location: str | Path, **options: Any) -> Oplog:

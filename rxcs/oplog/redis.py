@@ -34,6 +34,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgpack
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import SentinelConnectionPool
 
@@ -57,6 +59,7 @@ from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.images import DocumentImages
 from rxcs.oplog.images.overlay import enables_images
 from rxcs.oplog.images.redis import RedisImageStore
+from rxcs.oplog.redis_cluster import CLUSTER_FAULTS, CLUSTER_SCHEMES, SlotRoute, cluster_address, open_cluster
 from rxcs.oplog.redis_history import DURABLE_MARK, EPOCH_LUA, REPORT_LOSS, HistoryLoss, lost_error, parse_losses
 from rxcs.oplog.redis_sentinel import READ_FROM, open_sentinel_clients, sentinel_address
 from rxcs.oplog.redis_sentinel import SCHEMES as SENTINEL_SCHEMES
@@ -466,7 +469,8 @@ class RedisOplogInfo:
 class RedisOplog(Oplog):
     """An oplog on a Redis stream: many producer processes, many consumer processes, one total order.
 
-    ``client`` is a ``redis.Redis`` with ``decode_responses=False``; ``stream``
+    ``client`` is a ``redis.Redis``, or a ``redis.cluster.RedisCluster`` for an
+    oplog on a Redis Cluster, with ``decode_responses=False``; ``stream``
     names the stream key (the metadata lives in ``{stream}:meta``, in the same
     cluster slot). ``max_len`` keeps roughly that many entries, trimmed on
     append with ``MAXLEN ~`` (Redis trims whole internal nodes, so a few
@@ -505,7 +509,7 @@ class RedisOplog(Oplog):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         stream: str = "rxcs",
         *,
         max_len: int | None = None,
@@ -519,8 +523,10 @@ class RedisOplog(Oplog):
         replication_timeout: float = 5.0,
         reader: redis.Redis | None = None,
     ) -> None:
-        if not isinstance(client, redis.Redis):
-            raise TypeError(f"client must be a redis.Redis, not {type(client).__name__}")
+        if not isinstance(client, (redis.Redis, RedisCluster)):
+            raise TypeError(
+                f"client must be a redis.Redis or a redis.cluster.RedisCluster, not {type(client).__name__}"
+            )
         if client.get_encoder().decode_responses:
             raise ValueError("the redis client must not decode responses (decode_responses=False): entries are bytes")
         if not isinstance(stream, str) or not stream or "{" in stream or "}" in stream:
@@ -541,6 +547,8 @@ class RedisOplog(Oplog):
             raise ValueError(f"replication_timeout must be a positive number of seconds, not {replication_timeout!r}")
         if reader is not None and not isinstance(reader, redis.Redis):
             raise TypeError(f"reader must be a redis.Redis, not {type(reader).__name__}")
+        if isinstance(client, RedisCluster) and reader is not None:
+            raise ValueError("on a Redis Cluster, an oplog reads from the primary serving its slot: no reader=")
         if retain_for_consumers and max_len is not None:
             raise ValueError(
                 "retain_for_consumers cannot hold back max_len (Redis trims by length as it appends): trim with trim()"
@@ -556,6 +564,9 @@ class RedisOplog(Oplog):
         self._keys = (stream, f"{{{stream}}}:meta", f"{{{stream}}}:producers", f"{{{stream}}}:catalog")
         self._marks = f"{{{stream}}}:durable"  # what readers of replicated durability block on
         self._where = f"{_address(client)} stream {stream!r}"
+        # Where the blocking reads and CLIENT UNBLOCK go: on a cluster, the node serving the stream's slot.
+        self._route = SlotRoute(self._reader, stream)
+        self._faults: tuple[type[Exception], ...] = _FAULTS + CLUSTER_FAULTS if self._route.cluster else _FAULTS
         self._max_len = max_len or 0
         self._retry_for = retry_for
         retention = Retention.of(retain_entries=retain_entries, retain_age=retain_age)
@@ -568,7 +579,7 @@ class RedisOplog(Oplog):
         self._closing = threading.Event()
         self._outage_since: float | None = None
         self._wakes = 0
-        self._waiters: dict[object, int] = {}
+        self._waiters: dict[object, tuple[str, int]] = {}  # each wait's server (SlotRoute) and client id
         self._tail_hint: tuple[int, bytes] | None = None
         # What the last XREAD BLOCK brought, for the cursor at that position: (after, stream ID, record).
         self._arrival: tuple[int, bytes, bytes] | None = None
@@ -584,16 +595,30 @@ class RedisOplog(Oplog):
         self._read_script = client.register_script(_READ)
         self._report_script = client.register_script(REPORT_LOSS)
         self._mark_script = client.register_script(DURABLE_MARK)
+        if not self._route.covered():
+            raise OplogUnavailableError(
+                f"{self._where}: no node of the cluster serves the stream's slot {self._route.slot} "
+                "(see CLUSTER SLOTS); nothing was written"
+            )
         try:
             owner, version, kind, epoch, losses = self._init_script(
                 keys=self._keys[:2], args=[uuid.uuid4().hex, FORMAT_VERSION]
             )
             # A waiter on a replica cannot be unblocked through another connection (which replica would it
-            # reach?): such waiters poll instead.
-            self._can_unblock = self._reader is client and _can_unblock(client)
+            # reach?): such waiters poll instead. On a cluster, CLIENT UNBLOCK goes to the slot's node.
+            self._can_unblock = self._reader is client and _can_unblock(self._route.server()[1])
         except redis.AuthenticationError as exc:
             raise OplogUnavailableError(f"Redis at {_address(client)} refused the credentials: {exc}") from None
-        except _FAULTS as exc:
+        except redis.exceptions.MovedError as exc:
+            if self._route.cluster:
+                raise OplogUnavailableError(f"{self._where}: the stream's slot is moving ({exc})") from None
+            raise InvalidLocationError(
+                f"{self._where}: this server is a Redis Cluster node that does not serve the stream's slot "
+                f"({exc}); open the cluster as redis+cluster://host:port"
+            ) from None
+        except self._faults as exc:
+            if self._route.cluster:
+                raise OplogUnavailableError(f"{self._where}: the cluster cannot serve the stream now ({exc})") from None
             raise OplogUnavailableError(f"cannot reach Redis at {_address(client)}: {exc}") from None
         except redis.ResponseError as exc:
             if "RXCS_FOREIGN" in str(exc):
@@ -647,7 +672,10 @@ class RedisOplog(Oplog):
         ``rediss://`` (TLS) and ``unix://`` work too, and
         ``redis+sentinel://host:port,host:port/SERVICE[/DB]?stream=NAME``
         finds the primary through Sentinel and follows its failovers
-        (``rxcs.oplog.redis_sentinel``). rxcs's own options may
+        (``rxcs.oplog.redis_sentinel``), and
+        ``redis+cluster://host:port[,host:port...]/?stream=NAME`` (or
+        ``rediss+cluster://``) opens it on a Redis Cluster, every host a seed
+        (``rxcs.oplog.redis_cluster``). rxcs's own options may
         be given as query parameters or keywords, not both: ``stream`` (the
         stream's name, ``"rxcs"`` by default), ``max_len``, ``retry_for``
         (seconds, or ``none``), ``retain_entries``, ``retain_age`` (seconds),
@@ -670,25 +698,31 @@ class RedisOplog(Oplog):
             "retain_age": retain_age, "document_images": document_images, "durability": durability,
             "replicas": replicas, "replication_timeout": replication_timeout, "read_from": read_from,
         })
-        redis_options.setdefault("retry", Retry(NoBackoff(), 0))
-        redis_options.setdefault("socket_connect_timeout", 5.0)
-        redis_options.setdefault("socket_keepalive", True)
         reader: redis.Redis | None = None
-        if url.startswith(SENTINEL_SCHEMES):
-            clients = open_sentinel_clients(redis_url, _redact(url), options["read_from"], redis_options)
-            client, reader, close = clients.primary, clients.reader, clients.close
-        elif options["read_from"] == "replica":
+        client: redis.Redis | RedisCluster
+        if options["read_from"] == "replica" and not url.startswith(SENTINEL_SCHEMES):
             raise InvalidLocationError(
                 f"{_redact(url)}: read_from=replica needs a redis+sentinel:// URL (Sentinel names the replicas)"
             )
-        else:
-            try:
-                client = redis.Redis.from_url(redis_url, **redis_options)
-            except ValueError as exc:
-                raise InvalidLocationError(f"{_redact(url)}: {exc}") from None
+        if url.startswith(CLUSTER_SCHEMES):
+            client = open_cluster(redis_url, redis_options, _redact(url), tuple(_URL_OPTIONS))
             close = client.close
+        else:
+            redis_options.setdefault("retry", Retry(NoBackoff(), 0))
+            redis_options.setdefault("socket_connect_timeout", 5.0)
+            redis_options.setdefault("socket_keepalive", True)
+            if url.startswith(SENTINEL_SCHEMES):
+                clients = open_sentinel_clients(redis_url, _redact(url), options["read_from"], redis_options)
+                client, reader, close = clients.primary, clients.reader, clients.close
+            else:
+                try:
+                    client = redis.Redis.from_url(redis_url, **redis_options)
+                except ValueError as exc:
+                    raise InvalidLocationError(f"{_redact(url)}: {exc}") from None
+                close = client.close
         try:
-            _check_connection_options(client, url)
+            if isinstance(client, redis.Redis):
+                _check_connection_options(client, url)
             durable = {
                 key: options[key]
                 for key in ("durability", "replicas", "replication_timeout")
@@ -885,10 +919,18 @@ class RedisOplog(Oplog):
             if not self._replicated:
                 return self._append_script(keys=self._keys, args=args), 0
             # WAIT on the connection that ran the script: it confirms that script's writes (and all before).
-            pipe = self._client.pipeline(transaction=False)
+            # On a cluster, that is a pipeline to the node serving the slot, routed here (SlotRoute).
+            _, server_client, asking = self._route.server() if self._route.cluster else ("", self._client, False)
+            pipe: Any = server_client.pipeline(transaction=False)
+            if asking:
+                pipe.execute_command("ASKING")
             self._append_script(keys=self._keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", self._replicas, self._wait_ms)  # type: ignore[no-untyped-call]
-            reply, confirmed = pipe.execute()
+            pipe.execute_command("WAIT", self._replicas, self._wait_ms)
+            try:
+                *_, reply, confirmed = pipe.execute()
+            except redis.exceptions.AskError as exc:  # MOVED too: the slot moved, or is moving
+                self._route.redirected(exc)
+                raise
             return reply, int(confirmed)
 
         (first, count, replayed, epoch), confirmed = self._retrying(
@@ -962,8 +1004,8 @@ class RedisOplog(Oplog):
         """One ``PING``, without retrying: ``OplogUnavailableError`` when Redis does not answer now (for probes)."""
         self._check_open()
         try:
-            self._client.ping()
-        except _FAULTS as exc:
+            self._route.server()[1].ping()  # on a cluster, the node serving the stream's slot
+        except self._faults as exc:
             raise OplogUnavailableError(f"{self._where}: Redis unreachable ({exc})") from None
         except redis.RedisError as exc:
             raise OplogUnavailableError(f"{self._where}: Redis refused PING ({exc})") from None
@@ -1052,6 +1094,7 @@ class RedisOplog(Oplog):
     def wait(self, after: int, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = _BACKOFF_FIRST
+        redirected = False
         while True:
             if self._closed:
                 return False
@@ -1068,11 +1111,14 @@ class RedisOplog(Oplog):
                 else:
                     arrived = self._block(after, start, remaining, generation)
                     contacted = True
-            except redis.ResponseError as exc:
-                raise self._refused("waiting for entries", exc) from None
-            except _FAULTS as exc:
+            except self._faults as exc:
                 if self.closed:  # close() cut the connection
                     return False
+                if isinstance(exc, redis.exceptions.AskError) and not redirected:
+                    self._route.redirected(exc)  # the slot moved, or is moving: block where it is now, at once
+                    redirected = True
+                    continue
+                self._route.lost()
                 self._give_up_after_outage(exc, "waiting for entries")
                 remaining = None if deadline is None else deadline - time.monotonic()
                 pause = delay if remaining is None else min(delay, remaining)
@@ -1080,6 +1126,9 @@ class RedisOplog(Oplog):
                     return False
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
+            except redis.ResponseError as exc:
+                raise self._refused("waiting for entries", exc) from None
+            redirected = False
             if contacted:  # an outage ends when Redis answers, not when a wait runs out without asking it
                 self._recovered()
             if arrived:
@@ -1113,27 +1162,34 @@ class RedisOplog(Oplog):
         longest = _BLOCK_SLICE if self._can_unblock else _BLOCK_POLL
         block_s = longest if remaining is None else min(remaining, longest)
         block_ms = max(1, int(block_s * 1000))  # BLOCK 0 would mean forever
-        xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self._marks if self._replicated else self._stream,
-                 start)
+        xread: tuple[Any, ...] = (
+            "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self._marks if self._replicated else self._stream, start,
+        )
         # Redis runs a connection's commands in order: this one runs once the XREAD returns.
-        identity = ("HMGET", self._keys[1], "oplog_id", "epoch", "losses")
-        pool = self._reader.connection_pool
+        identity: tuple[Any, ...] = ("HMGET", self._keys[1], "oplog_id", "epoch", "losses")
+        server, server_client, asking = self._route.server()  # on a cluster, the node serving the slot
+        commands = [("ASKING",), xread, ("ASKING",), identity] if asking else [xread, identity]
+        pool = server_client.connection_pool
         connection: Any = pool.get_connection()  # used as PubSub does: held for one blocking command
         token = object()
         try:
             if self._can_unblock:
-                connection.send_packed_command(connection.pack_commands([("CLIENT", "ID"), xread, identity]))
+                connection.send_packed_command(connection.pack_commands([("CLIENT", "ID"), *commands]))
                 client_id = int(connection.read_response())
                 with self._lock:
-                    self._waiters[token] = client_id
+                    self._waiters[token] = (server, client_id)
                     woken = self._closed or self._wakes != generation
                 if woken:
-                    self._unblock([client_id])
+                    self._unblock([(server, client_id)])
             else:
-                connection.send_packed_command(connection.pack_commands([xread, identity]))
+                connection.send_packed_command(connection.pack_commands(commands))
+            if asking:
+                connection.read_response()
             if not connection.can_read(timeout=block_ms / 1000 + _READ_MARGIN):
                 raise redis.TimeoutError(f"no reply from {self._where} to a blocked read")
             reply = connection.read_response()
+            if asking:
+                connection.read_response()
             owner, epoch, losses = connection.read_response()
         except BaseException:
             connection.disconnect()  # a reply may still be on its way: the connection is spent
@@ -1165,14 +1221,19 @@ class RedisOplog(Oplog):
             waiters = list(self._waiters.values())
         self._unblock(waiters)
 
-    def _unblock(self, client_ids: list[int]) -> None:
-        if not client_ids or not self._can_unblock:
+    def _unblock(self, waiters: list[tuple[str, int]]) -> None:
+        """CLIENT UNBLOCK each waiter, on the server it blocked on."""
+        if not waiters or not self._can_unblock:
             return
-        with contextlib.suppress(redis.RedisError):
-            pipe = self._client.pipeline(transaction=False)
-            for client_id in client_ids:
-                pipe.client_unblock(client_id)
-            pipe.execute()
+        for server in sorted({server for server, _ in waiters}):
+            server_client = self._route.server_named(server)
+            if server_client is None:
+                continue  # a node that left the cluster: its waiters' connections are gone
+            with contextlib.suppress(redis.RedisError, RedisClusterException):
+                pipe = server_client.pipeline(transaction=False)
+                for client_id in (client_id for where, client_id in waiters if where == server):
+                    pipe.client_unblock(client_id)
+                pipe.execute()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -1189,12 +1250,16 @@ class RedisOplog(Oplog):
             self._keeper.close()
         self._unblock(waiters)
         if fields:  # this producer's retry bookkeeping is no longer needed
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(redis.RedisError, RedisClusterException):
                 self._client.hdel(self._keys[2], *fields)
         if self._owns_client:
             # Connections in use are not cut under the threads using them: a waiter
             # closes its own when it returns, the rest close with the pool.
-            self._client.connection_pool.disconnect(inuse_connections=False)
+            if isinstance(self._client, RedisCluster):
+                for server_client in self._route.servers():
+                    server_client.connection_pool.disconnect(inuse_connections=False)
+            else:
+                self._client.connection_pool.disconnect(inuse_connections=False)
             if self._close_clients is not None:
                 self._close_clients()
         log.debug("redis oplog closed", stream=self._stream)
@@ -1216,7 +1281,7 @@ class RedisOplog(Oplog):
             self._check_open()
             try:
                 result = operation()
-            except _FAULTS as exc:
+            except self._faults as exc:
                 self._give_up_after_outage(exc, what, unavailable_note)
                 self._closing.wait(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, _BACKOFF_MAX)
@@ -1493,8 +1558,11 @@ def _check_connection_options(client: redis.Redis, url: str) -> None:
         ) from None
 
 
-def _address(client: redis.Redis) -> str:
-    """Where the client connects, without credentials: ``redis://host:port/db`` or ``unix://path``."""
+def _address(client: redis.Redis | RedisCluster) -> str:
+    """Where the client connects, without credentials: ``redis://host:port/db``, ``unix://path``,
+    ``redis+sentinel://...`` or ``redis+cluster://host:port,...``."""
+    if isinstance(client, RedisCluster):
+        return cluster_address(client)
     if isinstance(client.connection_pool, SentinelConnectionPool):
         return sentinel_address(client.connection_pool)
     kwargs = client.connection_pool.connection_kwargs

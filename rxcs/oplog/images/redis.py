@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar, final
 
 import redis
+from redis.cluster import RedisCluster
 
 from rxcs.errors import RxcsError
 from rxcs.oplog.images.store import (
@@ -242,7 +243,9 @@ class RedisImageStore(ImageStore):
     retrying of connection faults (and its errors).
     """
 
-    def __init__(self, client: redis.Redis, stream: str, oplog_id: str, oplog_meta: str, retrying: Retrying) -> None:
+    def __init__(
+        self, client: redis.Redis | RedisCluster, stream: str, oplog_id: str, oplog_meta: str, retrying: Retrying
+    ) -> None:
         tag = f"{{{stream}}}"
         self._client = client
         self._stream = stream
