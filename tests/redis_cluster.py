@@ -116,6 +116,14 @@ class LocalCluster:
                     return nodes[0]
         raise LookupError(f"slot {slot} is not served")
 
+    def replica_of(self, port: int) -> int:
+        """The port of a replica of the primary on ``port``."""
+        with contextlib.closing(_client(self.ports[0])) as client:
+            for nodes in _slot_view(client).values():
+                if nodes[0] == port and len(nodes) > 1:
+                    return nodes[1]
+        raise LookupError(f"no replica of port {port}")
+
     def primary_ports(self) -> list[int]:
         """The ports of the nodes serving slots, as the first node sees it."""
         with contextlib.closing(_client(self.ports[0])) as client:

@@ -360,6 +360,7 @@ class TestTrimming:
         retention = {
             ("memory", "max"): {"max_entries": 50}, ("redis", "max"): {"max_len": 50},
             ("redis", "retain"): {"retain_entries": 50},
+            ("redis-cluster", "max"): {"max_len": 50}, ("redis-cluster", "retain"): {"retain_entries": 50},
             ("file", "retain"): {"retain_entries": 50, "segment_bytes": 4096},
         }.get((oplog_factory.backend, limit))  # type: ignore[attr-defined]
         if retention is None:
