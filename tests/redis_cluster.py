@@ -137,32 +137,48 @@ class LocalCluster:
         so clients meet the slot half moved), then ``SETSLOT NODE`` on every
         primary. Returns how many keys moved.
         """
-        from_port = self.owner(slot)
-        if from_port == to_port:
-            raise ValueError(f"slot {slot} is already on port {to_port}")
-        source, target = _client(from_port), _client(to_port)
-        try:
-            source_id = source.execute_command("CLUSTER", "MYID").decode()
-            target_id = target.execute_command("CLUSTER", "MYID").decode()
-            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-            moved = 0
+        from_port = self.begin_migration(slot, to_port)
+        moved = 0
+        with contextlib.closing(_client(from_port)) as source:
             while True:
                 keys = source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
                 if not keys:
                     break
-                source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+                self.move_keys(from_port, to_port, keys)
                 moved += len(keys)
                 if pause:
                     time.sleep(pause)
-            for port in [to_port, from_port, *(p for p in self.primary_ports() if p not in (to_port, from_port))]:
-                with contextlib.closing(_client(port)) as client:
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-        finally:
-            source.close()
-            target.close()
-        self.wait_until_agreed()
+        self.end_migration(slot, from_port, to_port)
         return moved
+
+    def begin_migration(self, slot: int, to_port: int) -> int:
+        """Mark ``slot`` IMPORTING on ``to_port`` and MIGRATING on its primary; return the primary's port."""
+        from_port = self.owner(slot)
+        if from_port == to_port:
+            raise ValueError(f"slot {slot} is already on port {to_port}")
+        with contextlib.closing(_client(from_port)) as source, contextlib.closing(_client(to_port)) as target:
+            source_id = source.execute_command("CLUSTER", "MYID").decode()
+            target_id = target.execute_command("CLUSTER", "MYID").decode()
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        return from_port
+
+    def move_keys(self, from_port: int, to_port: int, keys: list[Any]) -> None:
+        """``MIGRATE`` ``keys`` from one node to another, in one command."""
+        with contextlib.closing(_client(from_port)) as source:
+            source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+
+    def end_migration(self, slot: int, from_port: int, to_port: int) -> None:
+        """Move what is left of ``slot``, give it to ``to_port`` on every primary, wait until all agree."""
+        with contextlib.closing(_client(from_port)) as source:
+            while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                self.move_keys(from_port, to_port, keys)
+        with contextlib.closing(_client(to_port)) as target:
+            target_id = target.execute_command("CLUSTER", "MYID").decode()
+        for port in [to_port, from_port, *(p for p in self.primary_ports() if p not in (to_port, from_port))]:
+            with contextlib.closing(_client(port)) as client:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        self.wait_until_agreed()
 
     def stop(self) -> None:
         """Stop every node by its pid."""

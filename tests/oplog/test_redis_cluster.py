@@ -223,6 +223,37 @@ class TestSpread:
             assert redis_cluster.owner(slot) == replica
 
 
+class TestWait:
+    def test_a_wait_follows_a_stream_that_moved_to_the_importing_node(self, redis_cluster: LocalCluster) -> None:
+        """With the slot half moved (the stream on the importing node, its metadata not yet), a wait blocks on
+        the importing node (ASK, then ASKING), wake_waiters reaches it there, and once the move ends an append
+        ends the next wait."""
+        name = fresh("asked")
+        with rxcs.open_oplog(f"{redis_cluster.url}?stream={name}") as oplog:
+            oplog.insert("shop", "orders", {"_id": 1})
+            slot = key_slot(name.encode())
+            target = next(port for port in redis_cluster.primary_ports() if port != redis_cluster.owner(slot))
+            source = redis_cluster.begin_migration(slot, target)
+            redis_cluster.move_keys(source, target, [name])
+            blocked: list[int] = []
+
+            def look_and_wake() -> None:
+                for port in (target, source):
+                    with node_client(port) as client:
+                        blocked.append(client.execute_command("CLIENT", "LIST").decode().count("cmd=xread"))
+                oplog.wake_waiters()
+
+            threading.Timer(0.3, look_and_wake).start()
+            began = time.monotonic()
+            assert oplog.wait(1, 5) is False
+            assert time.monotonic() - began < 2  # woken, not timed out
+            assert blocked == [1, 0]
+            redis_cluster.end_migration(slot, source, target)
+            threading.Timer(0.2, lambda: oplog.insert("shop", "orders", {"_id": 2})).start()
+            assert oplog.wait(1, 5) is True
+            assert [entry.op_id for entry in oplog.read(0, 10)] == [1, 2]
+
+
 class TestConsumers:
     def test_named_consumers_and_groups_keep_their_checkpoints_in_the_slot(self, redis_cluster: LocalCluster) -> None:
         """A named consumer resumes from its commit; a group's members share the work: their records live in
