@@ -18,6 +18,9 @@ Scenarios (``--only`` takes their names):
 - ``backpressure``: a 1,000 events/s consumer under a 50,000 events/s producer;
 - ``scaling``: catch-up rate and seek time at 10^4, 10^5, 10^6 entries;
 - ``redis``: RedisOplog appends and catch-up against redis-py doing the same;
+- ``cluster``: 30 oplogs on a Redis Cluster of 1 and of 3 primaries: the
+  aggregate append rate of writer processes (the scale-out), and watchers
+  on each oplog;
 - ``http``: 100 SSE watchers of ``rxcs serve``: a 10,000-event burst, and latency at a steady rate;
 - ``capture``: PostgreSQL rows from commit to oplog, against the server's own
   ``pg_logical_slot_get_binary_changes``, and commit-to-event latency at one
@@ -48,6 +51,7 @@ from benchmarks import (
     backpressure,
     capture,
     catchup,
+    cluster,
     fanout,
     http_fanout,
     latency,
@@ -67,6 +71,7 @@ SCENARIOS: dict[str, Callable[[Bench, Report], None]] = {
     "backpressure": backpressure.run,
     "scaling": scaling.run,
     "redis": redis_backend.run,
+    "cluster": cluster.run,
     "http": http_fanout.run,
     "capture": capture.run,
 }

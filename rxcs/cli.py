@@ -68,6 +68,7 @@ class CommandFailed(Exception):
     """The command could not do its work (history lost, the oplog damaged or unreachable): one line, exit status 1."""
 
 
+_REDIS_URL_FORMS = "redis://host:port/db?stream=NAME (a Redis Cluster: redis+cluster://host:port,.../?stream=NAME)"
 # Errors that say the oplog or the stream's history cannot be had, not that the command line was wrong.
 _FAILURES = (ChangeStreamHistoryLost, OplogCorruptedError, OplogUnavailableError)
 
@@ -98,7 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--color", choices=["auto", "always", "never"], default="auto")
 
     watch = commands.add_parser("watch", help="print the change events of an oplog as they happen")
-    watch.add_argument("location", help="oplog directory, or redis://host:port/db?stream=NAME")
+    watch.add_argument("location", help=f"oplog directory, or {_REDIS_URL_FORMS}")
     watch.add_argument("--db", help="watch this database only (default: the whole deployment)")
     watch.add_argument("--collection", help="watch this collection of --db only")
     filters = watch.add_mutually_exclusive_group()
@@ -132,7 +133,7 @@ def _build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="serve change streams over HTTP: Server-Sent Events, WebSocket and a live page"
     )
-    serve.add_argument("location", help="oplog directory, or redis://host:port/db?stream=NAME")
+    serve.add_argument("location", help=f"oplog directory, or {_REDIS_URL_FORMS}")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     serve.add_argument("--port", type=int, default=8765, help="port to bind (default 8765; 0: any free port)")
     serve.add_argument(
@@ -151,7 +152,7 @@ def _build_parser() -> argparse.ArgumentParser:
     oplog = commands.add_parser("oplog", help="inspect and maintain an oplog (a directory or a Redis URL)")
     oplog.set_defaults(usage_of=oplog)
     actions = oplog.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
-    where = "oplog directory, or redis://host:port/db?stream=NAME"
+    where = f"oplog directory, or {_REDIS_URL_FORMS}"
     info = actions.add_parser("info", help="op_id range, size, identity (and segments for a directory)")
     info.add_argument("location", help=where)
     dump = actions.add_parser("dump", help="print entries as JSON lines")
@@ -194,7 +195,7 @@ def _consumers_parser(commands: Any) -> None:
         description="rxcs consumers LOCATION lists; rxcs consumers reset|delete LOCATION NAME changes one.",
     )
     actions = consumers.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    where = "oplog directory, or redis://host:port/db?stream=NAME"
+    where = f"oplog directory, or {_REDIS_URL_FORMS}"
     listing = actions.add_parser("list", help="position, lag (entries, seconds), last commit, scope (the default)")
     listing.add_argument("location", help=where)
     listing.add_argument("--json", action="store_true", help="one JSON document per consumer")
@@ -225,7 +226,7 @@ def _capture_parser(commands: Any) -> None:
     capture = commands.add_parser("capture", help="record the changes a PostgreSQL or SQLite database commits")
     capture.set_defaults(usage_of=capture)
     sources = capture.add_subparsers(dest="source", metavar="SOURCE", parser_class=_Parser)
-    oplog_help = "oplog directory (created when missing), or redis://host:port/db?stream=NAME"
+    oplog_help = f"oplog directory (created when missing), or {_REDIS_URL_FORMS}"
     postgres = sources.add_parser("postgres", help="logical decoding (pgoutput): snapshot, then stream")
     postgres.add_argument("dsn", help="libpq connection string or URL (postgresql://user@host/db)")
     postgres.add_argument("--oplog", required=True, help=oplog_help)

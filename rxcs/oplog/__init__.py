@@ -24,6 +24,8 @@ def open_oplog(location: str | Path, **options: Any) -> Oplog:
     - ``":memory:"``: a new ``MemoryOplog``;
     - ``"redis://host:port/db?stream=NAME"`` (also ``rediss://``, ``unix://``, and
       ``redis+sentinel://host:port,.../SERVICE?stream=NAME``): a ``RedisOplog``;
+    - ``"redis+cluster://host:port[,host:port...]/?stream=NAME"`` (also ``rediss+cluster://``): a
+      ``RedisOplog`` on a Redis Cluster, every host a seed;
     - anything else is a directory: a ``FileOplog`` (created when missing).
 
     ``options`` go to the backend's constructor.
