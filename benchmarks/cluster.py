@@ -257,7 +257,7 @@ def run(bench: Bench, report: Report) -> None:
     if not bench.use_redis or binary is None:
         report.notes.append("Redis Cluster scenario skipped: --no-redis, or no redis-server binary.")
         return
-    seconds = 1.0 if bench.quick else 5.0
+    seconds = 0.5 if bench.quick else 5.0
     names = [f"tenant-{i}" for i in range(OPLOGS)]
     runs: dict[int, list[tuple[float, float, float]]] = {1: [], 3: []}
     with _cluster(binary, bench.directory / "cluster-1", 1) as one, \
@@ -266,7 +266,7 @@ def run(bench: Bench, report: Report) -> None:
             for primaries, cluster in ((1, one), (3, three)):
                 rate, writers_cpu, servers_cpu = aggregate_appends(cluster, names, seconds)
                 runs[primaries].append((rate, writers_cpu / seconds, servers_cpu / seconds))
-        delivered, appended = watchers(three, names, 2 if bench.quick else 4, 600 if bench.quick else 3000)
+        delivered, appended = watchers(three, names, 2 if bench.quick else 4, 300 if bench.quick else 3000)
     section = report.section(
         f"Redis Cluster: {OPLOGS} oplogs, {WRITERS} writer processes appending batches of {BATCH} "
         f"(median of {bench.repeat} runs of {seconds:g} s; ratio to 1 primary)"

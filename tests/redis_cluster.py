@@ -13,18 +13,34 @@ does, while clients keep working. The servers are stopped by their pids.
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_server import RedisServer, redis_server_available
+from redis_server import RedisServer, free_port, redis_server_available
 
 __all__ = ["LocalCluster", "redis_cluster"]
 
 SLOTS = 16384
 _FORM_TIMEOUT = 20.0
+_BUS_OFFSET = 10000  # a cluster node also listens on its port + 10000, for the cluster bus
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too and exists."""
+    while True:
+        port = free_port()
+        if port + _BUS_OFFSET > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port + _BUS_OFFSET))
+            except OSError:
+                continue
+        return port
 
 
 def _client(port: int) -> Any:
@@ -46,6 +62,7 @@ class LocalCluster:
         self.servers = [
             RedisServer(
                 directory / f"node{index}",
+                port=free_cluster_port(),
                 extra_args=(
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", "nodes.conf",

@@ -216,3 +216,22 @@ class TestRedisScaleOut:
         reads = re.findall(r"^\| read by (\d+) watching process(?:es)? \(.*\) \| (\d+\.\d\d) µs per process \|", out,
                            re.MULTILINE)
         assert [count for count, _ in reads] == ["1", "2"], out
+
+
+class TestClusterScenario:
+    def test_the_scale_out_of_30_oplogs_has_its_reference(self) -> None:
+        """``--only cluster`` forms clusters of 1 and 3 primaries and reports the aggregate append rate of each,
+        the 1-primary row as the reference (1.00), and watchers on every oplog; without Redis it says so."""
+        done = benchmarks("--quick", "--only", "cluster")
+        assert done.returncode == 0, done.stderr
+        if not redis_server_available():
+            assert "Redis Cluster scenario skipped" in done.stdout
+            return
+        rows = table_rows(done.stdout, "Redis Cluster: ")
+        assert rows["1 primary: aggregate append_many(100)"][-1].startswith("1.00 (writers ")
+        value, unit, note = rows["3 primaries: aggregate append_many(100)"]
+        assert unit == "entries/s"
+        assert float(value.replace(",", "")) > 0
+        assert "servers" in note
+        watched = table_rows(done.stdout, "Redis Cluster, 3 primaries")
+        assert watched["watchers (2 per oplog): delivered events, all watchers"][1] == "events/s"

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_cluster import LocalCluster
+from redis_cluster import LocalCluster, free_cluster_port
 from redis_server import RedisServer, free_port, redis_server_available
 
 import rxcs
@@ -76,7 +76,7 @@ class TestOpen:
     def test_unreachable_seeds_are_one_clear_error_without_the_password(self) -> None:
         """Seeds nobody answers on: OplogUnavailableError at open, naming every seed, never the password."""
         ports = [free_port(), free_port()]
-        url = f"redis+cluster://:s3cret@127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/?stream=gone"
+        url = f"redis+cluster://:s3cret@127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}?stream=gone"  # DESIGN.md's form
         with pytest.raises(rxcs.OplogUnavailableError, match="cannot reach the Redis Cluster") as caught:
             rxcs.open_oplog(url)
         message = str(caught.value)
@@ -89,7 +89,7 @@ class TestOpen:
         and the address, and no key written; a stream whose slot is served opens on the same cluster."""
         name = fresh()
         slot = key_slot(name.encode())
-        node = RedisServer(tmp_path, extra_args=(
+        node = RedisServer(tmp_path, port=free_cluster_port(), extra_args=(
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-require-full-coverage", "no",
         ))
         node.start()
