@@ -254,6 +254,52 @@ class TestWait:
             assert [entry.op_id for entry in oplog.read(0, 10)] == [1, 2]
 
 
+class TestReplicatedDurability:
+    def test_appends_wait_for_the_replica_of_the_slots_primary(self, redis_cluster: LocalCluster) -> None:
+        """durability=replicated on a cluster: WAIT runs on the connection of the primary serving the slot, so an
+        append returns with its entries on that primary's replica, and streams see them."""
+        name = fresh("durable")
+        url = f"{redis_cluster.url}?stream={name}&durability=replicated&replicas=1"
+        with rxcs.open_oplog(url) as oplog, rxcs.watch(oplog, "shop", "orders").iterate() as stream:
+            changes = [rxcs.Change.insert("shop", "orders", {"_id": i}) for i in range(3)]
+            assert oplog.append_many(changes) == [1, 2, 3]
+            with node_client(redis_cluster.replica_of(redis_cluster.owner(key_slot(name.encode())))) as replica:
+                assert replica.execute_command("READONLY")
+                assert replica.xlen(name) == 3
+            assert [stream.next(timeout=5).full_document["_id"] for _ in range(3)] == [0, 1, 2]
+
+    def test_an_append_its_slots_replica_did_not_confirm_is_not_durable(self, redis_cluster: LocalCluster) -> None:
+        """With the replica of the slot's primary asleep (DEBUG SLEEP), WAIT times out: the append raises
+        OplogUnavailableError saying 0 of 1 replicas confirmed it (WAIT on another node would have said 1)."""
+        name = fresh("durable")
+        url = f"{redis_cluster.url}?stream={name}&durability=replicated&replicas=1&replication_timeout=0.3"
+        with rxcs.open_oplog(url) as oplog:
+            assert oplog.insert("shop", "orders", {"_id": 0}) == 1
+            replica = redis_cluster.replica_of(redis_cluster.owner(key_slot(name.encode())))
+
+            def sleep() -> None:
+                with node_client(replica) as client:
+                    client.execute_command("DEBUG", "SLEEP", "1")
+
+            sleeper = threading.Thread(target=sleep)
+            sleeper.start()
+            time.sleep(0.1)
+            try:
+                with pytest.raises(rxcs.OplogUnavailableError, match="0 of the 1 replicas"):
+                    oplog.insert("shop", "orders", {"_id": 1})
+            finally:
+                sleeper.join()
+
+    def test_a_separate_reader_is_refused(self, redis_cluster: LocalCluster) -> None:
+        """A cluster client reads from the slot's primary: reader= is a ValueError naming it."""
+        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", redis_cluster.ports[0])])
+        try:
+            with pytest.raises(ValueError, match="reader="):
+                RedisOplog(client, fresh(), reader=redis.Redis(port=redis_cluster.ports[0]))
+        finally:
+            client.close()
+
+
 class TestConsumers:
     def test_named_consumers_and_groups_keep_their_checkpoints_in_the_slot(self, redis_cluster: LocalCluster) -> None:
         """A named consumer resumes from its commit; a group's members share the work: their records live in
