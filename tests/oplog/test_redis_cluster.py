@@ -146,7 +146,7 @@ class TestSpread:
     def test_oplogs_spread_and_a_moved_slot_loses_and_repeats_nothing(self, redis_cluster: LocalCluster) -> None:
         """30 oplogs land on all 3 primaries; producers append to all of them while a live watcher tails each,
         and one oplog's slot moves to another primary meanwhile: every watcher gets every entry of its oplog
-        exactly once, in order, and the slot ends on the new primary."""
+        exactly once, in order, and the slot ends on the new primary (a new epoch with no lost range)."""
         run = uuid.uuid4().hex[:8]
         names = [f"tenant-{run}-{i}" for i in range(OPLOGS)]
         owners = {name: redis_cluster.owner(key_slot(name.encode())) for name in names}
@@ -186,6 +186,8 @@ class TestSpread:
             with node_client(target) as client:
                 assert client.xlen(moving) == ENTRIES + 1
             assert all(oplog.last_op_id == ENTRIES + 1 for oplog in oplogs.values())
+            assert oplogs[moving].info().epoch == 1  # another server runs its script now (an epoch)...
+            assert oplogs[moving].history_losses() == []  # ...but nothing was lost
         finally:
             for stream in streams.values():
                 stream.close()
@@ -219,6 +221,7 @@ class TestSpread:
             oplog.insert("shop", "orders", {"_id": "end"})
             got = [stream.next(timeout=20).full_document["_id"] for _ in range(61)]
             assert got == [*range(60), "end"]
+            assert oplog.history_losses() == []
             redis_cluster.wait_until_agreed()
             assert redis_cluster.owner(slot) == replica
 
