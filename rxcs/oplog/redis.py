@@ -1128,6 +1128,10 @@ class RedisOplog(Oplog):
                 continue
             except redis.ResponseError as exc:
                 raise self._refused("waiting for entries", exc) from None
+            except (OSError, ValueError):
+                if self.closed:  # close() closed the client, cutting the blocked read's socket under it
+                    return False
+                raise
             redirected = False
             if contacted:  # an outage ends when Redis answers, not when a wait runs out without asking it
                 self._recovered()
