@@ -1035,26 +1035,24 @@ class RedisOplog(Oplog):
     # -- reading ---------------------------------------------------------------
 
     def cursor(self, after: int) -> OplogCursor:
-        if after < 0:
-            raise ValueError(f"after must be >= 0, not {after}")
-        self._check_open()
-        start = self._seek(after)
-        self._check_position(after, continuing=False)
-        return _RedisCursor(self, after, start, checked=True)
+        return self._new_cursor(after, "stream")
 
     def continuing_cursor(self, after: int) -> OplogCursor:
+        return self._new_cursor(after, "continuing")
+
+    def _inspecting_cursor(self, after: int) -> OplogCursor:
+        return self._new_cursor(after, "inspecting")
+
+    def _new_cursor(self, after: int, kind: str) -> OplogCursor:
+        """A cursor after ``after`` for a new stream, a stream picking up again, or a look at entries
+        (which alone is not checked against lost ranges)."""
         if after < 0:
             raise ValueError(f"after must be >= 0, not {after}")
         self._check_open()
         start = self._seek(after)
-        self._check_position(after, continuing=True)
-        return _RedisCursor(self, after, start, checked=True)
-
-    def _inspecting_cursor(self, after: int) -> OplogCursor:
-        if after < 0:
-            raise ValueError(f"after must be >= 0, not {after}")
-        self._check_open()
-        return _RedisCursor(self, after, self._seek(after), checked=False)
+        if kind != "inspecting":
+            self._check_position(after, continuing=kind == "continuing")
+        return _RedisCursor(self, after, start, checked=kind != "inspecting")
 
     def _check_position(self, after: int, *, continuing: bool) -> None:
         """Refuse a stream's cursor that a known lost range cuts off: positioned before it; or, picking up a
