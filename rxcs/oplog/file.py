@@ -103,6 +103,7 @@ IDENTITIES_FORMAT_VERSION: Final = 3  # from the first record with a collection 
 READ_FORMAT_VERSIONS: Final = (FORMAT_VERSION, COMMITS_FORMAT_VERSION, IDENTITIES_FORMAT_VERSION)
 GROUP_COMMIT_INTERVAL: Final = 0.005
 READ_CHUNK: Final = 256 * 1024
+LOOK_AHEAD_BYTES: Final = 8 * 1024 * 1024  # the most a read's buffer grows to hold the rest of a commit it is inside
 DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 _SEEK_CANDIDATES: Final = 8  # index records tried before a seek falls back to the segment's first frame
 _IMAGES_LOOK_AGAIN: Final = 1.0  # seconds between looks for document images another process turned on
@@ -1343,6 +1344,9 @@ class _FileCursor(OplogCursor):
         # (op_id, offset, frame header) of the first frame of the commit this read is inside, whose last it has not seen
         self._open_at: tuple[int, int, bytes] | None = None
         self._commit_end = 0  # a commit's last op_id, seen ahead: the entries up to it are of whole commits
+        # (block, file offset): the frames of that block (the buffer's) up to that offset were checked by the
+        # look-ahead, so a read takes them without checking them again
+        self._checked: tuple[bytes, int] | None = None
 
     def close(self) -> None:
         if self._handle is not None:
@@ -1450,6 +1454,7 @@ class _FileCursor(OplogCursor):
     def _move_to(self, offset: int) -> None:
         self._offset, self._data, self._buffer_base = offset, b"", offset
         self._buffer = memoryview(self._data)
+        self._checked = None
 
     def _frame_checks(self, op_id: int) -> bool:
         """True when a whole, checksum-valid frame of ``op_id`` starts at the current offset."""
@@ -1500,13 +1505,16 @@ class _FileCursor(OplogCursor):
         if self._damage is not None:
             raise self._damage
         entries: list[OplogEntry] = []
-        stop = self.position + limit  # op_ids rise by one: the last op_id this read may pass
+        stop = self.position + limit  # op_ids rise by one: the last op_id this read passes (a sifted one: see below)
         failure: OplogCorruptedError | ChangeStreamHistoryLost | None = None
         try:
-            while self.position < stop:
-                self._read_whole_frames(entries, stop, sift)
+            while True:
+                self._read_whole_frames(entries, stop, sift, limit)
                 if self.position >= stop:
-                    break
+                    # A sifted read inside a commit reads on to its last frame, block by block: checked once.
+                    if sift is None or self._open_at is None or len(entries) >= limit or not self._fill():
+                        break
+                    continue
                 # The edges, one frame at a time: a frame across the buffer's end, the tail, damage.
                 frame = self._next_frame()
                 if frame is None:
@@ -1539,14 +1547,17 @@ class _FileCursor(OplogCursor):
             self._damage = failure  # the entries before it first; the next read raises it
         return entries
 
-    def _read_whole_frames(self, entries: list[OplogEntry], stop: int, sift: Sift | None) -> None:
+    def _read_whole_frames(self, entries: list[OplogEntry], stop: int, sift: Sift | None, limit: int) -> None:
         """The hot path: take the frames, up to op_id ``stop``, that lie wholly in the buffer and pass every check.
 
         Anything unusual (a partial frame, a bad checksum, an unexpected op_id,
         an undecodable payload) stops it; ``_next_frame`` then handles that
         frame. A frame whose payload fails ``sift`` is checked but not decoded.
         A frame whose commit goes on after it opens that commit (``_open_at``)
-        until its last frame.
+        until its last frame. A sifted read that reaches ``stop`` inside a
+        commit goes on through the commit's frames the buffer holds, while it
+        has fewer than ``limit`` entries: most of them it passes over
+        undecoded, and frames it takes need no look-ahead to check them first.
         """
         data, buffer, base = self._data, self._buffer, self._buffer_base  # sift searches data in place
         size = len(buffer)
@@ -1562,13 +1573,18 @@ class _FileCursor(OplogCursor):
         open_at = self._open_at
         first = expected
         decoded = 0
-        while expected <= stop and size - position >= header_size:
+        checked = self._checked
+        checked_to = checked[1] - base if checked is not None and checked[0] is data else 0
+        while size - position >= header_size:
+            if expected > stop and (open_at is None or sift is None or len(entries) >= limit):
+                break
             length, crc, field = unpack_header(buffer, position)  # field: the op_id, and CONTINUES
             body = position + header_size
             end = body + length
             if (field != expected and field != expected | CONTINUES) or length == 0 or end > size:
                 break
-            if crc32(buffer[position + 8 : end]) != crc:  # op_id and payload lie side by side: one call
+            # op_id and payload lie side by side: one call; none for frames of this block the look-ahead checked
+            if end > checked_to and crc32(buffer[position + 8 : end]) != crc:
                 break
             if sift is None or sift(data, body, end):
                 try:
@@ -1607,6 +1623,8 @@ class _FileCursor(OplogCursor):
             while True:
                 if self._skip_to_commit_end():
                     return
+                if self._extend(offset):
+                    continue
                 frame = self._next_frame()
                 if frame is None:
                     finished = self._segment_finished()
@@ -1629,18 +1647,21 @@ class _FileCursor(OplogCursor):
     def _skip_to_commit_end(self) -> bool:
         """The look-ahead's fast path, through what the buffer holds: check each frame (op_id, length, checksum)
         up to the commit's last one, decoding nothing and making no ``Frame``; note it in ``_commit_end`` and
-        return True.
+        return True. How far it checked is noted in ``_checked``: the read
+        that takes these frames from the same block does not check them again.
 
         Otherwise the cursor is left past the frames checked, and False lets
-        the frame-by-frame path go on from there (a frame across the buffer's
-        end, the tail, damage, which it tells apart and reports).
+        ``_extend`` read on, or the frame-by-frame path go on from there (a
+        frame across the buffer's end, the tail, damage, which it tells apart
+        and reports).
         """
-        buffer = self._buffer
+        data, buffer = self._data, self._buffer
         size = len(buffer)
         base = self._buffer_base
         position = self._offset - base
         expected = self.position + 1
         header_size, unpack_header, crc32 = FRAME_HEADER.size, FRAME_HEADER.unpack_from, zlib.crc32
+        found = False
         while size - position >= header_size:
             length, crc, field = unpack_header(buffer, position)
             end = position + header_size + length
@@ -1648,12 +1669,52 @@ class _FileCursor(OplogCursor):
                 break
             if crc32(buffer[position + 8 : end]) != crc:  # damage is met here, before any of the commit is taken
                 break
+            position = end
             if field == expected:  # the commit's last frame
                 self._commit_end = expected
-                return True
-            position, expected = end, expected + 1
+                found = True
+                break
+            expected += 1
+        checked = self._checked
+        if checked is None or checked[0] is not data or checked[1] < base + position:
+            self._checked = (data, base + position)
+        if found:
+            return True
         self._offset, self.position = base + position, expected - 1
         return False
+
+    def _extend(self, origin: int) -> bool:
+        """The look-ahead ran out of buffer inside a frame: append the file's next block to the buffer, which
+        keeps what it holds from ``origin`` (where the read stands) on; True when it did.
+
+        The frames checked ahead then lie in the block the next read takes
+        them from, and are not checked again. False when the buffer no longer
+        holds ``origin``, when it would grow past ``LOOK_AHEAD_BYTES`` (a
+        commit that large is checked again as it is read), when the frame at
+        the offset lies whole in it (damage, for ``_next_frame`` to report),
+        or when nothing more is written.
+        """
+        assert self._handle is not None
+        buffer, base = self._buffer, self._buffer_base
+        keep, pending = origin - base, self._offset - base
+        held = len(buffer) - keep
+        if keep < 0 or held >= LOOK_AHEAD_BYTES:
+            return False
+        if len(buffer) - pending >= FRAME_HEADER.size:
+            length = FRAME_HEADER.unpack_from(buffer, pending)[0]
+            if length > FRAME_LIMIT or pending + FRAME_HEADER.size + length <= len(buffer):
+                return False
+        more = os.pread(self._handle, max(READ_CHUNK, held), base + len(buffer))
+        self._oplog._bytes_read += len(more)
+        self._check_commit_start()
+        if not more:
+            return False
+        checked = self._checked
+        data = buffer[keep:].tobytes() + more
+        # the bytes checked are in the new block, at the same offsets
+        self._checked = (data, checked[1]) if checked is not None and checked[0] is self._data else None
+        self._data, self._buffer, self._buffer_base = data, memoryview(data), origin
+        return True
 
     def _back_to_commit_start(self, entries: list[OplogEntry]) -> None:
         """Leave out the entries of the commit whose last frame this read did not see; be before it again.

@@ -771,6 +771,60 @@ class TestAtomicCommits:
         with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(0) as cursor:
             assert [[e.op_id for e in cursor.read(3)] for _ in range(4)] == [[1, 2, 3], [4, 5, 6], [7], []]
 
+    def test_a_sifted_read_that_reaches_its_limit_inside_a_commit_reads_on_to_its_end(self, tmp_path: Path) -> None:
+        """A read with a sift goes past its limit to the last frame of the commit it is inside, returning no
+        more than its limit of entries; a damaged frame past the limit still keeps the whole commit back."""
+        from rxcs.prefilter import leading_match_sift
+
+        path = tmp_path / "oplog"
+        segment, data, spans = commit_oplog(path)
+        none = leading_match_sift([{"$match": {"fullDocument.pad": "nobody"}}])
+        every = leading_match_sift([{"$match": {"fullDocument.pad": "c" * 300}}])
+        assert none is not None
+        assert every is not None
+        with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(1) as cursor:
+            assert cursor.read(2, none) == []
+            assert cursor.position == 7
+        with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(1) as cursor:
+            assert [e.op_id for e in cursor.read(2, every)] == [2, 3]
+            assert [e.op_id for e in cursor.read(100, every)] == [4, 5, 6, 7]
+        damaged = bytearray(data)
+        damaged[(spans[5][0] + spans[5][1]) // 2] ^= 0x40  # in op_id 6, past the limit of the read below
+        segment.write_bytes(bytes(damaged))
+        for sift in (none, every):
+            with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(1) as cursor:
+                with pytest.raises(rxcs.OplogCorruptedError):
+                    cursor.read(2, sift)
+                assert cursor.position == 1
+
+    def test_a_commit_larger_than_a_read_block_is_checksummed_once_a_frame(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Reads a limit at a time through commits of many blocks check each frame once: the look-ahead for a
+        commit's last frame keeps what it checked for the reads that take those frames."""
+        import zlib as real_zlib
+
+        import rxcs.oplog.file as file_module
+
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, durability="none") as oplog:
+            for first in range(0, 6000, 3000):
+                oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "p" * 200})
+                                   for i in range(first, first + 3000)])
+        calls = [0]
+
+        class CountingZlib:
+            @staticmethod
+            def crc32(data: bytes, value: int = 0) -> int:
+                calls[0] += 1
+                return real_zlib.crc32(data, value)
+
+        monkeypatch.setattr(file_module, "zlib", CountingZlib)
+        with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(0) as cursor:
+            read = [e.op_id for _ in range(60) for e in cursor.read(100)]
+        assert read == list(range(1, 6001))
+        assert calls[0] <= 6000 + 60
+
     def test_recovery_logs_the_op_ids_of_an_unfinished_commit_it_cuts(self, tmp_path: Path) -> None:
         """A writer cutting whole frames of an unfinished commit says which op_ids go, and where it cut."""
         path = tmp_path / "oplog"
