@@ -113,7 +113,13 @@ class ResumeToken:
     def _trusted(
         cls, oplog_id: uuid.UUID, op_id: int, invalidate: bool, cluster_time: tuple[int, int], wall_time_ms: int
     ) -> ResumeToken:
-        """An event token from values the oplog itself produced, without re-validating them."""
+        """An event token from values the oplog itself produced, without re-validating them.
+
+        Below the class this is replaced by the same construction written
+        with each slot's setter bound once (the cheapest way into a frozen
+        slotted dataclass, as ``ChangeEvent._trusted`` is); this form is what
+        it does.
+        """
         token = _new(cls)
         _set(token, "oplog_id", oplog_id)
         _set(token, "op_id", op_id)
@@ -205,6 +211,35 @@ class ResumeToken:
             )
         except InvalidResumeToken as exc:
             raise InvalidResumeToken(f"resume token {shown!r}: {exc}") from None
+
+
+def _trusted_token_builder() -> Any:
+    """``ResumeToken._trusted`` written out with each slot's setter bound once."""
+    slots = vars(ResumeToken)
+    (set_oplog_id, set_op_id, set_invalidate, set_fragment, set_high_water, set_cluster_time, set_wall_time_ms) = (
+        slots[name].__set__
+        for name in ("oplog_id", "op_id", "invalidate", "fragment", "high_water", "cluster_time", "wall_time_ms")
+    )
+    new = _new
+
+    def trusted(
+        oplog_id: uuid.UUID, op_id: int, invalidate: bool, cluster_time: tuple[int, int], wall_time_ms: int
+    ) -> ResumeToken:
+        token: ResumeToken = new(ResumeToken)
+        set_oplog_id(token, oplog_id)
+        set_op_id(token, op_id)
+        set_invalidate(token, invalidate)
+        set_fragment(token, 0)
+        set_high_water(token, False)
+        set_cluster_time(token, cluster_time)
+        set_wall_time_ms(token, wall_time_ms)
+        return token
+
+    trusted.__doc__ = ResumeToken._trusted.__doc__
+    return trusted
+
+
+ResumeToken._trusted = _trusted_token_builder()  # type: ignore[method-assign]
 
 
 def _in_range(value: object, largest: int) -> bool:
