@@ -378,7 +378,11 @@ def _stepper(
     def step(entry: OplogEntry, emit: Callable[[Any], None], skip: Skip | None) -> int:
         verdict = rule(entry)
         if verdict is PASS:
-            return one(convert(entry), emit, skip)
+            event = convert(entry)
+            if skip is None and shape is None and event is not None:  # most entries: the event as it is
+                emit(event)
+                return YIELDED
+            return one(event, emit, skip)
         if verdict is not END:
             return 0
         result = ENDED

@@ -212,6 +212,7 @@ def entry_converter(
     # The last wall time converted and its datetime, as one tuple: read and replaced whole, so a
     # converter shared by streams on several threads never pairs one entry's time with another's.
     last_wall: list[tuple[int, datetime]] = [(-1, datetime.fromtimestamp(0, UTC))]
+    last_ns: list[Namespace] = [Namespace("", "")]  # the namespace last converted: one read, one write
 
     def convert(entry: OplogEntry) -> ChangeEvent | None:
         op = op_types.get(entry.op)
@@ -259,10 +260,13 @@ def entry_converter(
                 spelled = disambiguated_paths(entry)
         elif op is rename_op:
             description = None  # MongoDB describes a rename only in expanded events
-        key = (entry.db, entry.coll)
-        ns = namespaces.get(key)
-        if ns is None:
-            ns = namespaces[key] = Namespace(*key)
+        ns = last_ns[0]
+        if entry.coll != ns.coll or entry.db != ns.db:  # most entries are of the namespace before them
+            key = (entry.db, entry.coll)
+            known = namespaces.get(key)
+            if known is None:
+                known = namespaces[key] = Namespace(*key)
+            ns = last_ns[0] = known
         wall_ms = entry.wall_time_ms
         wall = last_wall[0]
         if wall[0] != wall_ms:  # entries of one commit share their millisecond: one datetime

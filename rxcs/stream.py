@@ -119,14 +119,14 @@ class _Delivery:
             buffer.hold(lane.resume)
             return 0
         taken = 0
+        yielded = 0
         ended = False
         try:
             for entry in entries:
                 taken += 1
                 result = step(entry, emit, skip)
                 if result:
-                    if result & YIELDED:
-                        lane.yielded += 1
+                    yielded += result & YIELDED
                     if result & ENDED:
                         ended = True
                         break
@@ -137,6 +137,7 @@ class _Delivery:
                     buffer.hold(lane.resume)
                     break
         finally:  # an entry that fails the stream comes after the events of the entries before it
+            lane.yielded += yielded
             if events:
                 batch = events.copy()
                 events.clear()
@@ -500,17 +501,26 @@ class _Pulled(_Source):
                     mine = reads.of(entries) if entries else entries
                 except SelectionError as failed:  # the events before the entry that failed, then the error
                     mine, self._error = failed.kept, failed.error
-                for entry in mine:
-                    if keep is not None and not keep(entry):
-                        self._read_to = entry.op_id
-                        continue
-                    result = step(entry, emit, skip)
-                    self._read_to = entry.op_id
-                    if result & YIELDED:
-                        self._yielded += 1
-                    if result & ENDED:
-                        self._ended = True
-                        break
+                yielded = 0
+                try:
+                    for entry in mine:
+                        if keep is not None and not keep(entry):
+                            continue
+                        result = step(entry, emit, skip)
+                        if result:
+                            yielded += result & YIELDED
+                            if result & ENDED:
+                                self._ended = True
+                                self._read_to = entry.op_id
+                                break
+                    else:
+                        if mine:
+                            self._read_to = mine[-1].op_id
+                except Exception:
+                    self._read_to = entry.op_id - 1  # the events of the entries before the one that failed
+                    raise
+                finally:
+                    self._yielded += yielded
                 self._high_water = max(self._high_water, len(pending))
                 if self._error is not None:
                     self._ended = True

@@ -244,8 +244,12 @@ def entry_from_record(record: Any) -> OplogEntry:
     size = len(record)
     if size < _FIXED_FIELDS or size > _ALL_FIELDS:
         raise EntryDecodeError("entry record is not an array of 7 to 17 fields")
-    op_id, time, inc, wall_ms, op, db = record[:6]
-    if not (type(op_id) is type(time) is type(inc) is type(wall_ms) is int and type(op) is type(db) is str):
+    time = record[1]
+    inc = record[2]
+    if not (
+        type(record[0]) is type(time) is type(inc) is type(record[3]) is int
+        and type(record[4]) is type(record[5]) is str
+    ):
         raise EntryDecodeError("entry record has fields of the wrong types")
     if size > _TO and record[_TO] is not None:
         to = record[_TO]
@@ -262,7 +266,9 @@ def entry_from_record(record: Any) -> OplogEntry:
     # [op_id, time, inc, ...] becomes (op_id, ClusterTime(time, inc), ...): built in place, then padded.
     record[1] = _new_tuple(ClusterTime, (time, inc))
     del record[2]
-    if size < _ALL_FIELDS:
+    if size == _ALL_FIELDS - 1:  # the usual record: every field up to the collection's UUID
+        record.append(None)
+    elif size < _ALL_FIELDS:
         record += _NONES[size:]
     return _new_tuple(OplogEntry, record)
 
