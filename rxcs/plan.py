@@ -49,6 +49,7 @@ from rxcs.steps import (
     check_image_modes,
     check_scope,
     endings,
+    entry_converter,
     not_split_any_more,
     scope_rule,
     shaper,
@@ -201,9 +202,18 @@ Stepper = Callable[[OplogEntry, Callable[[Any], None], Skip | None], int]
 
 @final
 class Steps:
-    """What alike streams compile once and share: what they read, and their steps in one function."""
+    """What alike streams compile once and share: what they read, and their steps in one function.
 
-    __slots__ = ("__weakref__", "reads", "step")
+    ``step`` converts through the converter alike streams share, which
+    remembers the latest conversions for the next stream fed the same entry
+    (the shared tailer feeds one batch to each of its streams in turn).
+    ``own_step`` is the same steps with a converter of their own, for a
+    stream that reads with its own cursor (``iterate()``): no other stream
+    is ever fed its entries, so remembering them would only keep a batch of
+    entries and events alive for the garbage collector to walk.
+    """
+
+    __slots__ = ("__weakref__", "_own_step", "_pieces", "reads", "step")
 
     def __init__(self, oplog_id: Hashable, options: WatchOptions, images: DocumentImages | None = None) -> None:
         stages = compile_pipeline(options.pipeline) if options.pipeline is not None else None
@@ -222,15 +232,30 @@ class Steps:
         scope = None if options.db is None else (options.db, options.collection)
         key = (oplog_id, scope, found.key)
         self.reads = Reads.interned(key, lambda: Reads(key, scope, _selection(rule, found.entry_filter), found.sift))
+        shape = shaper(stages.after(found.covered) if stages is not None else None, options.max_event_bytes)
         self.step = _stepper(
             rule, options.collection, found.entry_filter,
             shared_entry_converter(
                 oplog_id, options.full_document, options.full_document_before_change,  # type: ignore[arg-type]
                 options.show_expanded_events, options.lookup, images,
             ),
-            shaper(stages.after(found.covered) if stages is not None else None, options.max_event_bytes),
-            options.description,
+            shape, options.description,
         )
+        self._pieces = (oplog_id, options, images, rule, found.entry_filter, shape)
+        self._own_step: Stepper | None = None
+
+    @property
+    def own_step(self) -> Stepper:
+        """The steps with a converter of their own (made when first asked for, then kept)."""
+        own = self._own_step
+        if own is None:
+            oplog_id, options, images, rule, entry_filter, shape = self._pieces
+            convert = entry_converter(
+                oplog_id, options.full_document, options.full_document_before_change,  # type: ignore[arg-type]
+                options.show_expanded_events, options.lookup, images,
+            )
+            own = self._own_step = _stepper(rule, options.collection, entry_filter, convert, shape, options.description)
+        return own
 
 
 _shared_steps: weakref.WeakValueDictionary[Hashable, Steps] = weakref.WeakValueDictionary()
