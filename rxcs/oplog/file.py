@@ -1321,8 +1321,9 @@ class _FileCursor(OplogCursor):
     A read may take the frames of a commit whose last frame it has not seen
     yet (``_open_at`` says where that commit starts); before it returns it
     either sees that last frame, looking ahead without decoding when it
-    stopped at its limit (``_commit_end``), or goes back to where the commit
-    starts and leaves its entries out: a commit being written, or cut short
+    stopped at its limit (``_commit_end``; the frames it checked on the way
+    are not checked again, ``_checked``) or, with a sift, reading on to it,
+    or goes back to where the commit starts and leaves its entries out: a commit being written, or cut short
     by a crash, is waited at, as a torn frame is. A commit cut short can be
     cut off by a writer's recovery and other commits written in its place
     while a read is inside it, so every read of the file made inside a commit
