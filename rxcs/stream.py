@@ -109,9 +109,9 @@ class _Delivery:
         self._emit = emit if self._events is None else self._events.append
 
     def __call__(self, entries: list[OplogEntry]) -> int:
-        lane, step, emit, skip, buffer, events = (
-            self._lane, self._steps.step, self._emit, self._skip, self._buffer, self._events
-        )
+        lane, emit, skip, buffer, events = self._lane, self._emit, self._skip, self._buffer, self._events
+        # Entries no other lane is fed are converted without being remembered for one (rxcs.plan.Steps).
+        step = self._steps.own_step if lane.alone else self._steps.step
         assert emit is not None
         room = _UNBOUNDED if buffer is None else buffer.room()
         if room <= 0 and buffer is not None:
@@ -151,11 +151,6 @@ class _Delivery:
 
 
 _UNBOUNDED: Final = 1 << 62
-# The most entries a stream reading on its consumer's thread takes per read when it decodes them all (no sift):
-# a read's entries and their events then die before the garbage collector's youngest generation fills
-# (700 objects, about six per entry), instead of being walked and moved to the older generations, which
-# costs about 15 % of a catch-up read 1,000 at a time. A read that sifts decodes few of what it passes.
-_DECODING_READ: Final = 100
 
 
 @final
@@ -449,7 +444,6 @@ class _Pulled(_Source):
         self._reads = plan.reads
         self._keep = keep  # a group member's: entries of other members' partitions are passed over unconverted
         self._batch_size = min(options.batch_size, options.buffer_size)  # what is read ahead stays in bounds
-        self._decoding_read = min(self._batch_size, _DECODING_READ)
         self._pending: collections.deque[Any] = collections.deque()
         self._steps = plan.steps
         self._skip = _skip(start)
@@ -498,7 +492,7 @@ class _Pulled(_Source):
             while not pending and not self._ended and not self._closed:
                 position = cursor.position
                 sift = reads.sift_now()
-                entries = cursor.read(self._batch_size if sift is not None else self._decoding_read, sift)
+                entries = cursor.read(reads.read_size(self._batch_size, sift is not None), sift)
                 if cursor.position == position:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
