@@ -2,7 +2,7 @@
 
 Every process is a real ``redis-server`` (the binary ``redis_server`` finds),
 started here in its own directory and stopped by its pid. Sentinels watch the
-primary under the service name ``rxcs`` and fail over half a second after it
+primary under the service name ``rxcs`` and fail over 1.5 s after it
 stops answering, so a test can kill the primary with SIGKILL and watch rxcs
 follow the new one.
 """
@@ -20,8 +20,12 @@ from redis_server import RedisServer, free_port, redis_server_available
 __all__ = ["ReplicatedRedis", "replicated_redis"]
 
 SERVICE = "rxcs"
-_DOWN_AFTER_MS = 500
-_FAILOVER_TIMEOUT_MS = 3000
+# Long enough that a loaded machine (the whole suite on two cores) does not make a healthy primary look down
+# and set off a second failover; short enough that a failover takes a few seconds.
+_DOWN_AFTER_MS = 1500
+# Long enough that no second Sentinel starts another failover while the first is still promoting
+# (with a short one, two replicas could end up primaries for a moment).
+_FAILOVER_TIMEOUT_MS = 20000
 _SETTLE_TIMEOUT = 30.0
 
 
@@ -101,7 +105,8 @@ class ReplicatedRedis:
         raise AssertionError(f"the replicated Redis did not settle within {timeout} s; see {self.directory}")
 
     def fail_over(self) -> tuple[RedisServer, RedisServer]:
-        """SIGKILL the primary, wait for the Sentinels to promote a replica; return (old, new)."""
+        """SIGKILL the primary, wait for the Sentinels to promote a replica and to make the other live
+        replicas follow it (one primary at a time from then on); return (old, new)."""
         old = self.primary()
         old.kill()
         deadline = time.monotonic() + _SETTLE_TIMEOUT
@@ -110,10 +115,17 @@ class ReplicatedRedis:
                 port = self._sentinel_primary_port()
                 if port != old.port:
                     new = self.primary()
-                    if self.client(new).info("replication")["role"] == "master":  # type: ignore[attr-defined]
+                    if self._role(new) == ("master", None) and all(
+                        self._role(server) == ("slave", new.port)
+                        for server in self.servers if server not in (old, new) and server.process is not None
+                    ):
                         return old, new
             time.sleep(0.05)
-        raise AssertionError("no replica was promoted after the primary was killed")
+        raise AssertionError("no replica was promoted, or the others did not follow it, after the primary was killed")
+
+    def _role(self, server: RedisServer) -> tuple[str, int | None]:
+        info = self.client(server).info("replication")  # type: ignore[attr-defined]
+        return info["role"], info.get("master_port")
 
     def rejoin(self, server: RedisServer) -> None:
         """Start a killed server again; the Sentinels make it a replica of the primary."""
