@@ -44,8 +44,11 @@ def cut_replication(primary: RedisServer) -> None:
 
 
 def replicated_to_all(oplog: RedisOplog) -> None:
-    """Wait until both replicas hold everything the primary has."""
-    assert oplog._client.execute_command("WAIT", 2, 5000) == 2
+    """Wait until both replicas hold everything the primary has (a write now, then WAIT for it)."""
+    pipe = oplog._client.pipeline(transaction=False)
+    pipe.set("rxcs-test-sync", 1)
+    pipe.execute_command("WAIT", 2, 5000)
+    assert pipe.execute()[1] == 2
 
 
 class Recorder:
@@ -252,6 +255,11 @@ class TestLostRanges:
         replicated_to_all(writer)
         assert eventually(lambda: len(caught_up.ids) == 50)
         token_before = caught_up.tokens[-1]
+        billing = rxcs.watch(other_process, "shop", "orders", consumer="billing", commit="each",
+                             start_at_operation_time=rxcs.BEGINNING)
+        with billing.iterate() as stream:  # a named consumer that handled all 50, its checkpoint in Redis
+            assert [stream.next(timeout=10).document_key["_id"] for _ in range(50)] == list(range(50))
+        replicated_to_all(writer)  # the checkpoint too
         cut_replication(replicated_redis.primary())
         for key in range(50, 60):
             insert(writer, key)  # acknowledged by the primary alone: op_ids 51-60
@@ -272,6 +280,8 @@ class TestLostRanges:
                 next(iter(rxcs.watch(other_process, "shop", "orders", resume_after=token)))
         with pytest.raises(rxcs.ChangeStreamHistoryLost, match="op_ids 51-60"):
             next(iter(rxcs.watch(other_process, "shop", "orders", start_at_operation_time=rxcs.ClusterTime(1, 0))))
+        with pytest.raises(rxcs.ChangeStreamHistoryLost, match="op_ids 51-60"):  # its checkpoint is before them
+            next(iter(rxcs.watch(other_process, "shop", "orders", consumer="billing")))
         # A stream begun now, on the new history, is not cut off.
         fresh = Recorder(other_process)
         insert(writer, "later")
