@@ -304,16 +304,16 @@ local function entry_of(record, head, id, dropped)
 end
 """
 
-# KEYS: stream, meta, producers, catalog, this server's token (rxcs.oplog.redis_history). ARGV: oplog id,
-# producer, batch number, max_len (0: none), the batch's identity seed, then for each change its catalog
-# action and its record: the codec's record with a zeroed head (op_id, time, inc, wall_ms), which this
-# script fills in. Returns {first op_id, count, 1 if the batch was already appended, the epoch}. A batch
-# already appended writes its record again, so a WAIT after it covers it.
+# KEYS: stream, meta, producers, catalog. ARGV: oplog id, producer, batch number, max_len (0: none), the
+# batch's identity seed, then for each change its catalog action and its record: the codec's record with
+# a zeroed head (op_id, time, inc, wall_ms), which this script fills in. Returns {first op_id, count, 1 if
+# the batch was already appended, the epoch}. A batch already appended writes its record again, so a WAIT
+# after it covers it.
 _APPEND = _CATALOG + EPOCH_LUA + r"""
 if redis.call('HGET', KEYS[2], 'oplog_id') ~= ARGV[1] then
   return redis.error_reply('RXCS_GONE')
 end
-local epoch = current_epoch(KEYS[2], KEYS[5], ARGV[5])
+local epoch = current_epoch(KEYS[2])
 local done = redis.call('HGET', KEYS[3], ARGV[2])
 if done then
   local batch, first, count = string.match(done, '^(%d+) (%d+) (%d+)$')
@@ -561,9 +561,7 @@ class RedisOplog(Oplog):
         self._stream = stream
         self.retain_for_consumers = bool(retain_for_consumers)
         # The stream key is the bare name; its hash tag is the name too, so every key is in one slot.
-        self._keys = (
-            stream, f"{{{stream}}}:meta", f"{{{stream}}}:producers", f"{{{stream}}}:catalog", f"{{{stream}}}:server"
-        )
+        self._keys = (stream, f"{{{stream}}}:meta", f"{{{stream}}}:producers", f"{{{stream}}}:catalog")
         self._marks = f"{{{stream}}}:durable"  # what readers of replicated durability block on
         self._where = f"{_address(client)} stream {stream!r}"
         # Where the blocking reads and CLIENT UNBLOCK go: on a cluster, the node serving the stream's slot.

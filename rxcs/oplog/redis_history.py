@@ -5,11 +5,9 @@ acknowledged with it, and the replica promoted in its place goes on from the
 last entry it received. rxcs makes that visible instead of letting readers run
 on over it:
 
-- **Epochs.** The append script notes which server ran it: each server keeps
-  a token of its own for the oplog (``{NAME}:server``, never replicated nor
-  written to the append-only file), and the meta hash the token of the server
-  that appended last. The first append on another server (a promoted replica,
-  a restarted server) begins a new epoch: ``{NAME}:meta`` records ``epoch`` and
+- **Epochs.** The append script notes which server ran it (its ``run_id``).
+  The first append on another server (a promoted replica, a restarted server)
+  begins a new epoch: ``{NAME}:meta`` records ``epoch`` and
   ``epoch:<e>`` = the first op_id of epoch ``e``, the op_id after the last the
   new server holds. Op_ids at or after it may have meant other entries before.
 - **Witnesses and lost ranges.** Each process remembers the highest op_id it
@@ -34,27 +32,19 @@ from rxcs.errors import ChangeStreamHistoryLost
 
 __all__ = ["DURABLE_MARK", "EPOCH_LUA", "REPORT_LOSS", "HistoryLoss", "lost_error", "parse_losses"]
 
-# Defines current_epoch(meta, marker): the epoch this append runs in. Each server keeps its own token for
-# the oplog in `marker`, written without replicating it (nor to the append-only file): a promoted replica or
-# a restarted server has none, or one that is not what the last append recorded as 'run', and so begins a
-# new epoch. `seed` (random, from the client) becomes a new token.
+# Defines current_epoch(meta): the epoch this append runs in, beginning a new one when the server
+# running the script is not the one that appended last. KEYS are not needed beyond the meta hash.
 EPOCH_LUA = r"""
-local function current_epoch(meta, marker, seed)
-  local mine = redis.call('GET', marker)
+local function current_epoch(meta)
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
   local held = redis.call('HMGET', meta, 'run', 'epoch', 'last_op_id')
   local epoch = tonumber(held[2] or '0')
-  if not mine or held[1] ~= mine then
-    if not mine then
-      mine = seed
-      redis.set_repl(redis.REPL_NONE)
-      redis.call('SET', marker, mine)
-      redis.set_repl(redis.REPL_ALL)
-    end
+  if held[1] ~= run then
     if held[1] then
       epoch = epoch + 1
       redis.call('HSET', meta, 'epoch', epoch, 'epoch:' .. epoch, string.format('%d', tonumber(held[3]) + 1))
     end
-    redis.call('HSET', meta, 'run', mine)
+    redis.call('HSET', meta, 'run', run)
   end
   return epoch
 end
