@@ -238,6 +238,33 @@ class TestReplicatedDurability:
         assert writer.history_losses() == []  # type: ignore[attr-defined] - nothing acknowledged was lost
 
 
+class TestEpochs:
+    def test_a_replica_that_synced_in_full_begins_an_epoch_when_promoted(
+        self, replicated_redis: ReplicatedRedis, stream: str, opened: list[rxcs.Oplog]
+    ) -> None:
+        """A full resynchronisation copies the primary's whole dataset to the replica; promoted, it is still
+        another server, and its first append begins an epoch (else a loss there could not be told)."""
+        writer = rxcs.open_oplog(replicated_redis.url(stream))
+        opened.append(writer)
+        for key in range(10):
+            insert(writer, key)
+        primary = replicated_redis.primary()
+        first, second = (server for server in replicated_redis.servers if server is not primary)
+        second.kill()  # one replica left: the one the Sentinels must promote
+        first.kill()
+        (first.directory / "dump.rdb").unlink(missing_ok=True)  # the copy its first synchronisation left
+        first.restart()  # with nothing on disk: it synchronises in full from the primary
+        with redis.Redis(port=primary.port) as client:
+            assert eventually(lambda: client.execute_command("WAIT", 1, 1000) == 1, 20)
+            assert client.info("stats")["sync_full"] == 3  # two at the start, one now
+        insert(writer, 10)
+        _, new = replicated_redis.fail_over()
+        assert new is first
+        insert(writer, 11)
+        assert writer.epoch == 1  # type: ignore[attr-defined]
+        assert writer.history_losses() == []  # type: ignore[attr-defined]
+
+
 class TestLostRanges:
     def test_a_lost_range_is_reported_to_live_watchers_and_resuming_consumers(
         self, replicated_redis: ReplicatedRedis, stream: str, opened: list[rxcs.Oplog]
