@@ -816,8 +816,7 @@ class RedisOplog(Oplog):
             return int(length), None if memory is None else int(memory)
 
         length, memory = self._retrying("reading the stream's size", sizes)
-        fields = self._retrying("reading the oplog's history", lambda: self._client.hgetall(self._keys[1]))
-        meta = cast("dict[bytes, bytes]", fields)
+        meta = self._read_meta()
         return RedisOplogInfo(
             address=_address(self._client), stream=self._stream, oplog_id=str(self._oplog_id),
             first_op_id=first, last_op_id=last, entries=length, memory_bytes=memory, max_len=self._max_len or None,
@@ -845,8 +844,12 @@ class RedisOplog(Oplog):
     def history_losses(self) -> list[HistoryLoss]:
         """The ranges that failovers lost, as recorded in the oplog, oldest first."""
         self._check_open()
-        meta = self._retrying("reading the lost ranges", lambda: self._client.hgetall(self._keys[1]))
-        return parse_losses(cast("dict[bytes, bytes]", meta))
+        return parse_losses(self._read_meta())
+
+    def _read_meta(self) -> dict[bytes, bytes]:
+        """The meta hash, whole: the identity, the counters and the history (epochs, lost ranges)."""
+        fields = self._retrying("reading the oplog's meta hash", lambda: self._client.hgetall(self._keys[1]))
+        return cast("dict[bytes, bytes]", fields)
 
     def _witness(self, epoch: int, op_id: int) -> None:
         """Note that this process was acknowledged, or read, op_id ``op_id`` in ``epoch``."""
@@ -883,8 +886,7 @@ class RedisOplog(Oplog):
         return self._retrying("reporting a lost range", report)
 
     def _learn_losses(self) -> None:
-        fields = self._retrying("reading the lost ranges", lambda: self._client.hgetall(self._keys[1]))
-        meta = cast("dict[bytes, bytes]", fields)
+        meta = self._read_meta()
         losses = parse_losses(meta)
         with self._lock:
             reached = max(self._range_seen[1], self._highest)
