@@ -704,9 +704,12 @@ class RedisOplog(Oplog):
             raise InvalidLocationError(
                 f"{_redact(url)}: read_from=replica needs a redis+sentinel:// URL (Sentinel names the replicas)"
             )
+        # What close() must close beyond the client's own pool, which it empties without cutting connections
+        # in use: the cluster's other nodes, the Sentinels and a replica reader. A plain client has nothing more.
+        also_close: Callable[[], None] | None
         if url.startswith(CLUSTER_SCHEMES):
             client = open_cluster(redis_url, redis_options, _redact(url), tuple(_URL_OPTIONS))
-            close = client.close
+            close = also_close = client.close
         else:
             redis_options.setdefault("retry", Retry(NoBackoff(), 0))
             redis_options.setdefault("socket_connect_timeout", 5.0)
@@ -714,12 +717,13 @@ class RedisOplog(Oplog):
             if url.startswith(SENTINEL_SCHEMES):
                 clients = open_sentinel_clients(redis_url, _redact(url), options["read_from"], redis_options)
                 client, reader, close = clients.primary, clients.reader, clients.close
+                also_close = close
             else:
                 try:
                     client = redis.Redis.from_url(redis_url, **redis_options)
                 except ValueError as exc:
                     raise InvalidLocationError(f"{_redact(url)}: {exc}") from None
-                close = client.close
+                close, also_close = client.close, None
         try:
             if isinstance(client, redis.Redis):
                 _check_connection_options(client, url)
@@ -738,7 +742,7 @@ class RedisOplog(Oplog):
             close()
             raise
         oplog._owns_client = True
-        oplog._close_clients = close
+        oplog._close_clients = also_close
         return oplog
 
     # -- identity and range -------------------------------------------------
