@@ -29,6 +29,8 @@ import re
 import struct
 import threading
 import uuid
+import weakref
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final
 
@@ -41,7 +43,7 @@ from rxcs.oplog.entry import Change, OplogEntry
 
 __all__ = [
     "DATA_CHANGE_HEAD", "EXT_DATE", "EXT_DECIMAL", "EXT_TIME", "EXT_UUID", "RECORD_HEADS", "UNPACK_OPTIONS",
-    "EntryDecodeError", "decode_entry", "decode_value", "encode_entry", "encode_value",
+    "EntryDecodeError", "decode_entry", "decode_value", "encode_entry", "encode_value", "needle_sift", "sift_needle",
 ]
 
 _FIXED_FIELDS = 7  # op_id .. coll: always present
@@ -69,6 +71,30 @@ beyond) led by four unsigned ints (op_id, time, inc, wall_ms) and the
 operation's name; a msgpack value's first byte fixes its length, so the head
 parses one way only.
 """
+
+
+_NEEDLES: weakref.WeakKeyDictionary[Callable[[bytes, int, int], bool], bytes] = weakref.WeakKeyDictionary()
+
+
+def needle_sift(needle: bytes) -> Callable[[bytes, int, int], bool]:
+    """The sift (``rxcs.oplog.base.Sift``) passing the records that hold ``needle``, and every record that is not of
+    an insert, update, replace or delete (``DATA_CHANGE_HEAD``), which no sift may leave out.
+
+    ``sift_needle`` gives ``needle`` back: a cursor scanning many records may
+    search for it once across them rather than call the sift on each.
+    """
+    data_change = DATA_CHANGE_HEAD.match
+
+    def sift_one(data: bytes, start: int, end: int) -> bool:
+        return data.find(needle, start, end) >= 0 or data_change(data, start, end) is None
+
+    _NEEDLES[sift_one] = needle
+    return sift_one
+
+
+def sift_needle(sift: Callable[[bytes, int, int], bool]) -> bytes | None:
+    """The string ``sift`` looks for when ``needle_sift`` made it, else None."""
+    return _NEEDLES.get(sift)
 
 
 class EntryDecodeError(ValueError):

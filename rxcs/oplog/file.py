@@ -52,7 +52,14 @@ from rxcs.oplog.base import Clock, Oplog, OplogCursor, Sift
 from rxcs.oplog.catalog import Catalog, CatalogDamaged, CollectionInfo
 from rxcs.oplog.check import RepairPlan, RepairStep, plan_repair, verify_directory
 from rxcs.oplog.checkpoints import CheckpointStore, FileCheckpoints
-from rxcs.oplog.codec import UNPACK_OPTIONS, EntryDecodeError, encode_entry, entry_from_record
+from rxcs.oplog.codec import (
+    DATA_CHANGE_HEAD,
+    UNPACK_OPTIONS,
+    EntryDecodeError,
+    encode_entry,
+    entry_from_record,
+    sift_needle,
+)
 from rxcs.oplog.entry import Change, OplogEntry
 from rxcs.oplog.images import DocumentImages
 from rxcs.oplog.images.overlay import enables_images
@@ -1315,6 +1322,29 @@ class _CommitRewritten(Exception):
 
 
 @final
+@final
+class _SiftedAhead:
+    """What a sifted look-ahead found: the frames of the rest of a commit its sift let through, checked.
+
+    ``frames`` holds three ints for each (where the frame starts and ends in
+    the file, its op_id; ints, which the garbage collector does not track)
+    in the block ``data``;
+    the reads that go on from ``after`` with the same sift take them from
+    ``next`` on, and then stand at ``commit_end`` (its frame ending at
+    ``commit_end_offset``).
+    """
+
+    __slots__ = ("after", "commit_end", "commit_end_offset", "data", "frames", "next", "sift")
+
+    def __init__(
+        self, sift: Sift, data: bytes, frames: list[int], after: int, commit_end: int,
+        commit_end_offset: int,
+    ) -> None:
+        self.sift, self.data, self.frames, self.after = sift, data, frames, after
+        self.commit_end, self.commit_end_offset = commit_end, commit_end_offset
+        self.next = 0
+
+
 class _FileCursor(OplogCursor):
     """Reads frames in order across segments, a large block at a time; hands over only entries of whole commits.
 
@@ -1322,8 +1352,9 @@ class _FileCursor(OplogCursor):
     yet (``_open_at`` says where that commit starts); before it returns it
     either sees that last frame, looking ahead without decoding when it
     stopped at its limit (``_commit_end``; the frames it checked on the way
-    are not checked again, ``_checked``) or, with a sift, reading on to it,
-    or goes back to where the commit starts and leaves its entries out: a commit being written, or cut short
+    are not checked again, ``_checked``, and those a sift let through are
+    noted for the next reads, ``_ahead``), or goes back to where the commit
+    starts and leaves its entries out: a commit being written, or cut short
     by a crash, is waited at, as a torn frame is. A commit cut short can be
     cut off by a writer's recovery and other commits written in its place
     while a read is inside it, so every read of the file made inside a commit
@@ -1348,6 +1379,8 @@ class _FileCursor(OplogCursor):
         # (block, file offset): the frames of that block (the buffer's) up to that offset were checked by the
         # look-ahead, so a read takes them without checking them again
         self._checked: tuple[bytes, int] | None = None
+        # the frames a sifted look-ahead found its sift let through, for the reads that go on through the commit
+        self._ahead: _SiftedAhead | None = None
 
     def close(self) -> None:
         if self._handle is not None:
@@ -1456,6 +1489,7 @@ class _FileCursor(OplogCursor):
         self._offset, self._data, self._buffer_base = offset, b"", offset
         self._buffer = memoryview(self._data)
         self._checked = None
+        self._ahead = None
 
     def _frame_checks(self, op_id: int) -> bool:
         """True when a whole, checksum-valid frame of ``op_id`` starts at the current offset."""
@@ -1506,16 +1540,19 @@ class _FileCursor(OplogCursor):
         if self._damage is not None:
             raise self._damage
         entries: list[OplogEntry] = []
-        stop = self.position + limit  # op_ids rise by one: the last op_id this read passes (a sifted one: see below)
+        stop = self.position + limit  # op_ids rise by one: the last op_id this read passes
+        ahead, self._ahead = self._ahead, None
+        if (
+            ahead is not None and sift is ahead.sift and self._data is ahead.data and self.position == ahead.after
+            and not self._read_ahead(ahead, entries, stop)
+        ):
+            return entries  # the commit goes on past them: its last frame was seen, so they are whole
         failure: OplogCorruptedError | ChangeStreamHistoryLost | None = None
         try:
             while True:
-                self._read_whole_frames(entries, stop, sift, limit)
+                self._read_whole_frames(entries, stop, sift)
                 if self.position >= stop:
-                    # A sifted read inside a commit reads on to its last frame, block by block: checked once.
-                    if sift is None or self._open_at is None or len(entries) >= limit or not self._fill():
-                        break
-                    continue
+                    break
                 # The edges, one frame at a time: a frame across the buffer's end, the tail, damage.
                 frame = self._next_frame()
                 if frame is None:
@@ -1531,7 +1568,7 @@ class _FileCursor(OplogCursor):
                     start = frame.offset - self._buffer_base
                     self._open_at = (frame.op_id, frame.offset, bytes(self._buffer[start : start + FRAME_HEADER.size]))
             if self._open_at is not None and self.position >= stop and self.position > self._commit_end:
-                self._find_commit_end()
+                self._find_commit_end(sift)
         except (OplogCorruptedError, ChangeStreamHistoryLost) as exc:
             failure = exc
             if isinstance(exc, OplogCorruptedError):
@@ -1539,6 +1576,7 @@ class _FileCursor(OplogCursor):
         except _CommitRewritten:  # what was read of it was cut short, and cut: read it anew next time
             failure = None
             self._commit_end = 0
+            self._ahead = None
         if self._open_at is not None and self.position > self._commit_end:
             self._back_to_commit_start(entries)
         self._open_at = None
@@ -1548,17 +1586,14 @@ class _FileCursor(OplogCursor):
             self._damage = failure  # the entries before it first; the next read raises it
         return entries
 
-    def _read_whole_frames(self, entries: list[OplogEntry], stop: int, sift: Sift | None, limit: int) -> None:
+    def _read_whole_frames(self, entries: list[OplogEntry], stop: int, sift: Sift | None) -> None:
         """The hot path: take the frames, up to op_id ``stop``, that lie wholly in the buffer and pass every check.
 
         Anything unusual (a partial frame, a bad checksum, an unexpected op_id,
         an undecodable payload) stops it; ``_next_frame`` then handles that
         frame. A frame whose payload fails ``sift`` is checked but not decoded.
         A frame whose commit goes on after it opens that commit (``_open_at``)
-        until its last frame. A sifted read that reaches ``stop`` inside a
-        commit goes on through the commit's frames the buffer holds, while it
-        has fewer than ``limit`` entries: most of them it passes over
-        undecoded, and frames it takes need no look-ahead to check them first.
+        until its last frame.
         """
         data, buffer, base = self._data, self._buffer, self._buffer_base  # sift searches data in place
         size = len(buffer)
@@ -1576,8 +1611,10 @@ class _FileCursor(OplogCursor):
         decoded = 0
         checked = self._checked
         checked_to = checked[1] - base if checked is not None and checked[0] is data else 0
+        needle = None if sift is None else sift_needle(sift)
+        hit, width, find, data_change = -1, len(needle or b""), data.find, DATA_CHANGE_HEAD.match
         while size - position >= header_size:
-            if expected > stop and (open_at is None or sift is None or len(entries) >= limit):
+            if expected > stop:
                 break
             length, crc, field = unpack_header(buffer, position)  # field: the op_id, and CONTINUES
             body = position + header_size
@@ -1587,7 +1624,15 @@ class _FileCursor(OplogCursor):
             # op_id and payload lie side by side: one call; none for frames of this block the look-ahead checked
             if end > checked_to and crc32(buffer[position + 8 : end]) != crc:
                 break
-            if sift is None or sift(data, body, end):
+            if needle is not None:  # the sift, inline: one search finds the next frame holding the needle
+                if hit < body:
+                    hit = find(needle, body)
+                    if hit < 0:
+                        hit = size
+                wanted = hit <= end - width or data_change(data, body, end) is None
+            else:
+                wanted = sift is None or sift(data, body, end)
+            if wanted:
                 try:
                     entry = make_entry(unpackb(
                         buffer[body:end], raw=False, timestamp=3, strict_map_key=False, ext_hook=ext_hook
@@ -1610,22 +1655,68 @@ class _FileCursor(OplogCursor):
             self._open_at = open_at
             self._oplog._frames_decoded += decoded
 
-    def _find_commit_end(self) -> None:
+    def _read_ahead(self, ahead: _SiftedAhead, entries: list[OplogEntry], stop: int) -> bool:
+        """Decode the frames up to op_id ``stop`` a sifted look-ahead let through, checked then: none is walked,
+        checked or sifted again. True when it took the last of them (the cursor then stands at the commit's
+        last frame, the frames after them having failed the sift); False when some are left for the next read.
+
+        A frame that does not decode stops it before that frame, which the
+        read then takes the usual way, reporting what is wrong with it.
+        """
+        buffer, base, frames = self._buffer, self._buffer_base, ahead.frames
+        header_size, unpackb, ext_hook = FRAME_HEADER.size, msgpack.unpackb, UNPACK_OPTIONS["ext_hook"]
+        first = index = ahead.next
+        count = len(frames)
+        append = entries.append
+        while index < count:
+            start, end, op_id = frames[index : index + 3]
+            if op_id > stop and index > first:  # one at least: the read moves on
+                break
+            try:
+                entry = entry_from_record(unpackb(
+                    buffer[start + header_size - base : end - base],
+                    raw=False, timestamp=3, strict_map_key=False, ext_hook=ext_hook,
+                ))
+            except (ValueError, TypeError, EntryDecodeError, msgpack.UnpackException):
+                entry = None
+            if entry is None or entry.op_id != op_id:
+                self.position, self._offset = op_id - 1, start
+                self._oplog._frames_decoded += (index - first) // 3
+                return True
+            append(entry)
+            index += 3
+        self._oplog._frames_decoded += (index - first) // 3
+        if index < len(frames):
+            self.position, self._offset = frames[index - 1], frames[index - 2]
+            ahead.next, ahead.after = index, self.position
+            self._ahead = ahead
+            return False
+        self.position, self._offset = ahead.commit_end, ahead.commit_end_offset
+        return True
+
+    def _find_commit_end(self, sift: Sift | None = None) -> None:
         """The read stopped at its limit inside a commit: look ahead for the commit's last frame, decoding
         nothing, and note it in ``_commit_end``; the cursor stays where it is.
 
         Returns without noting it at the end of what is written (a commit
         being written, or cut short by a crash); raises ``OplogCorruptedError``
         for damage on the way, and for a finished segment that ends inside
-        the commit.
+        the commit. With a ``sift``, the frames it lets through are noted as
+        well (``_ahead``), when the buffer holds the whole rest of the commit:
+        the next reads with that sift decode them, walking no frame twice.
         """
         position, offset = self.position, self._offset
+        passed: list[int] | None = None if sift is None else []
         try:
             while True:
-                if self._skip_to_commit_end():
+                commit_ends_at = self._skip_to_commit_end(sift, passed)
+                if commit_ends_at:
+                    if passed is not None and sift is not None:
+                        self._ahead = _SiftedAhead(sift, self._data, passed, position, self._commit_end, commit_ends_at)
                     return
                 if self._extend(offset):
                     continue
+                passed = None  # the frames the next lines take are not noted
                 frame = self._next_frame()
                 if frame is None:
                     finished = self._segment_finished()
@@ -1645,14 +1736,15 @@ class _FileCursor(OplogCursor):
             else:  # the look-ahead read past the buffer
                 self._move_to(offset)
 
-    def _skip_to_commit_end(self) -> bool:
+    def _skip_to_commit_end(self, sift: Sift | None = None, passed: list[int] | None = None) -> int:
         """The look-ahead's fast path, through what the buffer holds: check each frame (op_id, length, checksum)
         up to the commit's last one, decoding nothing and making no ``Frame``; note it in ``_commit_end`` and
-        return True. How far it checked is noted in ``_checked``: the read
+        return the file offset where that frame ends. How far it checked is noted in ``_checked``: the read
         that takes these frames from the same block does not check them again.
 
-        Otherwise the cursor is left past the frames checked, and False lets
-        ``_extend`` read on, or the frame-by-frame path go on from there (a
+        The frames ``sift`` lets through are added to ``passed`` (three ints
+        each: where the frame starts and ends in the file, its op_id). Otherwise the cursor is left past the frames
+        checked, and 0 lets ``_extend`` read on, or the frame-by-frame path go on from there (a
         frame across the buffer's end, the tail, damage, which it tells apart
         and reports).
         """
@@ -1662,6 +1754,8 @@ class _FileCursor(OplogCursor):
         position = self._offset - base
         expected = self.position + 1
         header_size, unpack_header, crc32 = FRAME_HEADER.size, FRAME_HEADER.unpack_from, zlib.crc32
+        needle = None if sift is None or passed is None else sift_needle(sift)
+        hit, width, find, data_change = -1, len(needle or b""), data.find, DATA_CHANGE_HEAD.match
         found = False
         while size - position >= header_size:
             length, crc, field = unpack_header(buffer, position)
@@ -1670,6 +1764,17 @@ class _FileCursor(OplogCursor):
                 break
             if crc32(buffer[position + 8 : end]) != crc:  # damage is met here, before any of the commit is taken
                 break
+            if passed is not None:
+                body = position + header_size
+                if needle is not None:  # as in _read_whole_frames
+                    if hit < body:
+                        hit = find(needle, body)
+                        if hit < 0:
+                            hit = size
+                    if hit <= end - width or data_change(data, body, end) is None:
+                        passed += (base + position, base + end, expected)
+                elif sift is not None and sift(data, body, end):
+                    passed += (base + position, base + end, expected)
             position = end
             if field == expected:  # the commit's last frame
                 self._commit_end = expected
@@ -1680,9 +1785,9 @@ class _FileCursor(OplogCursor):
         if checked is None or checked[0] is not data or checked[1] < base + position:
             self._checked = (data, base + position)
         if found:
-            return True
+            return base + position
         self._offset, self.position = base + position, expected - 1
-        return False
+        return 0
 
     def _extend(self, origin: int) -> bool:
         """The look-ahead ran out of buffer inside a frame: append the file's next block to the buffer, which

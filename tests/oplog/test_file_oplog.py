@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import rxcs
+from rxcs.oplog.base import Sift
 from rxcs.oplog.file import FileOplog
 
 QUIET = "import structlog, sys; structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))\n"
@@ -679,6 +683,14 @@ def cuts_inside(spans: list[tuple[int, int]]) -> list[int]:
     return sorted(points)
 
 
+def leading_match_sift_of(pad: str) -> Sift:
+    from rxcs.prefilter import leading_match_sift
+
+    sift = leading_match_sift([{"$match": {"fullDocument.pad": pad}}])
+    assert sift is not None
+    return sift
+
+
 def rewrite_frame(data: bytearray, start: int, field: int) -> None:
     """Give the frame at ``start`` the op_id field ``field``, with the checksum it then needs."""
     length = int.from_bytes(data[start : start + 4], "little")
@@ -771,9 +783,11 @@ class TestAtomicCommits:
         with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(0) as cursor:
             assert [[e.op_id for e in cursor.read(3)] for _ in range(4)] == [[1, 2, 3], [4, 5, 6], [7], []]
 
-    def test_a_sifted_read_that_reaches_its_limit_inside_a_commit_reads_on_to_its_end(self, tmp_path: Path) -> None:
-        """A read with a sift goes past its limit to the last frame of the commit it is inside, returning no
-        more than its limit of entries; a damaged frame past the limit still keeps the whole commit back."""
+    def test_a_sifted_read_that_stops_inside_a_commit_notes_what_its_sift_lets_through(self, tmp_path: Path) -> None:
+        """A read with a sift stops at its limit inside a commit, as any read does, and its look-ahead for the
+        commit's last frame notes the frames the sift lets through: the next reads with that sift take them,
+        and a read with another sift, or none, reads the rest the usual way. A damaged frame past the limit
+        still keeps the whole commit back."""
         from rxcs.prefilter import leading_match_sift
 
         path = tmp_path / "oplog"
@@ -784,10 +798,18 @@ class TestAtomicCommits:
         assert every is not None
         with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(1) as cursor:
             assert cursor.read(2, none) == []
+            assert cursor.position == 3  # moved on: its look-ahead found nothing the sift lets through
+            assert cursor.read(2, none) == []
             assert cursor.position == 7
         with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(1) as cursor:
             assert [e.op_id for e in cursor.read(2, every)] == [2, 3]
-            assert [e.op_id for e in cursor.read(100, every)] == [4, 5, 6, 7]
+            assert [e.op_id for e in cursor.read(2, every)] == [4, 5]
+            assert [e.op_id for e in cursor.read(100, every)] == [6, 7]
+        with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(1) as cursor:
+            assert [e.op_id for e in cursor.read(2, every)] == [2, 3]
+            assert cursor.read(2, none) == []  # another sift: the frames are walked again, not taken from the note
+            assert cursor.position == 5
+            assert [e.op_id for e in cursor.read(100)] == [6, 7]
         damaged = bytearray(data)
         damaged[(spans[5][0] + spans[5][1]) // 2] ^= 0x40  # in op_id 6, past the limit of the read below
         segment.write_bytes(bytes(damaged))
@@ -796,6 +818,30 @@ class TestAtomicCommits:
                 with pytest.raises(rxcs.OplogCorruptedError):
                     cursor.read(2, sift)
                 assert cursor.position == 1
+
+    def test_a_noted_frame_that_does_not_decode_is_reported_where_it_lies(self, tmp_path: Path) -> None:
+        """A frame whose checksum holds but whose payload is no entry (written so by a faulty writer), met
+        among the frames a sifted look-ahead noted: the entries before it are handed over, then the read
+        after them reports that frame, naming the segment and its offset."""
+        path = tmp_path / "oplog"
+        with rxcs.open_oplog(path, durability="none") as oplog:
+            oplog.insert("shop", "users", {"_id": 0})
+            oplog.append_many([rxcs.Change.insert("shop", "users", {"_id": i, "pad": "c" * 300}) for i in range(1, 7)])
+        segment = segments(path)[-1]
+        data, spans = bytearray(segment.read_bytes()), frame_spans(segment)
+        start, end = spans[5]  # op_id 6: a payload of the same length that is no msgpack entry
+        data[start + 16 : end] = b"\xc1" * (end - start - 16)
+        data[start + 4 : start + 8] = zlib.crc32(bytes(data[start + 8 : end])).to_bytes(4, "little")
+        segment.write_bytes(bytes(data))
+        every = leading_match_sift_of("c" * 300)
+        with rxcs.open_oplog(path, readonly=True) as reader, reader.cursor(1) as cursor:
+            assert [e.op_id for e in cursor.read(2, every)] == [2, 3]
+            assert [e.op_id for e in cursor.read(100, every)] == [4, 5]
+            with pytest.raises(rxcs.OplogCorruptedError) as raised:
+                cursor.read(100, every)
+            assert raised.value.offset == start
+            assert str(segment) in str(raised.value)
+            assert cursor.position == 5
 
     def test_a_commit_larger_than_a_read_block_is_checksummed_once_a_frame(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -915,3 +961,82 @@ class TestAtomicCommits:
         with pytest.raises(rxcs.OplogCorruptedError, match="format version 4") as caught:
             rxcs.open_oplog(path, readonly=True)
         assert caught.value.path == str(path / "oplog.meta")
+
+
+class TestSiftedReadsThroughCommits:
+    """Reads with and without sifts, of any limit, through commits of any size, DDL among them."""
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        commits=st.lists(st.lists(st.sampled_from(["new", "paid", "shipped", "drop"]), min_size=1, max_size=80),
+                         min_size=1, max_size=8),
+        reads=st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["paid", "none", "multi", None])),
+                       min_size=1, max_size=30),
+    )
+    def test_sifted_reads_hand_over_what_the_sift_passes_once_in_order(
+        self, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+        commits: list[list[str]], reads: list[tuple[int, str | None]],
+    ) -> None:
+        """Whatever the sifts and limits read after read, a cursor hands over each entry at most once, in
+        op_id order, equal to what an unsifted read gives; every entry whose record the read's sift passes
+        is handed over, and only an entry of a read with another sift, or none, can be handed over besides.
+        Small blocks make the look-ahead read on, block by block."""
+        import rxcs.oplog.file as file_module
+        from rxcs.oplog.codec import needle_sift
+        from rxcs.prefilter import leading_match_sift
+
+        monkeypatch.setattr(file_module, "READ_CHUNK", 2048)
+        path = tmp_path_factory.mktemp("sifted") / "oplog"
+        with rxcs.open_oplog(path, durability="none") as oplog:
+            for number, commit in enumerate(commits):
+                oplog.append_many([
+                    rxcs.Change.drop_collection("shop", f"c{number}") if status == "drop"
+                    else rxcs.Change.insert("shop", "users", {"_id": f"{number}-{i}", "status": status})
+                    for i, status in enumerate(commit)
+                ])
+            last = oplog.last_op_id
+        multi = leading_match_sift([{"$match": {"fullDocument.status": {"$in": ["shipped", "nobody"]},
+                                                 "fullDocument._id": {"$in": ["0-0", "1-1", "2-2", "3-3"]}}}])
+        assert multi is not None
+        sifts: dict[str | None, Sift | None] = {
+            "paid": needle_sift(b"paid"), "none": needle_sift(b"\xa6nobody"), "multi": multi, None: None,
+        }
+        with rxcs.open_oplog(path, readonly=True) as reader:
+            everything = {entry.op_id: entry for entry in reader.read(0, 1_000_000)}
+            records = {op_id: payload for op_id, payload in frame_payloads(segments(path))}
+            handed: list[int] = []
+            with reader.cursor(0) as cursor:
+                for limit, name in itertools.islice(itertools.cycle(reads), 2 * last + 2):  # each read moves on
+                    sift = sifts[name]
+                    before = cursor.position
+                    entries = cursor.read(limit, sift)
+                    assert [entry == everything[entry.op_id] for entry in entries] == [True] * len(entries)
+                    handed += [entry.op_id for entry in entries]
+                    assert cursor.position >= before
+                    if sift is not None:
+                        passed = [op_id for op_id in range(before + 1, cursor.position + 1)
+                                  if sift(records[op_id], 0, len(records[op_id]))]
+                        assert [op_id for op_id in passed if op_id not in entries_ids(entries)] == []
+                        assert len(entries) <= limit or entries[-1].op_id <= before + limit + 1
+                    else:
+                        assert [e.op_id for e in entries] == list(range(before + 1, cursor.position + 1))
+                    if cursor.position == last:
+                        break
+            assert handed == sorted(set(handed))
+            assert cursor.position == last
+
+
+def entries_ids(entries: list[rxcs.OplogEntry]) -> set[int]:
+    return {entry.op_id for entry in entries}
+
+
+def frame_payloads(paths: list[Path]) -> list[tuple[int, bytes]]:
+    """(op_id, payload) of every whole frame of the segments."""
+    from rxcs.oplog.segments import HEADER, scan_frames
+
+    found = []
+    for segment in paths:
+        data = segment.read_bytes()
+        for frame in scan_frames(memoryview(data)[HEADER.size :], HEADER.size, int(segment.name[:20])):
+            found.append((frame.op_id, bytes(frame.payload)))
+    return found
