@@ -29,7 +29,7 @@ from typing import Any, Final, final
 from rxcs.events import OperationType
 from rxcs.expanded import operation_description, update_description_document
 from rxcs.oplog.base import Sift
-from rxcs.oplog.codec import DATA_CHANGE_HEAD
+from rxcs.oplog.codec import DATA_CHANGE_HEAD, needle_sift
 from rxcs.oplog.entry import OplogEntry
 from rxcs.pipeline import compile_pipeline
 from rxcs.query import MISSING, compile_filter, rewrite_event_aliases, top_level_fields
@@ -198,11 +198,35 @@ def entry_filter(
     """
     spec = rewrite_event_aliases(spec)
     getters = _entry_getters(spec, full_document, full_document_before_change, show_expanded_events)
-    return None if getters is None else _on_entries(compile_filter(spec), getters)
+    if getters is None:
+        return None
+    inside = _inside_one_field(spec, getters[0][0]) if len(getters) == 1 else None
+    return _on_entries(compile_filter(spec), getters, inside)
 
 
-def _on_entries(predicate: Predicate, getters: list[tuple[str, Getter]]) -> EntryFilter:
-    """A filter's ``predicate`` on entries, reading the fields it needs with ``getters``."""
+def _inside_one_field(spec: Mapping[str, Any], name: str) -> Predicate | None:
+    """``spec`` as a filter on the document in field ``name``, when every condition of it is on a path inside
+    that document (``{"fullDocument.status": "paid"}``); else None.
+
+    On an event whose ``name`` holds a document, not an array, the two
+    agree: a path through ``name`` reaches what the rest of the path reaches
+    in that document.
+    """
+    prefix = name + "."
+    inside: dict[str, Any] = {}
+    for key, condition in spec.items():
+        rest = key[len(prefix):] if isinstance(key, str) and key.startswith(prefix) else ""
+        if not rest or rest.startswith("$"):
+            return None
+        inside[rest] = condition
+    return compile_filter(inside) if inside else None
+
+
+def _on_entries(
+    predicate: Predicate, getters: list[tuple[str, Getter]], inside: Predicate | None = None
+) -> EntryFilter:
+    """A filter's ``predicate`` on entries, reading the fields it needs with ``getters``; ``inside``, when
+    given, is the same filter on the document the one field holds (``_inside_one_field``)."""
     known = _KNOWN_OPERATIONS
 
     if len(getters) == 1:
@@ -212,6 +236,8 @@ def _on_entries(predicate: Predicate, getters: list[tuple[str, Getter]]) -> Entr
             if entry.op not in known:
                 return True
             value = get(entry)
+            if inside is not None and type(value) is dict:
+                return inside(value)
             return predicate({} if value is MISSING else {name: value})
 
         return one_field
@@ -354,14 +380,9 @@ def _sift(groups: tuple[tuple[bytes, ...], ...]) -> Sift:
 
 
 def _make_sift(groups: tuple[tuple[bytes, ...], ...]) -> Sift:
-    data_change = DATA_CHANGE_HEAD.match
     if len(groups) == 1 and len(groups[0]) == 1:
-        needle = groups[0][0]
-
-        def sift_one(data: bytes, start: int, end: int) -> bool:
-            return data.find(needle, start, end) >= 0 or data_change(data, start, end) is None
-
-        return sift_one
+        return needle_sift(groups[0][0])
+    data_change = DATA_CHANGE_HEAD.match
 
     def sift(data: bytes, start: int, end: int) -> bool:
         for group in groups:

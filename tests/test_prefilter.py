@@ -77,6 +77,14 @@ FILTERS: list[dict[str, Any]] = [
     {"clusterTime": {"$gt": [2, 0]}},
     {"$or": [{"operationType": "delete"}, {"fullDocument.status": {"$in": ["new", None]}}]},
     {"$nor": [{"ns.coll": "users"}], "$comment": "not users"},
+    # Every condition on a path inside one field: read on the document that field holds (when it holds one).
+    {"fullDocument.status": "paid", "fullDocument.tags": {"$size": 2}},
+    {"fullDocument.status": None},
+    {"fullDocument.status": {"$not": {"$eq": "paid"}}, "fullDocument.missing.deeper": {"$exists": False}},
+    {"fullDocument.tags.0": {"$in": ["a", "paid"]}},
+    {"fullDocumentBeforeChange.status": {"$type": "string"}},
+    {"documentKey._id": {"$in": [1, None]}},
+    {"updateDescription.updatedFields.status": {"$exists": True}, "updateDescription.removedFields": []},
 ]
 
 
