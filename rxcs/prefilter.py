@@ -84,7 +84,7 @@ def prefilter(
         usable.append((spec, predicate, getters))
     if not usable:
         return Prefilter(None, 0, None, None)
-    filters = [_on_entries(predicate, getters) for _, predicate, getters in usable]
+    filters = [_on_entries(spec, predicate, getters) for spec, predicate, getters in usable]
     check = filters[0] if len(filters) == 1 else (lambda entry: all(test(entry) for test in filters))
     groups = tuple(group for spec, _, _ in usable for group in _required_strings(spec))
     key = (
@@ -200,8 +200,7 @@ def entry_filter(
     getters = _entry_getters(spec, full_document, full_document_before_change, show_expanded_events)
     if getters is None:
         return None
-    inside = _inside_one_field(spec, getters[0][0]) if len(getters) == 1 else None
-    return _on_entries(compile_filter(spec), getters, inside)
+    return _on_entries(spec, compile_filter(spec), getters)
 
 
 def _inside_one_field(spec: Mapping[str, Any], name: str) -> Predicate | None:
@@ -222,15 +221,13 @@ def _inside_one_field(spec: Mapping[str, Any], name: str) -> Predicate | None:
     return compile_filter(inside) if inside else None
 
 
-def _on_entries(
-    predicate: Predicate, getters: list[tuple[str, Getter]], inside: Predicate | None = None
-) -> EntryFilter:
-    """A filter's ``predicate`` on entries, reading the fields it needs with ``getters``; ``inside``, when
-    given, is the same filter on the document the one field holds (``_inside_one_field``)."""
+def _on_entries(spec: Mapping[str, Any], predicate: Predicate, getters: list[tuple[str, Getter]]) -> EntryFilter:
+    """The filter ``spec``, compiled as ``predicate``, on entries, reading the fields it needs with ``getters``."""
     known = _KNOWN_OPERATIONS
 
     if len(getters) == 1:
         ((name, get),) = getters
+        inside = _inside_one_field(spec, name)
 
         def one_field(entry: OplogEntry) -> bool:
             if entry.op not in known:
