@@ -5,12 +5,13 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, cast, final
 
 from rxcs.cluster_time import ClusterTime
 from rxcs.documents import NsType
+from rxcs.frozen import open_twin
 
 if TYPE_CHECKING:
     from rxcs.documents import (
@@ -177,9 +178,9 @@ class ChangeEvent:
     ) -> ChangeEvent:
         """Build an event from values the stream itself produced: the hot path, no checks.
 
-        Below the class this is replaced by the same construction written
-        with each slot's setter bound once, the cheapest way into a frozen
-        dataclass; this form is what it does.
+        Below the class this is replaced by the same construction through a
+        twin class of the same slots (``rxcs.frozen``), the cheapest way into
+        a frozen dataclass; this form is what it does.
         """
         return cls(
             id, operation_type, cluster_time, wall_time, ns, document_key, full_document,
@@ -240,10 +241,8 @@ class ChangeEvent:
 
 
 def _trusted_event_builder() -> Any:
-    """``ChangeEvent._trusted`` written out with each slot's setter bound once."""
-    (set_id, set_op, set_time, set_wall, set_ns, set_key, set_doc, set_before, set_update, set_to, set_desc,
-     set_txn, set_nulls, set_uuid) = (getattr(ChangeEvent, f.name).__set__ for f in fields(ChangeEvent))
-    new = _new
+    """``ChangeEvent._trusted`` written out: built through a twin class of the same slots (``rxcs.frozen``)."""
+    twin, new, event_class = open_twin(ChangeEvent), _new, ChangeEvent
 
     def trusted(
         id: ResumeToken, operation_type: OperationType, cluster_time: ClusterTime, wall_time: datetime,
@@ -252,22 +251,24 @@ def _trusted_event_builder() -> Any:
         to: Namespace | None, operation_description: Document | None, txn_number: int | None,
         null_fields: frozenset[str], collection_uuid: uuid.UUID | None,
     ) -> ChangeEvent:
-        event = new(ChangeEvent)
-        set_id(event, id)
-        set_op(event, operation_type)
-        set_time(event, cluster_time)
-        set_wall(event, wall_time)
-        set_ns(event, ns)
-        set_key(event, document_key)
-        set_doc(event, full_document)
-        set_before(event, full_document_before_change)
-        set_update(event, update_description)
-        set_to(event, to)
-        set_desc(event, operation_description)
-        set_txn(event, txn_number)
-        set_nulls(event, null_fields)
-        set_uuid(event, collection_uuid)
-        return event
+        event: Any = new(twin)
+        event.id = id
+        event.operation_type = operation_type
+        event.cluster_time = cluster_time
+        event.wall_time = wall_time
+        event.ns = ns
+        event.document_key = document_key
+        event.full_document = full_document
+        event.full_document_before_change = full_document_before_change
+        event.update_description = update_description
+        event.to = to
+        event.operation_description = operation_description
+        event.txn_number = txn_number
+        event.null_fields = null_fields
+        event.collection_uuid = collection_uuid
+        event.__class__ = event_class
+        built: ChangeEvent = event
+        return built
 
     trusted.__doc__ = ChangeEvent._trusted.__doc__
     return trusted

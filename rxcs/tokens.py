@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, final
 
 from rxcs.errors import InvalidResumeToken
+from rxcs.frozen import open_twin
 
 __all__ = ["ResumeToken"]
 
@@ -115,10 +116,10 @@ class ResumeToken:
     ) -> ResumeToken:
         """An event token from values the oplog itself produced, without re-validating them.
 
-        Below the class this is replaced by the same construction written
-        with each slot's setter bound once (the cheapest way into a frozen
-        slotted dataclass, as ``ChangeEvent._trusted`` is); this form is what
-        it does.
+        Below the class this is replaced by the same construction through a
+        twin class of the same slots (``rxcs.frozen``: the cheapest way into
+        a frozen slotted dataclass, as ``ChangeEvent._trusted`` is); this
+        form is what it does.
         """
         token = _new(cls)
         _set(token, "oplog_id", oplog_id)
@@ -214,26 +215,23 @@ class ResumeToken:
 
 
 def _trusted_token_builder() -> Any:
-    """``ResumeToken._trusted`` written out with each slot's setter bound once."""
-    slots = vars(ResumeToken)
-    (set_oplog_id, set_op_id, set_invalidate, set_fragment, set_high_water, set_cluster_time, set_wall_time_ms) = (
-        slots[name].__set__
-        for name in ("oplog_id", "op_id", "invalidate", "fragment", "high_water", "cluster_time", "wall_time_ms")
-    )
-    new = _new
+    """``ResumeToken._trusted`` written out: built through a twin class of the same slots (``rxcs.frozen``)."""
+    twin, new, token_class = open_twin(ResumeToken), _new, ResumeToken
 
     def trusted(
         oplog_id: uuid.UUID, op_id: int, invalidate: bool, cluster_time: tuple[int, int], wall_time_ms: int
     ) -> ResumeToken:
-        token: ResumeToken = new(ResumeToken)
-        set_oplog_id(token, oplog_id)
-        set_op_id(token, op_id)
-        set_invalidate(token, invalidate)
-        set_fragment(token, 0)
-        set_high_water(token, False)
-        set_cluster_time(token, cluster_time)
-        set_wall_time_ms(token, wall_time_ms)
-        return token
+        token: Any = new(twin)
+        token.oplog_id = oplog_id
+        token.op_id = op_id
+        token.invalidate = invalidate
+        token.fragment = 0
+        token.high_water = False
+        token.cluster_time = cluster_time
+        token.wall_time_ms = wall_time_ms
+        token.__class__ = token_class
+        built: ResumeToken = token
+        return built
 
     trusted.__doc__ = ResumeToken._trusted.__doc__
     return trusted

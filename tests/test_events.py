@@ -115,6 +115,23 @@ class TestTrustedConstruction:
         fast = ChangeEvent._trusted(*values)
         assert fast == ChangeEvent(*values)
         assert [getattr(fast, f.name) for f in dataclasses.fields(ChangeEvent)] == list(values)
+        assert type(fast) is ChangeEvent
+        assert hash(fast.id) == hash(values[0])
+
+    def test_what_the_fast_constructors_build_is_frozen(self) -> None:
+        """Events and tokens built through their twin classes (rxcs.frozen) refuse changes as any others do."""
+        token = rxcs.ResumeToken._trusted(uuid.UUID(int=1), 9, False, (5, 1), 1000)
+        assert type(token) is rxcs.ResumeToken
+        assert token == rxcs.ResumeToken(uuid.UUID(int=1), 9, cluster_time=(5, 1), wall_time_ms=1000)
+        assert rxcs.ResumeToken.parse(token.to_document()) == token
+        event = ChangeEvent._trusted(
+            token, OperationType.INSERT, ClusterTime(5, 1), datetime(2026, 1, 1, tzinfo=UTC),
+            Namespace("shop", "users"), {"_id": 1}, {"_id": 1}, None, None, None, None, None, frozenset(), None,
+        )
+        for target, name in ((token, "op_id"), (event, "id"), (event, "full_document")):
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(target, name, None)
+        assert event.to_document()["_id"] == token.to_document()
 
 
 class TestSmallTypes:
