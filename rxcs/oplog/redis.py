@@ -61,6 +61,7 @@ from rxcs.oplog.images.overlay import enables_images
 from rxcs.oplog.images.redis import RedisImageStore
 from rxcs.oplog.redis_cluster import CLUSTER_FAULTS, CLUSTER_SCHEMES, SlotRoute, cluster_address, open_cluster
 from rxcs.oplog.redis_history import DURABLE_MARK, EPOCH_LUA, REPORT_LOSS, HistoryLoss, lost_error, parse_losses
+from rxcs.oplog.redis_lane import BUSY, ScriptLane
 from rxcs.oplog.redis_sentinel import READ_FROM, open_sentinel_clients, sentinel_address
 from rxcs.oplog.redis_sentinel import SCHEMES as SENTINEL_SCHEMES
 from rxcs.oplog.retention import REDIS_TRIM_RETAINED, Retention, RetentionStatistics, StreamKeeper
@@ -589,6 +590,10 @@ class RedisOplog(Oplog):
         self._batches = itertools.count(1)
         self._init_script = client.register_script(_INIT)
         self._append_script = client.register_script(_APPEND)
+        # One connection held for appends one thread at a time (rxcs.oplog.redis_lane); a cluster routes by slot.
+        self._append_lane = None if self._route.cluster else ScriptLane(
+            cast("redis.Redis", client), self._append_script, self._keys
+        )
         self._seek_script = client.register_script(_SEEK)
         self._trim_script = client.register_script(_TRIM)
         self._range_script = client.register_script(_RANGE)
@@ -923,6 +928,10 @@ class RedisOplog(Oplog):
 
         def attempt() -> tuple[list[Any], int]:
             if not self._replicated:
+                if self._append_lane is not None:
+                    reply = self._append_lane.run(args)
+                    if reply is not BUSY:
+                        return reply, 0
                 return self._append_script(keys=self._keys, args=args), 0
             # WAIT on the connection that ran the script: it confirms that script's writes (and all before).
             # On a cluster, that is a pipeline to the node serving the slot, routed here (SlotRoute).
@@ -1257,6 +1266,8 @@ class RedisOplog(Oplog):
         if self._keeper is not None:
             self._keeper.close()
         self._unblock(waiters)
+        if self._append_lane is not None:
+            self._append_lane.close(disconnect=self._owns_client)
         if fields:  # this producer's retry bookkeeping is no longer needed
             with contextlib.suppress(redis.RedisError, RedisClusterException):
                 self._client.hdel(self._keys[2], *fields)

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -248,6 +249,74 @@ class TestAppend:
             assert oplog.collections()[rxcs.Namespace("shop", "orders")] == orders
             assert oplog.insert("shop", "users", {"_id": 3}) == 4
 
+    def test_appends_go_on_after_the_server_forgets_the_script(self, stream_url: str, client: redis.Redis) -> None:
+        """SCRIPT FLUSH (as a restarted or newly promoted server has no scripts): the next append, on the
+        connection held for appends, loads the script again and is recorded once."""
+        with rxcs.open_oplog(stream_url) as oplog:
+            assert oplog.insert("shop", "users", {"_id": 0}) == 1
+            client.script_flush()
+            assert oplog.insert("shop", "users", {"_id": 1}) == 2
+            client.script_flush()
+            assert oplog.append_many(inserts(3, start=2)) == [3, 4, 5]
+            assert [e.full_document["_id"] for e in oplog.read(0, 10)] == [0, 1, 2, 3, 4]
+
+    def test_writer_threads_share_the_held_connection_and_the_pool(self, stream_url: str) -> None:
+        """Eight threads appending through one oplog: one at a time takes the connection held for appends,
+        the others the pool's; every change is recorded once, op_ids contiguous."""
+        with rxcs.open_oplog(stream_url) as oplog:
+            def write(worker: int) -> None:
+                for i in range(100):
+                    oplog.insert("shop", "users", {"_id": f"{worker}-{i}"})
+
+            threads = [threading.Thread(target=write, args=(worker,)) for worker in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            entries = oplog.read(0, 10_000)
+        assert [e.op_id for e in entries] == list(range(1, 801))
+        assert sorted(e.full_document["_id"] for e in entries) == sorted(f"{w}-{i}" for w in range(8) for i in range(100))
+
+    def test_a_forked_child_appends_on_a_connection_of_its_own(self, stream_url: str) -> None:
+        """A process forked after its parent appended appends through the same oplog object while the parent
+        goes on: the two never share the held connection (their replies would cross), nothing is lost."""
+        import multiprocessing
+
+        with rxcs.open_oplog(stream_url) as oplog:
+            oplog.insert("shop", "users", {"_id": "before"})
+            context = multiprocessing.get_context("fork")
+            child = context.Process(target=_append_in_child, args=(oplog,))
+            child.start()
+            for i in range(200):
+                oplog.insert("shop", "users", {"_id": f"parent-{i}"})
+            child.join(60)
+            assert child.exitcode == 0
+            entries = oplog.read(0, 10_000)
+        assert [e.op_id for e in entries] == list(range(1, 402))
+        ids = [e.full_document["_id"] for e in entries]
+        assert [i for i in ids if str(i).startswith("parent")] == [f"parent-{i}" for i in range(200)]
+        assert [i for i in ids if str(i).startswith("child")] == [f"child-{i}" for i in range(200)]
+
+    def test_close_lets_go_of_the_held_connection(self, redis_server: RedisServer, client: redis.Redis) -> None:
+        """An oplog given a client hands the connection it held for appends back to that client's pool; one
+        opened from a URL closes it: the server sees no connection of it afterwards."""
+        name = f"lane-{uuid.uuid4().hex[:8]}"
+        given = redis.Redis.from_url(redis_server.url, client_name=name)
+        oplog = RedisOplog(given, stream=f"t-{uuid.uuid4().hex[:12]}")
+        oplog.insert("shop", "users", {"_id": 1})
+        oplog.close()
+        pool: Any = given.connection_pool
+        assert not pool._in_use_connections  # every connection it took is back in the pool
+        given.close()
+        url = f"{redis_server.url}?stream=t-{uuid.uuid4().hex[:12]}&client_name={name}-url"
+        with rxcs.open_oplog(url) as from_url:
+            from_url.insert("shop", "users", {"_id": 1})
+            assert any(c["name"] == f"{name}-url" for c in client.client_list())
+        deadline = time.monotonic() + 5
+        while any(c["name"].startswith(name) for c in client.client_list()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [c["name"] for c in client.client_list() if c["name"].startswith(name)]
+
     def test_max_len_keeps_about_that_many(self, stream_url: str, client: redis.Redis) -> None:
         """max_len trims on append with MAXLEN ~: at least max_len stay, and not many more; op_ids go on."""
         with rxcs.open_oplog(stream_url, max_len=100) as oplog:
@@ -259,6 +328,11 @@ class TestAppend:
             assert oplog.read(oplog.first_op_id - 1, 1)[0].op_id == oplog.first_op_id
             with pytest.raises(rxcs.ChangeStreamHistoryLost):
                 oplog.cursor(0)
+
+
+def _append_in_child(oplog: rxcs.Oplog) -> None:
+    for i in range(200):
+        oplog.insert("shop", "users", {"_id": f"child-{i}"})
 
 
 class TestSeek:
