@@ -203,7 +203,7 @@ def entry_filter(
     return _on_entries(spec, compile_filter(spec), getters)
 
 
-def _inside_one_field(spec: Mapping[str, Any], name: str) -> Predicate | None:
+def _inside_one_field(spec: Mapping[str, Any], name: str) -> dict[str, Any] | None:
     """``spec`` as a filter on the document in field ``name``, when every condition of it is on a path inside
     that document (``{"fullDocument.status": "paid"}``); else None.
 
@@ -218,7 +218,7 @@ def _inside_one_field(spec: Mapping[str, Any], name: str) -> Predicate | None:
         if not rest or rest.startswith("$"):
             return None
         inside[rest] = condition
-    return compile_filter(inside) if inside else None
+    return inside or None
 
 
 def _on_entries(spec: Mapping[str, Any], predicate: Predicate, getters: list[tuple[str, Getter]]) -> EntryFilter:
@@ -227,14 +227,21 @@ def _on_entries(spec: Mapping[str, Any], predicate: Predicate, getters: list[tup
 
     if len(getters) == 1:
         ((name, get),) = getters
-        inside = _inside_one_field(spec, name)
+        # On the document the one field holds, when it can be: compiled at the first such entry, so that a
+        # stream that has seen none (an idle watcher) holds nothing more than its filter.
+        inside: Any = spec  # the filter; then the predicate inside the field, or None when it reads beyond it
 
         def one_field(entry: OplogEntry) -> bool:
+            nonlocal inside
             if entry.op not in known:
                 return True
             value = get(entry)
             if inside is not None and type(value) is dict:
-                return inside(value)
+                if not callable(inside):  # the first entry with a document there
+                    within = _inside_one_field(inside, name)
+                    inside = None if within is None else compile_filter(within)
+                if inside is not None:
+                    return inside(value)  # type: ignore[no-any-return]
             return predicate({} if value is MISSING else {name: value})
 
         return one_field

@@ -1362,6 +1362,11 @@ class _FileCursor(OplogCursor):
     (``_CommitRewritten`` when not): a read never joins frames of two writes.
     """
 
+    __slots__ = (
+        "_ahead", "_buffer", "_buffer_base", "_checked", "_commit_end", "_damage", "_data", "_handle", "_offset",
+        "_open_at", "_oplog", "_placed", "_segment", "position",
+    )
+
     def __init__(self, oplog: FileOplog, after: int) -> None:
         self._oplog = oplog
         self.position = after

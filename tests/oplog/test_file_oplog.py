@@ -1003,7 +1003,7 @@ class TestSiftedReadsThroughCommits:
         }
         with rxcs.open_oplog(path, readonly=True) as reader:
             everything = {entry.op_id: entry for entry in reader.read(0, 1_000_000)}
-            records = {op_id: payload for op_id, payload in frame_payloads(segments(path))}
+            records = dict(frame_payloads(segments(path)))
             handed: list[int] = []
             with reader.cursor(0) as cursor:
                 for limit, name in itertools.islice(itertools.cycle(reads), 2 * last + 2):  # each read moves on
