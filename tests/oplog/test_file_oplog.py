@@ -1034,9 +1034,9 @@ def frame_payloads(paths: list[Path]) -> list[tuple[int, bytes]]:
     """(op_id, payload) of every whole frame of the segments."""
     from rxcs.oplog.segments import HEADER, scan_frames
 
-    found = []
+    found: list[tuple[int, bytes]] = []
     for segment in paths:
         data = segment.read_bytes()
-        for frame in scan_frames(memoryview(data)[HEADER.size :], HEADER.size, int(segment.name[:20])):
-            found.append((frame.op_id, bytes(frame.payload)))
+        frames = scan_frames(memoryview(data)[HEADER.size :], HEADER.size, int(segment.name[:20]))
+        found.extend((frame.op_id, bytes(frame.payload)) for frame in frames)
     return found

@@ -275,7 +275,8 @@ class TestAppend:
                 thread.join()
             entries = oplog.read(0, 10_000)
         assert [e.op_id for e in entries] == list(range(1, 801))
-        assert sorted(e.full_document["_id"] for e in entries) == sorted(f"{w}-{i}" for w in range(8) for i in range(100))
+        written = sorted(f"{worker}-{i}" for worker in range(8) for i in range(100))
+        assert sorted(e.full_document["_id"] for e in entries) == written
 
     def test_a_forked_child_appends_on_a_connection_of_its_own(self, stream_url: str) -> None:
         """A process forked after its parent appended appends through the same oplog object while the parent
