@@ -84,7 +84,7 @@ def prefilter(
         usable.append((spec, predicate, getters))
     if not usable:
         return Prefilter(None, 0, None, None)
-    filters = [_on_entries(spec, predicate, getters) for spec, predicate, getters in usable]
+    filters = [_on_entries(predicate, getters) for _, predicate, getters in usable]
     check = filters[0] if len(filters) == 1 else (lambda entry: all(test(entry) for test in filters))
     groups = tuple(group for spec, _, _ in usable for group in _required_strings(spec))
     key = (
@@ -198,50 +198,20 @@ def entry_filter(
     """
     spec = rewrite_event_aliases(spec)
     getters = _entry_getters(spec, full_document, full_document_before_change, show_expanded_events)
-    if getters is None:
-        return None
-    return _on_entries(spec, compile_filter(spec), getters)
+    return None if getters is None else _on_entries(compile_filter(spec), getters)
 
 
-def _inside_one_field(spec: Mapping[str, Any], name: str) -> dict[str, Any] | None:
-    """``spec`` as a filter on the document in field ``name``, when every condition of it is on a path inside
-    that document (``{"fullDocument.status": "paid"}``); else None.
-
-    On an event whose ``name`` holds a document, not an array, the two
-    agree: a path through ``name`` reaches what the rest of the path reaches
-    in that document.
-    """
-    prefix = name + "."
-    inside: dict[str, Any] = {}
-    for key, condition in spec.items():
-        rest = key[len(prefix):] if isinstance(key, str) and key.startswith(prefix) else ""
-        if not rest or rest.startswith("$"):
-            return None
-        inside[rest] = condition
-    return inside or None
-
-
-def _on_entries(spec: Mapping[str, Any], predicate: Predicate, getters: list[tuple[str, Getter]]) -> EntryFilter:
-    """The filter ``spec``, compiled as ``predicate``, on entries, reading the fields it needs with ``getters``."""
+def _on_entries(predicate: Predicate, getters: list[tuple[str, Getter]]) -> EntryFilter:
+    """A filter's ``predicate`` on entries, reading the fields it needs with ``getters``."""
     known = _KNOWN_OPERATIONS
 
     if len(getters) == 1:
         ((name, get),) = getters
-        # On the document the one field holds, when it can be: compiled at the first such entry, so that a
-        # stream that has seen none (an idle watcher) holds nothing more than its filter.
-        inside: Any = spec  # the filter; then the predicate inside the field, or None when it reads beyond it
 
         def one_field(entry: OplogEntry) -> bool:
-            nonlocal inside
             if entry.op not in known:
                 return True
             value = get(entry)
-            if inside is not None and type(value) is dict:
-                if not callable(inside):  # the first entry with a document there
-                    within = _inside_one_field(inside, name)
-                    inside = None if within is None else compile_filter(within)
-                if inside is not None:
-                    return inside(value)  # type: ignore[no-any-return]
             return predicate({} if value is MISSING else {name: value})
 
         return one_field

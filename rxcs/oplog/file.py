@@ -1322,16 +1322,14 @@ class _CommitRewritten(Exception):
 
 
 @final
-@final
 class _SiftedAhead:
     """What a sifted look-ahead found: the frames of the rest of a commit its sift let through, checked.
 
     ``frames`` holds three ints for each (where the frame starts and ends in
     the file, its op_id; ints, which the garbage collector does not track)
-    in the block ``data``;
-    the reads that go on from ``after`` with the same sift take them from
-    ``next`` on, and then stand at ``commit_end`` (its frame ending at
-    ``commit_end_offset``).
+    in the block ``data``; the reads that go on from ``after`` with the same
+    sift take them from ``next`` on, and then stand at ``commit_end`` (its
+    frame ending at ``commit_end_offset``).
     """
 
     __slots__ = ("after", "commit_end", "commit_end_offset", "data", "frames", "next", "sift")
@@ -1345,6 +1343,7 @@ class _SiftedAhead:
         self.next = 0
 
 
+@final
 class _FileCursor(OplogCursor):
     """Reads frames in order across segments, a large block at a time; hands over only entries of whole commits.
 
@@ -1745,11 +1744,12 @@ class _FileCursor(OplogCursor):
         """The look-ahead's fast path, through what the buffer holds: check each frame (op_id, length, checksum)
         up to the commit's last one, decoding nothing and making no ``Frame``; note it in ``_commit_end`` and
         return the file offset where that frame ends. How far it checked is noted in ``_checked``: the read
-        that takes these frames from the same block does not check them again.
+        that takes these frames from the same block does not check them again. The frames ``sift`` lets
+        through are added to ``passed`` (three ints each: where the frame starts and ends in the file, its
+        op_id).
 
-        The frames ``sift`` lets through are added to ``passed`` (three ints
-        each: where the frame starts and ends in the file, its op_id). Otherwise the cursor is left past the frames
-        checked, and 0 lets ``_extend`` read on, or the frame-by-frame path go on from there (a
+        Otherwise the cursor is left past the frames checked, and 0 lets
+        ``_extend`` read on, or the frame-by-frame path go on from there (a
         frame across the buffer's end, the tail, damage, which it tells apart
         and reports).
         """

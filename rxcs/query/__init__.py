@@ -83,19 +83,12 @@ def rewrite_event_aliases(spec: Any) -> Any:
 
 
 def _rewrite(spec: Any) -> Any:
-    """``spec`` with the aliases renamed: a new dict where one is renamed, else ``spec`` itself (a stream's
-    filter is then held once, by its options)."""
     if not isinstance(spec, Mapping):
         return spec
     rewritten: dict[Any, Any] = {}
-    changed = False
     for key, value in spec.items():
         if key in ("$and", "$or", "$nor") and isinstance(value, list):
-            items = [_rewrite(item) for item in value]
-            changed = changed or any(new is not old for new, old in zip(items, value, strict=True))
-            rewritten[key] = items
+            rewritten[key] = [_rewrite(item) for item in value]
         else:
-            name = EVENT_ALIASES.get(key, key) if isinstance(key, str) else key
-            changed = changed or name != key
-            rewritten[name] = value
-    return rewritten if changed else spec
+            rewritten[EVENT_ALIASES.get(key, key) if isinstance(key, str) else key] = value
+    return rewritten
